@@ -1,0 +1,525 @@
+"""Neuron-set file format, version 1: load, validate, save, select, combine, control.
+
+A neuron set is JSON Lines (optionally gzip-compressed). Line 1 is a header::
+
+    {"format": "relneuron-neuron-set", "version": 1,
+     "model": {"id": ..., "architecture": ..., "num_layers": 30,
+               "intermediate_size": 1536, "hidden_size": 576},
+     "method": {"name": ..., "params": {...}, "data": ..., "package_version": ...}}
+
+and every other line is one neuron::
+
+    {"group": "company_hq", "site": "mlp.act", "layer": 12, "index": 734, "score": 0.91}
+
+This module is pure Python + numpy-free on purpose: loading and validating a set never
+imports torch, so the CLI can reject a bad file before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.atomic import atomic_write
+from relneuron_eval.errors import RelNeuronError
+
+FORMAT_NAME = "relneuron-neuron-set"
+FORMAT_VERSION = 1
+SITES: tuple[str, ...] = ("mlp.act", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+REQUIRED_MODEL_FIELDS = ("id", "architecture", "num_layers", "intermediate_size", "hidden_size")
+NEURON_FIELDS = ("group", "site", "layer", "index", "score")
+FORMAT_HINT = "see 'Neuron-set format' in the README"
+
+
+@dataclass(frozen=True, order=True)
+class Neuron:
+    """One unit of one group. ``(group, site, layer, index)`` is unique within a set."""
+
+    group: str
+    site: str
+    layer: int
+    index: int
+    score: float = 0.0
+
+    @property
+    def unit(self) -> tuple[str, int, int]:
+        """The model unit this neuron names, independent of its group."""
+        return (self.site, self.layer, self.index)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a neuron set must agree with."""
+
+    num_layers: int
+    intermediate_size: int
+    hidden_size: int
+
+    def site_size(self, site: str) -> int:
+        """Number of units at ``site`` in one layer."""
+        return self.hidden_size if site == "mlp.down_proj" else self.intermediate_size
+
+    def units_per_layer(self, sites: Iterable[str] = SITES) -> int:
+        return sum(self.site_size(s) for s in sites)
+
+
+@dataclass
+class NeuronSet:
+    """An ordered collection of neurons with the header that says where they came from."""
+
+    header: dict[str, Any]
+    neurons: list[Neuron] = field(default_factory=list)
+    source: str | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.header.get("model", {})
+
+    @property
+    def method(self) -> dict[str, Any]:
+        return self.header.get("method", {})
+
+    @property
+    def shape(self) -> ModelShape:
+        m = self.model
+        return ModelShape(int(m["num_layers"]), int(m["intermediate_size"]), int(m["hidden_size"]))
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+    def __iter__(self):
+        return iter(self.neurons)
+
+    def groups(self) -> list[str]:
+        """Group names in order of first appearance."""
+        return list(dict.fromkeys(n.group for n in self.neurons))
+
+    def units(self) -> set[tuple[str, int, int]]:
+        """Distinct model units, whatever group names them."""
+        return {n.unit for n in self.neurons}
+
+    def by_site_layer(self) -> dict[tuple[str, int], list[int]]:
+        """Sorted, de-duplicated unit indices per ``(site, layer)``: what an intervention needs."""
+        out: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for n in self.neurons:
+            out[(n.site, n.layer)].add(n.index)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical content (header + neurons), stable across gzip/whitespace."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.header, sort_keys=True).encode())
+        for n in self.neurons:
+            digest.update(f"\n{n.group}\t{n.site}\t{n.layer}\t{n.index}\t{n.score!r}".encode())
+        return digest.hexdigest()
+
+    def with_neurons(self, neurons: Iterable[Neuron], **header_updates: Any) -> NeuronSet:
+        header = {**self.header, **header_updates}
+        return NeuronSet(header=header, neurons=list(neurons), source=self.source)
+
+    # --------------------------------------------------------------- selection
+    def select(
+        self,
+        groups: str | Sequence[str] | None = None,
+        *,
+        top_k: int | None = None,
+        fraction: float | None = None,
+        layers: Iterable[int] | None = None,
+        sites: Iterable[str] | None = None,
+    ) -> NeuronSet:
+        """Pick groups, then layers/sites, then the best ``top_k`` or ``fraction`` per group.
+
+        ``groups`` is a list, a ``|``-separated string, ``"*"`` or None (all groups).
+        Ties in score are broken by ``(layer, site, index)`` so selection is deterministic.
+        """
+        wanted = self._resolve_groups(groups)
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
+            raise RelNeuronError(
+                f"top_k must be a positive integer, got {top_k!r}", hint="e.g. top_k=3000"
+            )
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0.0 < float(fraction) <= 1.0
+        ):
+            raise RelNeuronError(
+                f"fraction must be in (0, 1], got {fraction!r}", hint="e.g. fraction=0.1"
+            )
+        if top_k is not None and fraction is not None:
+            raise RelNeuronError("give either top_k or fraction, not both")
+        layer_set = None if layers is None else set(layers)
+        site_set = None if sites is None else set(sites)
+        if site_set is not None and not site_set <= set(SITES):
+            raise RelNeuronError(
+                f"unknown site(s) {sorted(site_set - set(SITES))}",
+                hint=f"known sites: {list(SITES)}",
+            )
+        per_group: dict[str, list[Neuron]] = defaultdict(list)
+        for n in self.neurons:
+            if n.group not in wanted:
+                continue
+            if layer_set is not None and n.layer not in layer_set:
+                continue
+            if site_set is not None and n.site not in site_set:
+                continue
+            per_group[n.group].append(n)
+        chosen: list[Neuron] = []
+        for group in wanted:
+            members = sorted(
+                per_group.get(group, []), key=lambda n: (-n.score, n.layer, n.site, n.index)
+            )
+            if top_k is not None:
+                members = members[:top_k]
+            elif fraction is not None:
+                members = (
+                    members[: max(1, round(len(members) * float(fraction)))] if members else []
+                )
+            chosen.extend(members)
+        return self.with_neurons(
+            chosen,
+            selection={
+                "groups": list(wanted),
+                "top_k": top_k,
+                "fraction": fraction,
+                "layers": None if layer_set is None else sorted(layer_set),
+                "sites": None if site_set is None else sorted(site_set),
+            },
+        )
+
+    def _resolve_groups(self, groups: str | Sequence[str] | None) -> list[str]:
+        available = self.groups()
+        if groups is None or groups == "*" or groups == ["*"]:
+            return available
+        names = [g.strip() for g in groups.split("|")] if isinstance(groups, str) else list(groups)
+        names = [g for g in names if g]
+        if not names:
+            raise RelNeuronError(
+                "no group names given", hint="use groups=<name>|<name> or groups=*"
+            )
+        missing = [g for g in names if g not in set(available)]
+        if missing:
+            shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
+            raise RelNeuronError(
+                f"group(s) {missing} not in the neuron set",
+                path=self.source,
+                hint=f"groups in this file: {shown}",
+            )
+        return list(dict.fromkeys(names))
+
+    # ------------------------------------------------------------- combination
+    def union(self, other: NeuronSet) -> NeuronSet:
+        """All neurons of both sets; a neuron in both keeps the higher score."""
+        best: dict[tuple[str, str, int, int], Neuron] = {}
+        for n in [*self.neurons, *other.neurons]:
+            key = (n.group, n.site, n.layer, n.index)
+            if key not in best or n.score > best[key].score:
+                best[key] = n
+        return self.with_neurons(best.values())
+
+    def intersection(self, other: NeuronSet) -> NeuronSet:
+        """Neurons (by group and unit) present in both sets, with this set's scores."""
+        keys = {(n.group, n.site, n.layer, n.index) for n in other.neurons}
+        return self.with_neurons(
+            n for n in self.neurons if (n.group, n.site, n.layer, n.index) in keys
+        )
+
+    def overlap_counts(self, groups: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Number of shared units for every pair of groups (diagonal: the group's size)."""
+        names = self._resolve_groups(groups)
+        units = {g: set() for g in names}
+        for n in self.neurons:
+            if n.group in units:
+                units[n.group].add(n.unit)
+        return {a: {b: len(units[a] & units[b]) for b in names} for a in names}
+
+    # ---------------------------------------------------------------- controls
+    def random_control(self, seed: int = 0, *, shape: ModelShape | None = None) -> NeuronSet:
+        """A seeded random set with the same number of units per (group, layer, site).
+
+        Units of the original selection are excluded, so the control shares no unit with
+        what it controls for. The control keeps the group names, so it is a drop-in
+        replacement in any command that takes ``groups=``.
+        """
+        shape = shape or self.shape
+        rng = random.Random(f"relneuron-control:{seed}")
+        taken = self.units()
+        counts: Counter[tuple[str, str, int]] = Counter()
+        for n in self.neurons:
+            counts[(n.group, n.site, n.layer)] += 1
+        drawn: list[Neuron] = []
+        used: set[tuple[str, int, int]] = set(taken)
+        for (group, site, layer), count in sorted(counts.items()):
+            size = shape.site_size(site)
+            pool = [i for i in range(size) if (site, layer, i) not in used]
+            if count > len(pool):
+                raise RelNeuronError(
+                    f"cannot draw {count} random units at {site} layer {layer}: only {len(pool)} free",
+                    hint="the selection covers almost the whole layer; use a smaller top_k",
+                )
+            for index in sorted(rng.sample(pool, count)):
+                used.add((site, layer, index))
+                drawn.append(Neuron(group, site, layer, index, 0.0))
+        return self.with_neurons(
+            drawn, control={"kind": "random", "seed": seed, "of": self.content_hash()[:12]}
+        )
+
+    # ---------------------------------------------------------------- checking
+    def check_shape(self, shape: ModelShape, *, model_name: str = "the model") -> None:
+        """Raise if this set was made for a model of another shape."""
+        mine = self.shape
+        problems = [
+            f"{name} {getattr(mine, name)} in the file vs {getattr(shape, name)} in {model_name}"
+            for name in ("num_layers", "intermediate_size", "hidden_size")
+            if getattr(mine, name) != getattr(shape, name)
+        ]
+        if problems:
+            raise RelNeuronError(
+                "neuron set was made for a model of another shape: " + "; ".join(problems),
+                path=self.source,
+                line=1,
+                hint=f"it was made for {self.model.get('id')!r}; use a set made for {model_name}",
+            )
+
+    # -------------------------------------------------------------------- I/O
+    @classmethod
+    def load(cls, path: str | Path) -> NeuronSet:
+        return load(path)
+
+    def save(self, path: str | Path) -> Path:
+        return save(self, path)
+
+
+# ============================================================================ I/O
+def make_header(
+    *,
+    model: dict[str, Any],
+    method: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A version-1 header; ``model`` must hold the fields in ``REQUIRED_MODEL_FIELDS``."""
+    from relneuron_eval import __version__
+
+    method = {"package_version": __version__, **method}
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model, "method": method}
+    header.update(extra)
+    _check_header(header, path=None)
+    return header
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_line(text: str, path: str, line: int) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RelNeuronError(
+            f"not valid JSON ({exc})",
+            path=path,
+            line=line,
+            hint="each line must be one JSON object",
+        ) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_header(header: Any, path: str | None) -> None:
+    hint = FORMAT_HINT
+    if not isinstance(header, dict):
+        raise RelNeuronError("line 1 must be the header object", path=path, line=1, hint=hint)
+    if header.get("format") != FORMAT_NAME:
+        raise RelNeuronError(
+            f'missing or wrong header: "format" must be "{FORMAT_NAME}", got {header.get("format")!r}',
+            path=path,
+            line=1,
+            hint=hint,
+        )
+    version = header.get("version")
+    if version != FORMAT_VERSION:
+        raise RelNeuronError(
+            f"unknown format version {version!r}; this relneuron-eval reads version {FORMAT_VERSION}",
+            path=path,
+            line=1,
+            hint="upgrade relneuron-eval or re-save the set with this version",
+        )
+    model = header.get("model")
+    if not isinstance(model, dict):
+        raise RelNeuronError('header has no "model" object', path=path, line=1, hint=hint)
+    missing = [f for f in REQUIRED_MODEL_FIELDS if f not in model]
+    if missing:
+        raise RelNeuronError(f"header model lacks {missing}", path=path, line=1, hint=hint)
+    for name in ("num_layers", "intermediate_size", "hidden_size"):
+        if not _is_int(model[name]) or model[name] < 1:
+            raise RelNeuronError(
+                f"header model.{name} must be a positive integer, got {model[name]!r}",
+                path=path,
+                line=1,
+            )
+    if not isinstance(header.get("method"), dict):
+        raise RelNeuronError('header has no "method" object', path=path, line=1, hint=hint)
+
+
+def _check_neuron(obj: Any, shape: ModelShape, path: str, line: int) -> Neuron:
+    if not isinstance(obj, dict):
+        raise RelNeuronError(
+            "a neuron line must be a JSON object", path=path, line=line, hint=FORMAT_HINT
+        )
+    missing = [f for f in NEURON_FIELDS if f not in obj]
+    if missing:
+        raise RelNeuronError(
+            f"neuron line lacks field(s) {missing}", path=path, line=line, hint=FORMAT_HINT
+        )
+    group, site, layer, index, score = (obj[f] for f in NEURON_FIELDS)
+    if not isinstance(group, str) or not group:
+        raise RelNeuronError(
+            f"group must be a non-empty string, got {group!r}", path=path, line=line
+        )
+    if site not in SITES:
+        raise RelNeuronError(
+            f"unknown site {site!r}", path=path, line=line, hint=f"known sites: {list(SITES)}"
+        )
+    if not _is_int(layer):
+        raise RelNeuronError(f"layer must be an integer, got {layer!r}", path=path, line=line)
+    if not 0 <= layer < shape.num_layers:
+        raise RelNeuronError(
+            f"layer {layer} out of range [0, {shape.num_layers - 1}]", path=path, line=line
+        )
+    if not _is_int(index):
+        raise RelNeuronError(f"index must be an integer, got {index!r}", path=path, line=line)
+    size = shape.site_size(site)
+    if not 0 <= index < size:
+        raise RelNeuronError(
+            f"index {index} out of range [0, {size - 1}] for {site}", path=path, line=line
+        )
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise RelNeuronError(f"score must be a finite number, got {score!r}", path=path, line=line)
+    return Neuron(group, site, layer, index, float(score))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RelNeuronError(
+            "neuron-set file not found", path=path, hint="check the neuron_set= path"
+        ) from None
+    except OSError as exc:
+        raise RelNeuronError(f"cannot read neuron-set file: {exc.strerror}", path=path) from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise RelNeuronError(f"corrupt gzip data ({exc})", path=path) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RelNeuronError(
+            f"not UTF-8 text (byte {exc.start})", path=path, hint="neuron sets are JSON Lines"
+        ) from None
+
+
+def load(path: str | Path) -> NeuronSet:
+    """Load and fully validate a neuron set; any problem raises ``RelNeuronError``."""
+    from relneuron_eval.resources import resolve_shipped
+
+    path = resolve_shipped(path)
+    if path.is_dir():
+        raise RelNeuronError("is a folder, not a neuron-set file", path=path)
+    text = _read_text(path)
+    where = str(path)
+    lines = text.splitlines()
+    first = next((i for i, s in enumerate(lines) if s.strip()), None)
+    if first is None:
+        raise RelNeuronError("empty file: missing header", path=where, line=1, hint=FORMAT_HINT)
+    header = _parse_line(lines[first], where, first + 1)
+    _check_header(header, where)
+    shape = ModelShape(
+        header["model"]["num_layers"],
+        header["model"]["intermediate_size"],
+        header["model"]["hidden_size"],
+    )
+    neurons: list[Neuron] = []
+    seen: dict[tuple[str, str, int, int], int] = {}
+    for number, text_line in enumerate(lines[first + 1 :], start=first + 2):
+        if not text_line.strip():
+            continue
+        neuron = _check_neuron(_parse_line(text_line, where, number), shape, where, number)
+        key = (neuron.group, neuron.site, neuron.layer, neuron.index)
+        if key in seen:
+            raise RelNeuronError(
+                f"duplicate neuron {key} (first on line {seen[key]})",
+                path=where,
+                line=number,
+                hint="each (group, site, layer, index) may appear once",
+            )
+        seen[key] = number
+        neurons.append(neuron)
+    return NeuronSet(header=header, neurons=neurons, source=where)
+
+
+def dumps_lines(neuron_set: NeuronSet) -> Iterable[str]:
+    yield json.dumps(neuron_set.header, ensure_ascii=False, sort_keys=False)
+    for n in neuron_set.neurons:
+        yield json.dumps(
+            {
+                "group": n.group,
+                "site": n.site,
+                "layer": n.layer,
+                "index": n.index,
+                "score": n.score,
+            },
+            ensure_ascii=False,
+        )
+
+
+def save(neuron_set: NeuronSet, path: str | Path) -> Path:
+    """Validate and write atomically (gzip when the name ends in ``.gz``)."""
+    path = Path(path)
+    _check_header(neuron_set.header, str(path))
+    shape = neuron_set.shape
+    seen: set[tuple[str, str, int, int]] = set()
+    for i, n in enumerate(neuron_set.neurons):
+        _check_neuron(
+            {
+                "group": n.group,
+                "site": n.site,
+                "layer": n.layer,
+                "index": n.index,
+                "score": n.score,
+            },
+            shape,
+            f"<neuron {i}>",
+            i + 2,
+        )
+        key = (n.group, n.site, n.layer, n.index)
+        if key in seen:
+            raise RelNeuronError(f"duplicate neuron {key}", path=path, line=i + 2)
+        seen.add(key)
+    payload = ("\n".join(dumps_lines(neuron_set)) + "\n").encode("utf-8")
+    if path.name.endswith(".gz"):
+        payload = gzip.compress(payload, mtime=0)
+    with atomic_write(path, "wb") as handle:
+        handle.write(payload)
+    return path
+
+
+def file_hash(path: str | Path, length: int = 8) -> str:
+    """Short SHA-256 of a file's bytes, used in variant names."""
+    from relneuron_eval.resources import resolve_shipped
+
+    digest = hashlib.sha256(Path(resolve_shipped(path)).read_bytes()).hexdigest()
+    return digest[:length]
