@@ -1,0 +1,91 @@
+"""The ``relneuron`` command: one entry point, one module per subcommand.
+
+Subcommand modules are imported only when used, so ``relneuron --help`` is fast. Each
+module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. A
+``RelNeuronError`` becomes one ``error:`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help shown without importing the module)
+    "find": (
+        "relneuron_eval.discovery.cli",
+        "find neurons (relation-specific or knowledge neurons)",
+    ),
+    "report": ("relneuron_eval.report", "run the papers' experiments and write markdown + PNGs"),
+    "compare": ("relneuron_eval.compare", "compare lm-eval results of a base model and variants"),
+    "export": ("relneuron_eval.export", "export a variant as a PEFT IA3 adapter or a checkpoint"),
+    "bench": ("relneuron_eval.bench", "benchmarks: overhead, start-up, discovery, scale"),
+    "taskgen": ("relneuron_eval.taskgen", "generate lm-eval task YAMLs from relation data"),
+    "gap": ("relneuron_eval.twohop", "compositionality gap of two-hop runs from logged samples"),
+    "model-path": ("relneuron_eval.cli", "print the local checkpoint of the embedded model"),
+}
+
+# --------------------------------------------------------------- model-path
+HELP = "print the local checkpoint folder of the embedded model (builds the cache once)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default="smollm2-135m", help="embedded model name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from relneuron_eval.embedded import is_embedded, resolve_pretrained
+
+    if not is_embedded(args.model):
+        from relneuron_eval.errors import RelNeuronError
+
+        raise RelNeuronError(f"{args.model!r} is not an embedded model", hint="try smollm2-135m")
+    print(resolve_pretrained(args.model))
+    return 0
+
+
+# --------------------------------------------------------------------- main
+def build_parser(load: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    from relneuron_eval import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="relneuron",
+        description="Neuron interventions as ordinary lm-evaluation-harness runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"relneuron-eval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, short_help) in SUBCOMMANDS.items():
+        if load is not None and name not in load:
+            sub.add_parser(name, help=short_help, add_help=False)
+            continue
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(name, help=short_help, description=getattr(module, "HELP", None))
+        module.add_arguments(child)
+        child.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from relneuron_eval.errors import RelNeuronError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = [argv[0]] if argv and argv[0] in SUBCOMMANDS else []
+    try:
+        parser = build_parser(load=wanted)
+        args = parser.parse_args(argv)
+        if getattr(args, "_module", None) is None:
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(args._module.run(args) or 0)
+    except RelNeuronError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

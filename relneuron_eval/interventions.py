@@ -1,0 +1,344 @@
+"""Run-time neuron interventions: fold into the weights when exact, else forward hooks.
+
+An intervention multiplies the chosen units by a factor (``deactivate`` = 0,
+``enhance``/``scale`` = ``factor``) or sets them to ``value`` (``set``). When it applies at
+every position and the unit is an output row of a linear layer (bias included) or an
+input column of the down projection, multiplying the weights gives the same function
+at zero run-time cost, so ``strategy="auto"`` folds. Hooks are used for
+``positions="last"``, per-document interventions, ``set`` without a bias to fold into,
+and PEFT-wrapped models (a LoRA delta would escape a folded base weight).
+
+Everything is undone when the ``apply_intervention`` context exits, also on an
+exception: folded slices are written back from saved copies (bit-exact), hooks removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from relneuron_eval.architectures import SiteSpec, model_shape, site_module, unwrap
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.neuron_set import NeuronSet, load
+
+MODES = ("deactivate", "enhance", "scale", "set")
+POSITIONS = ("all", "last")
+Strategy = Literal["auto", "fold", "hook"]
+UnitKey = tuple[str, int]  # (site, layer)
+
+
+@dataclass(frozen=True)
+class UnitEdit:
+    """What to do to some units of one site in one layer."""
+
+    indices: tuple[int, ...]
+    multiplier: float | None  # None means "set to value"
+    value: float = 0.0
+
+
+@dataclass
+class Intervention:
+    """A selected set of units plus what to do to them and where in the sequence."""
+
+    selection: NeuronSet
+    mode: str = "deactivate"
+    factor: float = 2.0
+    value: float = 0.0
+    positions: str = "all"
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        neuron_set: str | Path | NeuronSet,
+        groups: str | list[str] | None = "*",
+        *,
+        mode: str = "deactivate",
+        factor: float | None = None,
+        value: float = 0.0,
+        top_k: int | None = None,
+        fraction: float | None = None,
+        positions: str = "all",
+        control: str | None = None,
+        seed: int = 0,
+        layers: list[int] | None = None,
+        sites: list[str] | None = None,
+    ) -> Intervention:
+        """Validate the arguments, load and select the neurons, draw the control if asked."""
+        check_mode(mode)
+        if positions not in POSITIONS:
+            raise RelNeuronError(
+                f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
+            )
+        if control not in (None, "", "none", "random"):
+            raise RelNeuronError(
+                f"unknown control {control!r}",
+                hint="use control=random (size-matched random units)",
+            )
+        if factor is None:
+            factor = 2.0
+        for name, number in (("factor", factor), ("value", value)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise RelNeuronError(f"{name} must be a number, got {number!r}")
+        full = neuron_set if isinstance(neuron_set, NeuronSet) else load(neuron_set)
+        selection = full.select(groups, top_k=top_k, fraction=fraction, layers=layers, sites=sites)
+        if len(selection) == 0:
+            raise RelNeuronError(
+                "the selection is empty: no neuron matches these groups/layers/sites",
+                path=full.source,
+            )
+        if control == "random":
+            selection = selection.random_control(seed)
+        return cls(
+            selection=selection,
+            mode=mode,
+            factor=float(factor),
+            value=float(value),
+            positions=positions,
+            description={
+                "neuron_set": full.source,
+                "groups": selection.header.get("selection", {}).get("groups"),
+                "mode": mode,
+                "factor": float(factor) if mode in ("enhance", "scale") else None,
+                "value": float(value) if mode == "set" else None,
+                "top_k": top_k,
+                "fraction": fraction,
+                "positions": positions,
+                "control": "random" if control == "random" else None,
+                "seed": seed if control == "random" else None,
+                "num_units": len(selection.units()),
+            },
+        )
+
+    @property
+    def multiplier(self) -> float | None:
+        return multiplier_for(self.mode, self.factor)
+
+    def units(self) -> dict[UnitKey, list[int]]:
+        return self.selection.by_site_layer()
+
+    def edits(self) -> dict[UnitKey, UnitEdit]:
+        return edits_for(self.selection, self.mode, self.factor, self.value)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise RelNeuronError(f"unknown mode {mode!r}", hint=f"use one of {list(MODES)}")
+
+
+def multiplier_for(mode: str, factor: float) -> float | None:
+    check_mode(mode)
+    return {"deactivate": 0.0, "enhance": factor, "scale": factor, "set": None}[mode]
+
+
+def edits_for(
+    selection: NeuronSet, mode: str, factor: float, value: float
+) -> dict[UnitKey, UnitEdit]:
+    mult = multiplier_for(mode, factor)
+    return {
+        key: UnitEdit(tuple(indices), mult, value)
+        for key, indices in selection.by_site_layer().items()
+    }
+
+
+# =========================================================================== folding
+def _param_slices(module: torch.nn.Module, spec: SiteSpec) -> list[tuple[torch.Tensor, int]]:
+    """(parameter, dim) pairs whose slices along ``dim`` are the site's units."""
+    weight = module.weight
+    if spec.role == "output":
+        slices = [(weight, 1 if spec.transposed else 0)]
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            slices.append((bias, 0))
+        return slices
+    return [(weight, 0 if spec.transposed else 1)]
+
+
+def _unit_indices(model: Any, spec: SiteSpec, indices: tuple[int, ...]) -> list[int]:
+    if spec.offset_halves:
+        offset = spec.offset_halves * model_shape(model).intermediate_size
+        return [i + offset for i in indices]
+    return list(indices)
+
+
+def can_fold(module: torch.nn.Module, spec: SiteSpec, edit: UnitEdit) -> bool:
+    """Exact folding needs a multiplier, or for ``set`` a bias on an output site."""
+    if edit.multiplier is not None:
+        return True
+    return spec.role == "output" and getattr(module, "bias", None) is not None
+
+
+class _FoldRecord:
+    """Saved slices, restored in reverse order so overlapping edits undo exactly."""
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+
+    @torch.no_grad()
+    def apply(self, param: torch.Tensor, dim: int, idx: list[int], edit: UnitEdit, is_bias: bool):
+        index = torch.tensor(idx, dtype=torch.long, device=param.device)
+        original = param.data.index_select(dim, index).clone()
+        self._saved.append((param, dim, index, original))
+        if edit.multiplier is not None:
+            param.data.index_copy_(dim, index, original * edit.multiplier)
+        elif is_bias:
+            param.data.index_fill_(dim, index, edit.value)
+        else:
+            param.data.index_fill_(dim, index, 0.0)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        while self._saved:
+            param, dim, index, original = self._saved.pop()
+            param.data.index_copy_(dim, index, original)
+
+
+# ============================================================================= hooks
+class HookState:
+    """Mutable state the hooks read: which edits are active, and where "last" is.
+
+    ``active`` maps (site, layer) to the edit to apply (missing key: leave the unit
+    alone), so one set of hooks serves per-document interventions by swapping it.
+    ``last_positions`` is a per-row LongTensor of the last real token (right padding),
+    or None when the last column is every row's last token (left padding, decoding).
+    """
+
+    def __init__(self, positions: str = "all") -> None:
+        self.positions = positions
+        self.active: dict[UnitKey, UnitEdit] = {}
+        self.last_positions: torch.Tensor | None = None
+        self._vectors: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def _scale_vector(self, key: UnitKey, edit: UnitEdit, x: torch.Tensor, offset: int):
+        cache_key = (key, x.device, x.dtype, offset, id(edit))
+        vec = self._vectors.get(cache_key)
+        if vec is None:
+            vec = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
+            idx = torch.tensor([i + offset for i in edit.indices], device=x.device)
+            vec[idx] = edit.multiplier
+            self._vectors[cache_key] = vec
+        return vec
+
+    def transform(self, key: UnitKey, x: torch.Tensor, offset: int) -> torch.Tensor:
+        edit = self.active.get(key)
+        if edit is None:
+            return x
+        if self.positions == "all":
+            return self._edit(key, edit, x, offset)
+        out = x.clone()
+        rows = torch.arange(x.shape[0], device=x.device)
+        if self.last_positions is None:
+            cols = torch.full_like(rows, x.shape[1] - 1)
+        else:
+            cols = self.last_positions.to(x.device)
+        out[rows, cols] = self._edit(key, edit, x[rows, cols], offset)
+        return out
+
+    def _edit(self, key: UnitKey, edit: UnitEdit, x: torch.Tensor, offset: int) -> torch.Tensor:
+        if edit.multiplier is not None:
+            return x * self._scale_vector(key, edit, x, offset)
+        idx = torch.tensor([i + offset for i in edit.indices], device=x.device)
+        return x.index_fill(-1, idx, edit.value)
+
+
+def _output_hook(state: HookState, key: UnitKey, offset: int):
+    def hook(module, inputs, output):
+        if isinstance(output, tuple):
+            return (state.transform(key, output[0], offset), *output[1:])
+        return state.transform(key, output, offset)
+
+    return hook
+
+
+def _input_hook(state: HookState, key: UnitKey, offset: int):
+    def hook(module, args):
+        if not args:
+            return None
+        return (state.transform(key, args[0], offset), *args[1:])
+
+    return hook
+
+
+def install_hooks(model: Any, keys: list[UnitKey], state: HookState) -> list[Any]:
+    """Register one hook per (site, layer) in ``keys``; returns the removable handles."""
+    handles = []
+    shape = model_shape(model)
+    try:
+        for site, layer in keys:
+            module, spec = site_module(model, site, layer)
+            offset = spec.offset_halves * shape.intermediate_size
+            if spec.role == "output":
+                handles.append(
+                    module.register_forward_hook(_output_hook(state, (site, layer), offset))
+                )
+            else:
+                handles.append(
+                    module.register_forward_pre_hook(_input_hook(state, (site, layer), offset))
+                )
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return handles
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "get_base_model") or hasattr(model, "peft_config")
+
+
+def check_model(model: Any, selection: NeuronSet) -> None:
+    """The set must match the model's shape and only name sites the architecture has."""
+    shape = model_shape(model)
+    name = getattr(unwrap(model).config, "_name_or_path", None) or "the model"
+    selection.check_shape(shape, model_name=str(name))
+    for site, layer in selection.by_site_layer():
+        site_module(model, site, layer)
+
+
+@contextlib.contextmanager
+def apply_intervention(
+    model: Any, intervention: Intervention, strategy: Strategy = "auto"
+) -> Iterator[HookState]:
+    """Apply ``intervention`` to ``model`` for the duration of the ``with`` block."""
+    if strategy not in ("auto", "fold", "hook"):
+        raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
+    check_model(model, intervention.selection)
+    edits = intervention.edits()
+    state = HookState(intervention.positions)
+    plan_fold: list[tuple[UnitKey, torch.nn.Module, SiteSpec, UnitEdit]] = []
+    plan_hook: dict[UnitKey, UnitEdit] = {}
+    for key, edit in edits.items():
+        module, spec = site_module(model, *key)
+        foldable = (
+            intervention.positions == "all" and not _is_peft(model) and can_fold(module, spec, edit)
+        )
+        if strategy == "fold" and not foldable:
+            raise RelNeuronError(
+                f"cannot fold {intervention.mode} at {key[0]} (positions={intervention.positions})"
+                " into the weights exactly",
+                hint="use strategy=hook (or positions=all with a multiplying mode)",
+            )
+        if foldable and strategy != "hook":
+            plan_fold.append((key, module, spec, edit))
+        else:
+            plan_hook[key] = edit
+    record = _FoldRecord()
+    handles: list[Any] = []
+    try:
+        for _key, module, spec, edit in plan_fold:
+            idx = _unit_indices(model, spec, edit.indices)
+            for param, dim in _param_slices(module, spec):
+                record.apply(param, dim, idx, edit, is_bias=param.dim() == 1)
+        if plan_hook:
+            state.active = plan_hook
+            handles = install_hooks(model, sorted(plan_hook), state)
+        yield state
+    finally:
+        for handle in handles:
+            handle.remove()
+        record.restore()

@@ -1,0 +1,284 @@
+"""``relneuron-hf``: lm-eval's ``hf`` model with a neuron intervention applied at run time.
+
+Every ``hf`` (HFLM) argument works unchanged. The extra arguments select neurons from a
+neuron-set file and say what to do to them; the intervention is applied around each
+request type lm-eval sends (loglikelihood, generation, rolling loglikelihood) and
+undone afterwards, so the model object is clean whenever lm-eval is not scoring, and
+an exception during evaluation never leaves folded weights or hooks behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from relneuron_eval.embedded import is_embedded, resolve_pretrained
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.interventions import (
+    POSITIONS,
+    HookState,
+    Intervention,
+    UnitKey,
+    apply_intervention,
+    check_mode,
+    check_model,
+    edits_for,
+    install_hooks,
+)
+from relneuron_eval.neuron_set import NeuronSet, load
+from relneuron_eval.variant import variant_name
+
+log = logging.getLogger(__name__)
+
+
+def _int_list(value: Any, name: str) -> list[int] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    try:
+        out: list[int] = []
+        for part in str(value).split("|"):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+        return out
+    except ValueError:
+        raise RelNeuronError(
+            f"{name} must be integers separated by '|' (ranges like 10-20 allowed), got {value!r}"
+        ) from None
+
+
+def _str_list(value: Any) -> list[str] | None:
+    if value is None or value == "":
+        return None
+    return [p for p in str(value).split("|") if p]
+
+
+class RelNeuronLM(HFLM):
+    """HFLM plus ``neuron_set``, ``groups``, ``mode``, ``factor``, ``value``, ``top_k``,
+    ``fraction``, ``positions``, ``control``, ``seed``, ``per_doc``, ``layers``, ``sites``,
+    ``strategy`` and ``name``. Without ``neuron_set`` it is exactly ``hf``."""
+
+    def __init__(
+        self,
+        pretrained: Any = "smollm2-135m",
+        neuron_set: str | None = None,
+        groups: str | None = "*",
+        mode: str = "deactivate",
+        factor: float | None = None,
+        value: float = 0.0,
+        top_k: int | None = None,
+        fraction: float | None = None,
+        positions: str = "all",
+        control: str | None = None,
+        seed: int = 0,
+        per_doc: str | None = None,
+        layers: Any = None,
+        sites: Any = None,
+        strategy: str = "auto",
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Validate everything cheap before the (slow) model load.
+        self._rn: Intervention | None = None
+        self._rn_per_doc: str | None = per_doc or None
+        self._rn_group_sets: dict[str, NeuronSet] = {}
+        self._rn_strategy = strategy
+        self._rn_known_inputs: set[tuple[int, ...]] | None = None
+        self._rn_state: HookState | None = None
+        self._rn_pretrained_arg = pretrained
+        check_mode(mode)
+        if positions not in POSITIONS:
+            raise RelNeuronError(
+                f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
+            )
+        if strategy not in ("auto", "fold", "hook"):
+            raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
+        if neuron_set is None and (per_doc or control):
+            raise RelNeuronError("per_doc= and control= need a neuron_set=")
+        groups_arg = "*" if groups in (None, "") else str(groups)
+        layer_list = _int_list(layers, "layers")
+        site_list = _str_list(sites)
+        if neuron_set is not None:
+            full = load(neuron_set)
+            if per_doc:
+                if control:
+                    raise RelNeuronError(
+                        "control=random with per_doc= is not supported",
+                        hint="draw a control set with `relneuron` and pass it as neuron_set=",
+                    )
+                wanted = full.select(groups_arg, layers=layer_list, sites=site_list)
+                for group in wanted.groups():
+                    self._rn_group_sets[group] = wanted.select(
+                        [group], top_k=top_k, fraction=fraction
+                    )
+                self._rn = Intervention.build(
+                    wanted, "*", mode=mode, factor=factor, value=value, positions=positions
+                )
+                self._rn.description.update(per_doc=per_doc, num_groups=len(self._rn_group_sets))
+            else:
+                self._rn = Intervention.build(
+                    full,
+                    groups_arg,
+                    mode=mode,
+                    factor=factor,
+                    value=value,
+                    top_k=top_k,
+                    fraction=fraction,
+                    positions=positions,
+                    control=control,
+                    seed=int(seed),
+                    layers=layer_list,
+                    sites=site_list,
+                )
+            self._rn.description["variant"] = variant_name(
+                base=str(pretrained),
+                neuron_set=neuron_set,
+                groups=groups_arg,
+                mode=mode,
+                factor=factor,
+                value=value,
+                top_k=top_k,
+                fraction=fraction,
+                positions=positions,
+                control=control,
+                seed=seed,
+                per_doc=per_doc,
+                layers=layers,
+                sites=sites,
+                name=name,
+            )
+        if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
+            kwargs["dtype"] = "float32"
+        super().__init__(pretrained=resolve_pretrained(pretrained), **kwargs)
+        if self._rn is not None:
+            check_model(self.model, self._rn.selection)
+
+    # ------------------------------------------------------------- lm-eval API
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return self._run(super().loglikelihood, requests, disable_tqdm)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        return self._run(super().loglikelihood_rolling, requests, disable_tqdm)
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        return self._run(super().generate_until, requests, disable_tqdm)
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        if self._rn is not None:
+            info["relneuron"] = dict(self._rn.description)
+            info["relneuron"]["neuron_set_hash"] = self._rn.selection.content_hash()[:12]
+            info["relneuron"]["method"] = self._rn.selection.method
+        return info
+
+    # -------------------------------------------------------------- internals
+    def _run(self, method: Callable, requests, disable_tqdm: bool):
+        if self._rn is None:
+            return method(requests, disable_tqdm=disable_tqdm)
+        if self._rn_per_doc:
+            return self._run_per_doc(method, requests, disable_tqdm)
+        with apply_intervention(self.model, self._rn, strategy=self._rn_strategy) as state:
+            self._rn_state = state
+            try:
+                return method(requests, disable_tqdm=disable_tqdm)
+            finally:
+                self._rn_state = None
+
+    def _run_per_doc(self, method: Callable, requests, disable_tqdm: bool):
+        """Split requests by their document's group; each batch then has one intervention."""
+        assert self._rn is not None
+        field = self._rn_per_doc
+        buckets: dict[str | None, list[int]] = defaultdict(list)
+        unknown: set[str] = set()
+        for i, request in enumerate(requests):
+            doc = getattr(request, "doc", None) or {}
+            if field not in doc:
+                raise RelNeuronError(
+                    f"per_doc={field!r}: the task's documents have no field {field!r}",
+                    hint=f"fields present: {sorted(doc)}",
+                )
+            group = doc[field]
+            group = None if group is None else str(group)
+            if group is not None and group not in self._rn_group_sets:
+                unknown.add(group)
+                group = None
+            buckets[group].append(i)
+        if unknown:
+            log.warning(
+                "per_doc=%s: %d document group(s) have no neurons in the set and run "
+                "unmodified, e.g. %s",
+                field,
+                len(unknown),
+                sorted(unknown)[:5],
+            )
+        results: list[Any] = [None] * len(requests)
+        keys: list[UnitKey] = sorted(
+            {k for s in self._rn_group_sets.values() for k in s.by_site_layer()}
+        )
+        state = HookState(self._rn.positions)
+        handles = install_hooks(self.model, keys, state)
+        self._rn_state = state
+        try:
+            for group, indices in buckets.items():
+                state.active = (
+                    {}
+                    if group is None
+                    else edits_for(
+                        self._rn_group_sets[group], self._rn.mode, self._rn.factor, self._rn.value
+                    )
+                )
+                outputs = method([requests[i] for i in indices], disable_tqdm=disable_tqdm)
+                for i, output in zip(indices, outputs, strict=True):
+                    results[i] = output
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._rn_state = None
+        return results
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        if self._rn is None or self._rn.positions != "last":
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        # Remember every real (unpadded) input so _model_call can find each row's last token.
+        self._rn_known_inputs = {
+            tuple((ctx + cont)[-(self.max_length + 1) :][:-1]) for _, ctx, cont in requests
+        }
+        try:
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        finally:
+            self._rn_known_inputs = None
+
+    def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
+        with self._last_positions(inps):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+    @contextlib.contextmanager
+    def _last_positions(self, inps: torch.Tensor) -> Iterator[None]:
+        """Right-padded loglikelihood batches: locate each row's last real token."""
+        state = self._rn_state
+        if state is None or self._rn_known_inputs is None or inps.dim() != 2:
+            yield
+            return
+        known = self._rn_known_inputs
+        rows = inps.tolist()
+        last = []
+        for row in rows:
+            length = len(row)
+            while length > 1 and tuple(row[:length]) not in known and row[length - 1] == 0:
+                length -= 1
+            last.append(length - 1)
+        state.last_positions = torch.tensor(last, dtype=torch.long)
+        try:
+            yield
+        finally:
+            state.last_positions = None
