@@ -119,7 +119,9 @@ class NeuronSet:
         digest = hashlib.sha256()
         digest.update(json.dumps(self.header, sort_keys=True).encode())
         for n in self.neurons:
-            digest.update(f"\n{n.group}\t{n.site}\t{n.layer}\t{n.index}\t{n.score!r}".encode())
+            digest.update(
+                f"\n{n.group}\t{n.site}\t{n.layer}\t{n.index}\t{float(n.score)!r}".encode()
+            )
         return digest.hexdigest()
 
     def with_neurons(self, neurons: Iterable[Neuron], **header_updates: Any) -> NeuronSet:
