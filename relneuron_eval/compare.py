@@ -1,0 +1,983 @@
+"""``relneuron compare``: base model vs. intervention variants, from lm-eval's own files.
+
+Reads the ``results_<date>.json`` files lm-eval writes with ``--output_path`` (and the
+``samples_<task>_<date>.jsonl`` files next to them when ``--log_samples`` was given),
+finds the base run and the ``relneuron-hf`` variants by their recorded model and model
+args, and puts them side by side per task and group: base score, each variant's score,
+the difference and whether the difference is larger than noise.
+
+Noise: when both runs logged per-sample results for the same documents, a paired test
+is used (exact McNemar for 0/1 metrics such as ``acc``, a paired t-test otherwise);
+without sample logs, a two-sided z-test on lm-eval's reported standard errors.
+
+Comparisons that would be meaningless are never made silently: a task missing from a
+run, a different task version, n-shot, ``--limit`` / number of documents, or different
+documents (lm-eval's task hashes) is reported and the cell is left uncompared.
+
+Pure Python (no torch); matplotlib is imported only for ``--heatmap``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.atomic import atomic_write
+from relneuron_eval.errors import RelNeuronError
+
+HELP = (
+    "compare lm-eval results of a base model and relneuron-hf variants (table/md/csv/json/heatmap)"
+)
+
+VARIANT_MODELS = ("relneuron-hf",)
+_DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
+_INTERVENTION_ARGS = ("neuron_set", "name")
+FORMATS = ("table", "markdown", "csv", "json")
+SORTS = ("change", "name", "base")
+
+
+# =========================================================================== data
+@dataclass
+class TaskResult:
+    """One task or group of one run, as lm-eval recorded it."""
+
+    name: str
+    is_group: bool
+    metrics: dict[tuple[str, str], float]  # (metric, filter) -> value
+    stderrs: dict[tuple[str, str], float | None]
+    version: Any = None
+    n_shot: Any = None
+    n_docs: int | None = None  # documents actually evaluated (after --limit)
+    task_hash: str | None = None
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    subtasks: list[str] = field(default_factory=list)
+    source: str = ""
+    samples: str | None = None  # path of the per-sample log, when there is one
+
+
+@dataclass
+class Run:
+    """All result files of one model configuration (merged across files, newest wins)."""
+
+    label: str
+    model: str
+    model_args: dict[str, Any]
+    is_variant: bool
+    limit: Any
+    relneuron: dict[str, Any] | None
+    tasks: dict[str, TaskResult]
+    files: list[str]
+
+    @property
+    def pretrained(self) -> str | None:
+        value = self.model_args.get("pretrained")
+        return None if value is None else str(value)
+
+
+@dataclass
+class Cell:
+    """One variant's number for one row, and how it compares with the base."""
+
+    variant: str
+    score: float | None
+    stderr: float | None
+    delta: float | None
+    p_value: float | None
+    test: str | None  # "mcnemar", "paired-t", "stderr-z" or None
+    significant: bool | None
+    status: str  # "ok", "missing", "mismatch", "no-base"
+    note: str = ""
+
+
+@dataclass
+class Row:
+    task: str
+    kind: str  # "group" or "task"
+    metric: str
+    filter: str
+    higher_is_better: bool | None
+    base: float | None
+    base_stderr: float | None
+    cells: list[Cell]
+
+    def max_abs_delta(self) -> float:
+        deltas = [abs(c.delta) for c in self.cells if c.delta is not None]
+        return max(deltas) if deltas else -1.0
+
+
+@dataclass
+class Comparison:
+    base: str
+    variants: list[str]
+    rows: list[Row]
+    problems: list[str]
+    alpha: float
+    files: dict[str, list[str]]
+    descriptions: dict[str, Any]
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Per variant: mean change over compared rows, significant drops/rises; best first."""
+        board = []
+        for index, name in enumerate(self.variants):
+            cells = [r.cells[index] for r in self.rows if r.cells[index].delta is not None]
+            deltas = [c.delta for c in cells if c.delta is not None]
+            board.append(
+                {
+                    "variant": name,
+                    "compared": len(cells),
+                    "mean_delta": sum(deltas) / len(deltas) if deltas else None,
+                    "significant_down": sum(
+                        1 for c in cells if c.significant and (c.delta or 0) < 0
+                    ),
+                    "significant_up": sum(1 for c in cells if c.significant and (c.delta or 0) > 0),
+                }
+            )
+        board.sort(key=lambda e: (e["mean_delta"] is None, -(e["mean_delta"] or 0.0)))
+        return board
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "variants": self.variants,
+            "alpha": self.alpha,
+            "rows": [asdict(r) for r in self.rows],
+            "leaderboard": self.leaderboard(),
+            "problems": self.problems,
+            "files": self.files,
+            "descriptions": self.descriptions,
+        }
+
+
+# ===================================================================== statistics
+def mcnemar_exact(base: Sequence[float], variant: Sequence[float]) -> float:
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes.
+
+    Only discordant pairs carry information: ``b`` = right before and wrong after, ``c`` =
+    the reverse. Under no change each discordant pair is a fair coin, so
+    ``p = min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c)))``.
+    """
+    b = sum(1 for x, y in zip(base, variant, strict=True) if x >= 0.5 > y)
+    c = sum(1 for x, y in zip(base, variant, strict=True) if y >= 0.5 > x)
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def _t_sf(t: float, df: int) -> float:
+    """Upper tail of Student's t (scipy when there, else the normal approximation)."""
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:  # pragma: no cover - scipy comes with lm-eval's scikit-learn
+        return 0.5 * math.erfc(t / math.sqrt(2.0))
+    return float(student_t.sf(t, df))
+
+
+def paired_t(base: Sequence[float], variant: Sequence[float]) -> float:
+    """Two-sided paired t-test p-value on per-document differences."""
+    diffs = [y - x for x, y in zip(base, variant, strict=True)]
+    n = len(diffs)
+    if n < 2:
+        return 1.0
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    if var == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / math.sqrt(var / n)
+    return min(1.0, 2.0 * _t_sf(abs(t), n - 1))
+
+
+def stderr_z(delta: float, se_base: float | None, se_variant: float | None) -> float | None:
+    """Two-sided p-value of ``delta`` against independent standard errors (None if unknown)."""
+    if se_base is None or se_variant is None:
+        return None
+    se = math.hypot(se_base, se_variant)
+    if se == 0.0:
+        return None
+    return math.erfc(abs(delta) / se / math.sqrt(2.0))
+
+
+# ======================================================================== reading
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _parse_model_args(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str) and value.strip():
+        out: dict[str, Any] = {}
+        for part in value.split(","):
+            if "=" in part:
+                key, _, val = part.partition("=")
+                out[key.strip()] = val.strip()
+        return out
+    return {}
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file with errors that say where it is broken."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RelNeuronError("file not found", path=path) from None
+    except UnicodeDecodeError:
+        raise RelNeuronError(
+            "not a text file", path=path, hint="expected lm-eval results JSON"
+        ) from None
+    except OSError as exc:
+        raise RelNeuronError(f"cannot read: {exc.strerror}", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = (
+            "the file looks truncated (was the run interrupted?)"
+            if exc.pos >= len(text.rstrip())
+            else None
+        )
+        raise RelNeuronError(
+            f"invalid JSON: {exc.msg}", path=path, line=exc.lineno, hint=hint
+        ) from None
+
+
+def _check_lm_eval_results(data: Any, path: Path) -> None:
+    hint = "pass lm-eval output folders (--output_path) or their results_*.json files"
+    if not isinstance(data, dict):
+        raise RelNeuronError(
+            "not an lm-eval results file (top level is not an object)", path=path, hint=hint
+        )
+    missing = [k for k in ("results", "config") if not isinstance(data.get(k), dict)]
+    if missing:
+        raise RelNeuronError(
+            f"not an lm-eval results file: no {' / '.join(repr(m) for m in missing)} object",
+            path=path,
+            hint=hint,
+        )
+    if "model" not in data["config"]:
+        raise RelNeuronError(
+            "not an lm-eval results file: config has no 'model'", path=path, hint=hint
+        )
+
+
+def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders into their ``results_*.json`` files (recursively); keep files as given."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("results_*.json") if p.is_file())
+            if not inside:
+                raise RelNeuronError(
+                    "no lm-eval result files (results_*.json) in this folder",
+                    path=path,
+                    hint="give the folder passed to lm_eval --output_path",
+                )
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RelNeuronError("no such file or folder", path=path)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def _samples_path(results_file: Path, task: str) -> Path | None:
+    match = _DATE_RE.search(results_file.name)
+    if not match:
+        return None
+    candidate = results_file.parent / f"samples_{task}_{match.group(1)}.jsonl"
+    return candidate if candidate.is_file() else None
+
+
+def _leaf_tasks(name: str, group_subtasks: dict[str, list[str]]) -> list[str]:
+    if name not in group_subtasks:
+        return [name]
+    out: list[str] = []
+    for sub in group_subtasks[name]:
+        out.extend(_leaf_tasks(sub, group_subtasks))
+    return out
+
+
+def parse_results_file(path: Path) -> tuple[dict[str, Any], dict[str, TaskResult]]:
+    """Validate one results file; return its identity fields and its tasks."""
+    data = read_json(path)
+    _check_lm_eval_results(data, path)
+    config = data["config"]
+    group_subtasks = {
+        k: list(v) for k, v in (data.get("group_subtasks") or {}).items() if isinstance(v, list)
+    }
+    groups = set(data.get("groups") or {}) | {k for k, v in group_subtasks.items() if v}
+    versions = data.get("versions") or {}
+    n_shot = data.get("n-shot") or {}
+    n_samples = data.get("n-samples") or {}
+    hashes = data.get("task_hashes") or {}
+    hib = data.get("higher_is_better") or {}
+    tasks: dict[str, TaskResult] = {}
+    for name, entry in data["results"].items():
+        if not isinstance(entry, dict):
+            raise RelNeuronError(f"results[{name!r}] is not an object", path=path)
+        metrics: dict[tuple[str, str], float] = {}
+        stderrs: dict[tuple[str, str], float | None] = {}
+        for key, value in entry.items():
+            if "," not in key:
+                continue
+            metric, _, filt = key.partition(",")
+            if metric.endswith("_stderr"):
+                continue
+            number = _number(value)
+            if number is None:
+                continue
+            metrics[(metric, filt)] = number
+            stderrs[(metric, filt)] = _number(entry.get(f"{metric}_stderr,{filt}"))
+        is_group = name in groups
+        leaves = _leaf_tasks(name, group_subtasks) if is_group else [name]
+        docs = [
+            n_samples.get(t, {}).get("effective")
+            for t in leaves
+            if isinstance(n_samples.get(t), dict)
+        ]
+        n_docs = sum(int(d) for d in docs) if docs and len(docs) == len(leaves) else None
+        if n_docs is None and isinstance(entry.get("sample_len"), int):
+            n_docs = entry["sample_len"]
+        tasks[name] = TaskResult(
+            name=name,
+            is_group=is_group,
+            metrics=metrics,
+            stderrs=stderrs,
+            version=versions.get(name),
+            n_shot=n_shot.get(name),
+            n_docs=n_docs,
+            task_hash=hashes.get(name) if not is_group else None,
+            higher_is_better={k: bool(v) for k, v in (hib.get(name) or {}).items()},
+            subtasks=leaves if is_group else [],
+            source=str(path),
+            samples=None if is_group else (str(p) if (p := _samples_path(path, name)) else None),
+        )
+    identity = {
+        "model": str(config.get("model")),
+        "model_args": _parse_model_args(config.get("model_args")),
+        "model_name": data.get("model_name"),
+        "limit": config.get("limit"),
+        "relneuron": config.get("relneuron") if isinstance(config.get("relneuron"), dict) else None,
+        "date": _number(data.get("date")) or 0.0,
+    }
+    return identity, tasks
+
+
+def _is_variant(model: str, model_args: dict[str, Any]) -> bool:
+    return model in VARIANT_MODELS and any(
+        model_args.get(k) not in (None, "", "None") for k in _INTERVENTION_ARGS
+    )
+
+
+def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
+    """Read every result file and merge the files of one model configuration into a run."""
+    problems: list[str] = []
+    by_key: dict[str, tuple[Run, dict[str, float]]] = {}
+    parsed = []
+    for file in find_result_files(paths):
+        identity, tasks = parse_results_file(file)
+        parsed.append((identity["date"], str(file), identity, tasks))
+    parsed.sort(key=lambda x: (x[0], x[1]))  # oldest first: newer files override
+    for _date, file, identity, tasks in parsed:
+        args = identity["model_args"]
+        key = json.dumps([identity["model"], args], sort_keys=True, default=str)
+        if key not in by_key:
+            rn = identity["relneuron"]
+            label = (
+                (rn or {}).get("variant")
+                or identity["model_name"]
+                or f"{identity['model']}({args.get('pretrained', '?')})"
+            )
+            run = Run(
+                label=str(label),
+                model=identity["model"],
+                model_args=args,
+                is_variant=_is_variant(identity["model"], args),
+                limit=identity["limit"],
+                relneuron=rn,
+                tasks={},
+                files=[],
+            )
+            by_key[key] = (run, {})
+        run, _ = by_key[key]
+        run.files.append(file)
+        for name, result in tasks.items():
+            if name in run.tasks:
+                problems.append(
+                    f"{run.label}: task {name!r} is in several result files; using the newest "
+                    f"({Path(file).name}, not {Path(run.tasks[name].source).name})"
+                )
+            run.tasks[name] = result
+    runs = [run for run, _ in by_key.values()]
+    seen: dict[str, int] = {}
+    for run in runs:  # labels must be unique
+        if run.label in seen:
+            seen[run.label] += 1
+            run.label = f"{run.label}#{seen[run.label]}"
+        else:
+            seen[run.label] = 1
+    return runs, problems
+
+
+def _model_identity(pretrained: str | None) -> str | None:
+    """The embedded model is recorded either by alias or by its cache path."""
+    if pretrained is None:
+        return None
+    from relneuron_eval.embedded import EMBEDDED_ALIASES
+
+    name = Path(pretrained.rstrip("/")).name.lower()
+    if pretrained.lower() in EMBEDDED_ALIASES or name.startswith("smollm2-135m-"):
+        return "smollm2-135m"
+    return pretrained.rstrip("/")
+
+
+def choose_base(runs: list[Run], base: str | None) -> Run:
+    """The run every other run is compared against."""
+    if base is not None:
+        matches = [r for r in runs if r.label == base] or [
+            r for r in runs if any(Path(f).resolve() == Path(base).resolve() for f in r.files)
+        ]
+        if not matches:
+            raise RelNeuronError(
+                f"--base {base!r} matches no run", hint=f"runs: {[r.label for r in runs]}"
+            )
+        return matches[0]
+    bases = [r for r in runs if not r.is_variant]
+    if len(bases) == 1:
+        return bases[0]
+    if not bases:
+        raise RelNeuronError(
+            "no base run among the inputs: every run is a relneuron-hf variant",
+            hint="add the base model's lm-eval output, or pick one with --base LABEL",
+        )
+    raise RelNeuronError(
+        f"{len(bases)} runs could be the base: {[r.label for r in bases]}",
+        hint="pick one with --base LABEL (the others are compared as variants)",
+    )
+
+
+# ===================================================================== samples
+_SAMPLE_CACHE: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
+
+
+def read_samples(path: str) -> dict[tuple[int, str], dict[str, Any]]:
+    """Per-sample records keyed by (doc_id, filter); raises on broken lines."""
+    if path in _SAMPLE_CACHE:
+        return _SAMPLE_CACHE[path]
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RelNeuronError(
+                    f"broken sample line ({exc.msg})", path=path, line=number
+                ) from None
+            if not isinstance(record, dict) or "doc_id" not in record:
+                raise RelNeuronError("not an lm-eval sample record", path=path, line=number)
+            out[(int(record["doc_id"]), str(record.get("filter", "none")))] = record
+    _SAMPLE_CACHE[path] = out
+    return out
+
+
+def _paired_values(
+    base: TaskResult, variant: TaskResult, metric: str, filt: str
+) -> tuple[list[float], list[float]] | str:
+    """Matched per-document values, or the reason why there are none."""
+    if not base.samples or not variant.samples:
+        return "no sample logs"
+    try:
+        left, right = read_samples(base.samples), read_samples(variant.samples)
+    except RelNeuronError as exc:
+        return f"unreadable sample log: {exc}"
+    keys = sorted(k for k in left if k[1] == filt)
+    if not keys or sorted(k for k in right if k[1] == filt) != keys:
+        return "sample logs cover different documents"
+    xs: list[float] = []
+    ys: list[float] = []
+    for key in keys:
+        a, b = left[key], right[key]
+        if a.get("doc_hash") != b.get("doc_hash"):
+            return f"document {key[0]} differs between the sample logs"
+        x, y = _number(a.get(metric)), _number(b.get(metric))
+        if x is None or y is None:
+            return f"no per-sample numbers for {metric}"
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def _paired_test(
+    base_run: Run, variant_run: Run, row_task: TaskResult, metric: str, filt: str
+) -> tuple[float, str] | str:
+    names = row_task.subtasks if row_task.is_group else [row_task.name]
+    xs: list[float] = []
+    ys: list[float] = []
+    for name in names:
+        b, v = base_run.tasks.get(name), variant_run.tasks.get(name)
+        if b is None or v is None:
+            return f"subtask {name} missing"
+        got = _paired_values(b, v, metric, filt)
+        if isinstance(got, str):
+            return got
+        xs.extend(got[0])
+        ys.extend(got[1])
+    if all(x in (0.0, 1.0) for x in xs) and all(y in (0.0, 1.0) for y in ys):
+        return mcnemar_exact(xs, ys), "mcnemar"
+    return paired_t(xs, ys), "paired-t"
+
+
+# ==================================================================== comparing
+def _mismatch(base: TaskResult, variant: TaskResult, base_run: Run, variant_run: Run) -> str | None:
+    reasons = []
+    if str(base.version) != str(variant.version):
+        reasons.append(f"task version {base.version} vs {variant.version}")
+    if str(base.n_shot) != str(variant.n_shot):
+        reasons.append(f"n-shot {base.n_shot} vs {variant.n_shot}")
+    if base.n_docs != variant.n_docs:
+        reasons.append(f"{base.n_docs} vs {variant.n_docs} documents")
+    if _number(base_run.limit) != _number(variant_run.limit):
+        reasons.append(f"--limit {base_run.limit} vs {variant_run.limit}")
+    if base.task_hash and variant.task_hash and base.task_hash != variant.task_hash:
+        reasons.append("different documents or prompts (task hashes differ)")
+    return "; ".join(reasons) or None
+
+
+def compare_runs(
+    runs: list[Run],
+    base: Run,
+    *,
+    alpha: float = 0.05,
+    metrics: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    sort: str = "change",
+    problems: list[str] | None = None,
+) -> Comparison:
+    """Build the comparison table of every other run against ``base``."""
+    problems = list(problems or [])
+    variants = [r for r in runs if r is not base]
+    if not variants:
+        raise RelNeuronError(
+            "nothing to compare: only one run among the inputs",
+            hint="pass the base run and at least one variant",
+        )
+    base_id = _model_identity(base.pretrained)
+    for run in variants:
+        if run.is_variant and _model_identity(run.pretrained) != base_id:
+            problems.append(
+                f"{run.label}: variant of pretrained={run.pretrained}, but the base is "
+                f"pretrained={base.pretrained}"
+            )
+    names = list(base.tasks)
+    for run in variants:
+        names.extend(t for t in run.tasks if t not in names)
+    if tasks:
+        wanted = set(tasks)
+        unknown = wanted - set(names)
+        if unknown:
+            raise RelNeuronError(
+                f"--tasks {sorted(unknown)} not in any run", hint=f"tasks: {sorted(names)}"
+            )
+        names = [n for n in names if n in wanted]
+    for run in variants:
+        missing = [n for n in names if n in base.tasks and n not in run.tasks]
+        extra = [n for n in names if n not in base.tasks and n in run.tasks]
+        if missing:
+            problems.append(f"{run.label}: missing task(s) {missing} (present in the base)")
+        if extra:
+            problems.append(f"{run.label}: task(s) {extra} have no base result")
+    rows: list[Row] = []
+    for name in names:
+        ref = base.tasks.get(name) or next(r.tasks[name] for r in variants if name in r.tasks)
+        keys = list(ref.metrics)
+        for run in variants:
+            if name in run.tasks:
+                keys.extend(k for k in run.tasks[name].metrics if k not in keys)
+        if metrics:
+            keys = [k for k in keys if k[0] in metrics]
+        base_task = base.tasks.get(name)
+        for metric, filt in keys:
+            base_value = base_task.metrics.get((metric, filt)) if base_task else None
+            base_se = base_task.stderrs.get((metric, filt)) if base_task else None
+            cells = []
+            for run in variants:
+                cells.append(_cell(base, run, base_task, name, metric, filt, alpha, problems))
+            hib = (base_task or ref).higher_is_better.get(metric)
+            rows.append(
+                Row(
+                    name,
+                    "group" if ref.is_group else "task",
+                    metric,
+                    filt,
+                    hib,
+                    base_value,
+                    base_se,
+                    cells,
+                )
+            )
+    rows = sort_rows(rows, sort)
+    return Comparison(
+        base=base.label,
+        variants=[r.label for r in variants],
+        rows=rows,
+        problems=list(dict.fromkeys(problems)),
+        alpha=alpha,
+        files={r.label: r.files for r in [base, *variants]},
+        descriptions={r.label: r.relneuron for r in [base, *variants] if r.relneuron},
+    )
+
+
+def _cell(
+    base: Run,
+    run: Run,
+    base_task: TaskResult | None,
+    name: str,
+    metric: str,
+    filt: str,
+    alpha: float,
+    problems: list[str],
+) -> Cell:
+    task = run.tasks.get(name)
+    value = task.metrics.get((metric, filt)) if task else None
+    se = task.stderrs.get((metric, filt)) if task else None
+    if task is None or value is None:
+        return Cell(run.label, None, None, None, None, None, None, "missing", "not in this run")
+    if base_task is None or (metric, filt) not in base_task.metrics:
+        return Cell(run.label, value, se, None, None, None, None, "no-base", "not in the base run")
+    reason = _mismatch(base_task, task, base, run)
+    if reason:
+        problems.append(f"{run.label}: {name} not compared: {reason}")
+        return Cell(run.label, value, se, None, None, None, None, "mismatch", reason)
+    delta = value - base_task.metrics[(metric, filt)]
+    paired = _paired_test(base, run, base_task, metric, filt)
+    note = ""
+    if isinstance(paired, tuple):
+        p_value, test = paired
+    else:
+        note = paired
+        p_value, test = stderr_z(delta, base_task.stderrs.get((metric, filt)), se), "stderr-z"
+        if p_value is None:
+            test = None
+            note = f"{paired}; no stderr either"
+    significant = None if p_value is None else p_value < alpha
+    return Cell(run.label, value, se, delta, p_value, test, significant, "ok", note)
+
+
+def sort_rows(rows: list[Row], sort: str) -> list[Row]:
+    """Groups first, then tasks; within each, leaderboard order by the chosen key."""
+    if sort not in SORTS:
+        raise RelNeuronError(f"unknown sort {sort!r}", hint=f"use one of {list(SORTS)}")
+
+    def key(row: Row) -> tuple:
+        kind = 0 if row.kind == "group" else 1
+        if sort == "change":
+            return (kind, -row.max_abs_delta(), row.task, row.metric, row.filter)
+        if sort == "base":
+            return (kind, row.base is None, -(row.base or 0.0), row.task, row.metric)
+        return (kind, row.task, row.metric, row.filter)
+
+    return sorted(rows, key=key)
+
+
+# ===================================================================== rendering
+def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _p_text(cell: Cell) -> str:
+    if cell.status != "ok":
+        return cell.status
+    if cell.p_value is None:
+        return "?"
+    mark = "*" if cell.significant else ""
+    return f"{cell.p_value:.3g}{mark}"
+
+
+def _grid(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    header = ["task", "metric", "base"]
+    for i, _ in enumerate(comparison.variants, start=1):
+        header += [f"V{i}", f"Δ V{i}", f"p V{i}"]
+    body = []
+    for row in comparison.rows:
+        label = row.task if row.kind == "task" else f"[{row.task}]"
+        metric = row.metric + ("" if row.filter == "none" else f",{row.filter}")
+        metric += "" if row.higher_is_better is not False else " ↓"
+        line = [label, metric, _fmt(row.base)]
+        for cell in row.cells:
+            line += [_fmt(cell.score), _fmt(cell.delta, signed=True), _p_text(cell)]
+        body.append(line)
+    return header, body
+
+
+def _legend(comparison: Comparison) -> list[str]:
+    lines = [f"base: {comparison.base}"]
+    lines += [f"V{i}: {name}" for i, name in enumerate(comparison.variants, start=1)]
+    return lines
+
+
+def render_table(comparison: Comparison) -> str:
+    header, body = _grid(comparison)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        return "  ".join(
+            (c.ljust(w) if i < 2 else c.rjust(w))
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+
+    out = [fmt(header), "  ".join("-" * w for w in widths)]
+    out += [fmt(line) for line in body]
+    out += ["", *_legend(comparison)]
+    out.append(
+        f"p: paired test on per-sample logs (McNemar / paired t) when present, else z-test on "
+        f"lm-eval's stderr; * = p < {comparison.alpha}; [name] = group; ↓ = lower is better"
+    )
+    out += _leaderboard_lines(comparison)
+    if comparison.problems:
+        out += ["", "PROBLEMS (not compared):" if comparison.problems else ""]
+        out += [f"  - {p}" for p in comparison.problems]
+    return "\n".join(out) + "\n"
+
+
+def _leaderboard_lines(comparison: Comparison) -> list[str]:
+    lines = ["", "variants, best mean change first:"]
+    for entry in comparison.leaderboard():
+        idx = comparison.variants.index(entry["variant"]) + 1
+        lines.append(
+            f"  V{idx}: mean Δ {_fmt(entry['mean_delta'], signed=True)} over {entry['compared']} rows, "
+            f"{entry['significant_down']} significantly down, {entry['significant_up']} up"
+        )
+    return lines
+
+
+def render_markdown(comparison: Comparison) -> str:
+    header, body = _grid(comparison)
+
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["| " + " | ".join(esc(h) for h in header) + " |"]
+    out.append("|" + "|".join([":---", ":---", *["---:"] * (len(header) - 2)]) + "|")
+    out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in body]
+    out += ["", *[f"- {esc(line)}" for line in _legend(comparison)]]
+    out.append(
+        f"\n`*` = p < {comparison.alpha} (paired McNemar / t-test on sample logs, else z-test on stderr)."
+    )
+    out += [
+        line if line.startswith("  ") is False else "-" + line[1:]
+        for line in _leaderboard_lines(comparison)
+    ]
+    if comparison.problems:
+        out += ["", "**Problems (not compared):**", ""]
+        out += [f"- {esc(p)}" for p in comparison.problems]
+    return "\n".join(out) + "\n"
+
+
+CSV_COLUMNS = [
+    "task",
+    "kind",
+    "metric",
+    "filter",
+    "higher_is_better",
+    "base",
+    "base_stderr",
+    "variant",
+    "score",
+    "stderr",
+    "delta",
+    "p_value",
+    "test",
+    "significant",
+    "status",
+    "note",
+]
+
+
+def render_csv(comparison: Comparison) -> str:
+    """Long format: one line per (row, variant), ready for pandas or a spreadsheet."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in comparison.rows:
+        for cell in row.cells:
+            writer.writerow(
+                [
+                    row.task,
+                    row.kind,
+                    row.metric,
+                    row.filter,
+                    row.higher_is_better,
+                    row.base,
+                    row.base_stderr,
+                    cell.variant,
+                    cell.score,
+                    cell.stderr,
+                    cell.delta,
+                    cell.p_value,
+                    cell.test,
+                    cell.significant,
+                    cell.status,
+                    cell.note,
+                ]
+            )
+    return buffer.getvalue()
+
+
+def render_json(comparison: Comparison) -> str:
+    return json.dumps(comparison.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+RENDERERS = {
+    "table": render_table,
+    "markdown": render_markdown,
+    "csv": render_csv,
+    "json": render_json,
+}
+
+
+def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
+    """Variants (rows) by task/metric (columns), colour = change; × = not compared."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RelNeuronError(
+            "--heatmap needs matplotlib", hint="pip install 'relneuron-eval[report]'"
+        ) from None
+    import numpy as np
+
+    rows = comparison.rows
+    multi_metric = len({(r.metric, r.filter) for r in rows}) > 1
+    columns = [
+        (f"[{r.task}]" if r.kind == "group" else r.task)
+        + (f"\n{r.metric}" + ("" if r.filter == "none" else f",{r.filter}") if multi_metric else "")
+        for r in rows
+    ]
+    data = np.full((len(comparison.variants), len(rows)), np.nan)
+    for j, row in enumerate(rows):
+        for i, cell in enumerate(row.cells):
+            if cell.delta is not None:
+                data[i, j] = cell.delta
+    finite = np.abs(data[np.isfinite(data)])
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    width = max(4.0, 0.8 * len(rows) + 3.0)
+    height = max(2.5, 0.6 * len(comparison.variants) + 2.0)
+    fig, ax = plt.subplots(figsize=(min(width, 40.0), min(height, 30.0)))
+    cmap = matplotlib.colormaps["RdBu"].copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(rows)), columns, rotation=60, ha="right", fontsize=8)
+    labels = [f"V{i}: {name[:50]}" for i, name in enumerate(comparison.variants, start=1)]
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for j, row in enumerate(rows):
+        for i, cell in enumerate(row.cells):
+            if cell.delta is None:
+                text = "×"
+            else:
+                text = f"{cell.delta:+.2f}" + ("*" if cell.significant else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="variant − base")
+    ax.set_title(
+        f"change vs. base {comparison.base[:60]} (* p < {comparison.alpha}, × not compared)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ========================================================================== CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", help="lm-eval --output_path folders or results_*.json files"
+    )
+    parser.add_argument("--base", help="label (or results file) of the base run, if not obvious")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    parser.add_argument(
+        "--output", "-o", help="write the output to this file (atomically) instead of stdout"
+    )
+    parser.add_argument(
+        "--heatmap", help="also write a PNG heatmap (variants by tasks, colour = change)"
+    )
+    parser.add_argument("--metric", action="append", help="only this metric (repeatable), e.g. acc")
+    parser.add_argument("--tasks", help="comma-separated tasks/groups to show")
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (default 0.05)"
+    )
+    parser.add_argument(
+        "--sort",
+        choices=SORTS,
+        default="change",
+        help="row order: change (largest change first), name, base (base score)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with 1 when anything was not compared"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 < args.alpha < 1.0:
+        raise RelNeuronError(f"--alpha must be in (0, 1), got {args.alpha}")
+    runs, problems = load_runs(args.inputs)
+    base = choose_base(runs, args.base)
+    comparison = compare_runs(
+        runs,
+        base,
+        alpha=args.alpha,
+        metrics=args.metric,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+        sort=args.sort,
+        problems=problems,
+    )
+    text = RENDERERS[args.format](comparison)
+    if args.output:
+        with atomic_write(args.output) as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    if args.heatmap:
+        write_heatmap(comparison, args.heatmap)
+    if comparison.problems and args.format != "table":
+        for problem in comparison.problems:
+            print(f"warning: not compared: {problem}", file=sys.stderr)
+    return 1 if args.strict and comparison.problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m relneuron_eval.compare``) mirroring ``relneuron compare``."""
+    parser = argparse.ArgumentParser(prog="relneuron compare", description=HELP)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except RelNeuronError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
