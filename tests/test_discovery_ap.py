@@ -19,7 +19,7 @@ def test_matches_sklearn_on_random_data(seed: int) -> None:
         scores = np.round(scores * 2) / 2
     labels = rng.random(n) < 0.3
     labels[0] = True
-    ours = average_precision(torch.from_numpy(scores), torch.from_numpy(labels)).numpy()
+    ours = average_precision(torch.from_numpy(scores), torch.from_numpy(labels))
     ref = np.array([average_precision_score(labels, scores[:, j]) for j in range(units)])
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
@@ -32,7 +32,7 @@ def test_include_mask_equals_dropping_rows() -> None:
     labels[np.flatnonzero(include)[0]] = True
     ours = average_precision(
         torch.from_numpy(scores), torch.from_numpy(labels), torch.from_numpy(include)
-    ).numpy()
+    )
     ref = [average_precision_score(labels[include], scores[include, j]) for j in range(20)]
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
@@ -57,4 +57,13 @@ def test_many_labellings_and_chunks_agree_with_single() -> None:
         labellings.append((pos, inc))
     many = average_precision_many(scores, labellings, unit_chunk=5)
     for i, (pos, inc) in enumerate(labellings):
-        torch.testing.assert_close(many[i], average_precision(scores, pos, inc))
+        np.testing.assert_allclose(many[i], average_precision(scores, pos, inc))
+
+
+def test_no_ties_fast_path_matches_sklearn() -> None:
+    rng = np.random.default_rng(11)
+    scores = rng.normal(size=(40, 9))  # continuous: no ties, the fast path
+    labels = rng.random(40) < 0.4
+    ours = average_precision(scores, labels)
+    ref = [average_precision_score(labels, scores[:, j].astype(np.float32)) for j in range(9)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)

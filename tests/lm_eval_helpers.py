@@ -1,0 +1,90 @@
+"""Run the real ``lm_eval`` CLI in a subprocess and read what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+LM_EVAL = [sys.executable, "-m", "lm_eval"]
+
+
+def run_lm_eval(
+    args: list[str], *, cwd: Path | None = None, check: bool = True, timeout: int = 900
+):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    proc = subprocess.run(
+        [*LM_EVAL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"lm_eval failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def result_files(output: Path) -> list[Path]:
+    return sorted(output.rglob("results_*.json"))
+
+
+def load_results(output: Path) -> dict:
+    files = result_files(output)
+    assert len(files) == 1, f"expected one results file under {output}, found {files}"
+    return json.loads(files[0].read_text())
+
+
+def load_samples(output: Path, task: str) -> list[dict]:
+    files = sorted(output.rglob(f"samples_{task}_*.jsonl"))
+    assert len(files) == 1, f"expected one samples file for {task} under {output}, found {files}"
+    rows = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def responses(samples: list[dict]) -> list:
+    """What the model produced per document (loglikelihoods or generations)."""
+    return [row["resps"] for row in samples]
+
+
+def write_toy_task(folder: Path, docs: list[dict]) -> Path:
+    """A generation task and a multiple-choice task over the same small JSONL file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "docs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    common = f"""dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+doc_to_text: "{{{{question}}}}"
+"""
+    (folder / "toy_gen.yaml").write_text(
+        "task: toy_gen\n"
+        + common
+        + """output_type: generate_until
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 4
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+    )
+    (folder / "toy_mc.yaml").write_text(
+        "task: toy_mc\n"
+        + common
+        + """output_type: multiple_choice
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{choices.index(answer)}}"
+metric_list:
+  - metric: acc
+"""
+    )
+    return folder

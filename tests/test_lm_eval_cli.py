@@ -1,0 +1,333 @@
+"""relneuron-hf through the real, unmodified ``lm_eval`` CLI.
+
+Fast checks use a tiny random-weight Llama saved with SmolLM2's tokenizer; the slow
+ones use the embedded SmolLM2-135M itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from lm_eval_helpers import load_results, load_samples, responses, run_lm_eval, write_toy_task
+
+from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header, save
+
+COUNTRIES = ["France", "Germany", "Italy", "Spain", "Japan", "Egypt", "Peru", "Chile"]
+CAPITALS = ["Paris", "Berlin", "Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Santiago"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama with the real SmolLM2 tokenizer, saved like any checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from relneuron_eval.embedded import ensure_local
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def toy_tasks(tmp_path_factory) -> Path:
+    docs = [
+        {
+            "question": f"The capital of {c} is",
+            "answer": f" {k}",
+            "choices": [f" {x}" for x in CAPITALS],
+            "fact": f"capital/{i % 3}",
+        }
+        for i, (c, k) in enumerate(zip(COUNTRIES, CAPITALS, strict=True))
+    ]
+    return write_toy_task(tmp_path_factory.mktemp("toy-task"), docs)
+
+
+def _neuron_set(path: Path, *, layers: int, intermediate: int, hidden: int, groups) -> Path:
+    rng = random.Random(1)
+    neurons = []
+    for group in groups:
+        for site in ("mlp.act", "mlp.up_proj"):
+            for layer in range(layers):
+                for index in rng.sample(range(intermediate), intermediate // 3):
+                    neurons.append(Neuron(group, site, layer, index, rng.random()))
+    model = {
+        "id": "test",
+        "architecture": "LlamaForCausalLM",
+        "num_layers": layers,
+        "intermediate_size": intermediate,
+        "hidden_size": hidden,
+    }
+    save(NeuronSet(make_header(model=model, method={"name": "random-test"}), neurons), path)
+    return path
+
+
+def _common(tasks: Path, out: Path) -> list[str]:
+    return [
+        "--tasks",
+        "toy_gen,toy_mc",
+        "--include_path",
+        str(tasks),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "4",
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
+
+
+def test_plain_cli_finds_model_and_equals_hf(tiny_model_dir, toy_tasks, tmp_path):
+    run_lm_eval(
+        [
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir}",
+            *_common(toy_tasks, tmp_path / "hf"),
+        ]
+    )
+    run_lm_eval(
+        [
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir}",
+            *_common(toy_tasks, tmp_path / "rn"),
+        ]
+    )
+    for task in ("toy_gen", "toy_mc"):
+        assert responses(load_samples(tmp_path / "hf", task)) == responses(
+            load_samples(tmp_path / "rn", task)
+        )
+    hf, rn = load_results(tmp_path / "hf"), load_results(tmp_path / "rn")
+    assert hf["results"] == rn["results"]
+    assert "relneuron" not in rn["config"]
+
+
+def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, tmp_path):
+    neuron_set = _neuron_set(
+        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["capital/0"]
+    )
+    out = tmp_path / "runs"
+    run_lm_eval(
+        [
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir}",
+            *_common(toy_tasks, out),
+        ]
+    )
+    args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},groups=capital/0,mode=deactivate"
+    run_lm_eval(["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, out)])
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 2, folders  # base and variant never share a folder
+    variant = next(out / f for f in folders if "__set-" in f)
+    assert "capital-0__deactivate" in variant.name
+    base = next(out / f for f in folders if "__set-" not in f)
+    assert responses(load_samples(variant, "toy_mc")) != responses(load_samples(base, "toy_mc"))
+    config = load_results(variant)["config"]
+    assert config["relneuron"]["mode"] == "deactivate"
+    assert config["relneuron"]["num_units"] == 2 * 2 * 16
+    assert load_results(variant)["model_name"] == variant.name
+
+
+def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
+    """Each document gets exactly its own group's neurons, even when batched together."""
+    groups = ["capital/0", "capital/1", "capital/2"]
+    neuron_set = _neuron_set(
+        tmp_path / "facts.jsonl", layers=2, intermediate=48, hidden=32, groups=groups
+    )
+    base = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=enhance,factor=3"
+    run_lm_eval(
+        [
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            base + ",per_doc=fact",
+            *_common(toy_tasks, tmp_path / "perdoc"),
+        ]
+    )
+    per_doc = {t: load_samples(tmp_path / "perdoc", t) for t in ("toy_gen", "toy_mc")}
+    for group in groups:
+        out = tmp_path / group.replace("/", "_")
+        run_lm_eval(
+            [
+                "--model",
+                "relneuron-hf",
+                "--model_args",
+                base + f",groups={group}",
+                *_common(toy_tasks, out),
+            ]
+        )
+        for task, rows in per_doc.items():
+            alone = load_samples(out, task)
+            for row, ref in zip(rows, alone, strict=True):
+                if row["doc"]["fact"] == group:
+                    assert row["resps"] == ref["resps"], (task, group, row["doc_id"])
+
+
+def test_positions_last_runs_and_differs_from_all(tiny_model_dir, toy_tasks, tmp_path):
+    neuron_set = _neuron_set(
+        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
+    )
+    outputs = {}
+    for positions in ("all", "last"):
+        out = tmp_path / positions
+        args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=deactivate,positions={positions}"
+        run_lm_eval(["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, out)])
+        outputs[positions] = responses(load_samples(out, "toy_mc"))
+    assert outputs["all"] != outputs["last"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("groups=nope", "not in the neuron set"),
+        ("mode=explode", "unknown mode 'explode'"),
+        ("top_k=0", "top_k must be a positive integer"),
+        ("fraction=2", "fraction must be in"),
+        ("positions=middle", "unknown positions"),
+    ],
+)
+def test_bad_model_args_fail_before_loading(tiny_model_dir, toy_tasks, tmp_path, extra, message):
+    neuron_set = _neuron_set(
+        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
+    )
+    args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},{extra}"
+    proc = run_lm_eval(
+        ["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, tmp_path / "o")],
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_shape_mismatch_names_the_file(tiny_model_dir, toy_tasks, tmp_path):
+    neuron_set = _neuron_set(
+        tmp_path / "wrong.jsonl", layers=3, intermediate=48, hidden=32, groups=["g"]
+    )
+    args = f"pretrained={tiny_model_dir},neuron_set={neuron_set}"
+    proc = run_lm_eval(
+        ["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, tmp_path / "o")],
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "another shape" in proc.stderr and "wrong.jsonl" in proc.stderr
+
+
+# ----------------------------------------------------------------- embedded model
+def _relfacts_tasks() -> list[str]:
+    names = sorted(p.stem for p in (REPO / "tasks").rglob("relfacts_*.yaml"))
+    return names
+
+
+@pytest.mark.slow
+def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
+    from relneuron_eval.embedded import ensure_local
+
+    tasks = [
+        t
+        for t in _relfacts_tasks()
+        if t in ("relfacts_country_capital_city", "relfacts_mc_landmark_on_continent")
+    ]
+    if len(tasks) < 2:
+        tasks = ["toy_mc"]
+    common = [
+        "--tasks",
+        ",".join(tasks),
+        "--device",
+        "cpu",
+        "--batch_size",
+        "8",
+        "--limit",
+        "8",
+        "--log_samples",
+    ]
+    if tasks == ["toy_mc"]:
+        pytest.skip("relfacts tasks not generated yet")
+    run_lm_eval(
+        [
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={ensure_local()}",
+            *common,
+            "--output_path",
+            str(tmp_path / "hf"),
+        ]
+    )
+    run_lm_eval(
+        [
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            "pretrained=smollm2-135m",
+            *common,
+            "--output_path",
+            str(tmp_path / "rn"),
+        ]
+    )
+    for task in tasks:
+        assert responses(load_samples(tmp_path / "hf", task)) == responses(
+            load_samples(tmp_path / "rn", task)
+        )
+    # a 3,000-unit deactivation of random units drawn for the real model's shape
+    rng = random.Random(0)
+    units = rng.sample([(layer, i) for layer in range(30) for i in range(1536)], 3000)
+    neurons = [Neuron("random", "mlp.act", layer, i, 0.0) for layer, i in units]
+    model = {
+        "id": "smollm2-135m",
+        "architecture": "LlamaForCausalLM",
+        "num_layers": 30,
+        "intermediate_size": 1536,
+        "hidden_size": 576,
+    }
+    path = save(
+        NeuronSet(make_header(model=model, method={"name": "random-test"}), neurons),
+        tmp_path / "r.jsonl",
+    )
+    run_lm_eval(
+        [
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            f"pretrained=smollm2-135m,neuron_set={path}",
+            *common,
+            "--output_path",
+            str(tmp_path / "var"),
+        ]
+    )
+    changed = [
+        responses(load_samples(tmp_path / "var", t)) != responses(load_samples(tmp_path / "rn", t))
+        for t in tasks
+    ]
+    assert any(changed)
+    assert (
+        json.loads(next((tmp_path / "var").rglob("results_*.json")).read_text())["config"][
+            "relneuron"
+        ]["num_units"]
+        == 3000
+    )
