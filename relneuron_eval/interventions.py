@@ -204,14 +204,18 @@ class HookState:
 
     ``active`` maps (site, layer) to the edit to apply (missing key: leave the unit
     alone), so one set of hooks serves per-document interventions by swapping it.
-    ``last_positions`` is a per-row LongTensor of the last real token (right padding),
-    or None when the last column is every row's last token (left padding, decoding).
+    ``positions="last"`` means the last token of the *prompt*: the position whose output
+    predicts the first answer token. ``last_positions`` is a per-row LongTensor of that
+    position (right-padded loglikelihood batches), or None when it is the last column
+    (left-padded generation prompts). ``skip`` is set during generation's decoding
+    steps, which see only generated tokens.
     """
 
     def __init__(self, positions: str = "all") -> None:
         self.positions = positions
         self.active: dict[UnitKey, UnitEdit] = {}
         self.last_positions: torch.Tensor | None = None
+        self.skip = False
         self._vectors: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def _scale_vector(self, key: UnitKey, edit: UnitEdit, x: torch.Tensor, offset: int):
@@ -226,7 +230,7 @@ class HookState:
 
     def transform(self, key: UnitKey, x: torch.Tensor, offset: int) -> torch.Tensor:
         edit = self.active.get(key)
-        if edit is None:
+        if edit is None or self.skip:
             return x
         if self.positions == "all":
             return self._edit(key, edit, x, offset)
@@ -285,6 +289,28 @@ def install_hooks(model: Any, keys: list[UnitKey], state: HookState) -> list[Any
             handle.remove()
         raise
     return handles
+
+
+@contextlib.contextmanager
+def prompt_only(model: Any, state: HookState) -> Iterator[None]:
+    """Inside ``generate``: apply edits in the first forward (the prompt) only.
+
+    Each decoding step is one more forward call of the model; a pre-hook on the model
+    counts them and makes the site hooks skip every call after the first.
+    """
+    calls = 0
+
+    def count(module, args, kwargs):
+        nonlocal calls
+        calls += 1
+        state.skip = calls > 1
+
+    handle = unwrap(model).register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        state.skip = False
 
 
 def _is_peft(model: Any) -> bool:

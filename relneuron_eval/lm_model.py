@@ -30,6 +30,7 @@ from relneuron_eval.interventions import (
     check_model,
     edits_for,
     install_hooks,
+    prompt_only,
 )
 from relneuron_eval.neuron_set import NeuronSet, load
 from relneuron_eval.variant import variant_name
@@ -93,7 +94,7 @@ class RelNeuronLM(HFLM):
         self._rn_per_doc: str | None = per_doc or None
         self._rn_group_sets: dict[str, NeuronSet] = {}
         self._rn_strategy = strategy
-        self._rn_known_inputs: set[tuple[int, ...]] | None = None
+        self._rn_known_inputs: dict[tuple[int, ...], int] | None = None
         self._rn_state: HookState | None = None
         self._rn_pretrained_arg = pretrained
         check_mode(mode)
@@ -249,14 +250,24 @@ class RelNeuronLM(HFLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self._rn is None or self._rn.positions != "last":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        # Remember every real (unpadded) input so _model_call can find each row's last token.
-        self._rn_known_inputs = {
-            tuple((ctx + cont)[-(self.max_length + 1) :][:-1]) for _, ctx, cont in requests
-        }
+        # HFLM feeds (context + continuation)[:-1], right-padded with zeros. Remember each
+        # real input and where its context ends, so _model_call can find that position.
+        known: dict[tuple[int, ...], int] = {}
+        for _, ctx, cont in requests:
+            inp = tuple((ctx + cont)[-(self.max_length + 1) :][:-1])
+            known[inp] = max(0, len(inp) - len(cont))
+        self._rn_known_inputs = known
         try:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         finally:
             self._rn_known_inputs = None
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        state = self._rn_state
+        if state is None or state.positions != "last":
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        with prompt_only(self.model, state):
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
         with self._last_positions(inps):
@@ -270,13 +281,12 @@ class RelNeuronLM(HFLM):
             yield
             return
         known = self._rn_known_inputs
-        rows = inps.tolist()
         last = []
-        for row in rows:
+        for row in inps.tolist():
             length = len(row)
             while length > 1 and tuple(row[:length]) not in known and row[length - 1] == 0:
                 length -= 1
-            last.append(length - 1)
+            last.append(known.get(tuple(row[:length]), length - 1))
         state.last_positions = torch.tensor(last, dtype=torch.long)
         try:
             yield

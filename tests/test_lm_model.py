@@ -1,0 +1,260 @@
+"""``RelNeuronLM`` in-process: its numbers against hand-made references.
+
+The references apply the edit with a plain forward hook at explicitly chosen positions
+on a separately loaded copy of the model, then score or decode by hand, so a wrong
+position, a leaked hook or a PEFT mix-up in ``relneuron-hf`` shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from relneuron_eval.architectures import site_module
+from relneuron_eval.lm_model import RelNeuronLM
+from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+
+LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
+PROMPTS = [
+    "The capital of France is",
+    "Tokyo is a city in the country of",
+    "A very long prompt that goes on and on so that the batch needs padding, ends in",
+]
+CONTINUATIONS = [" Paris", " Japan and nothing else", " padding."]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from relneuron_eval.embedded import ensure_local
+
+    folder = tmp_path_factory.mktemp("tiny-llama-lm")
+    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # big MLP weights so that a few units move the logits visibly
+        for layer in model.model.layers:
+            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                proj.weight.normal_(0.0, 0.4)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def neuron_file(tmp_path_factory) -> Path:
+    rng = random.Random(3)
+    neurons = [
+        Neuron("g", site, layer, index, 1.0)
+        for site in ("mlp.act", "mlp.up_proj")
+        for layer in range(LAYERS)
+        for index in rng.sample(range(INTERMEDIATE), 16)
+    ]
+    header = make_header(
+        model={
+            "id": "tiny",
+            "architecture": "LlamaForCausalLM",
+            "num_layers": LAYERS,
+            "intermediate_size": INTERMEDIATE,
+            "hidden_size": HIDDEN,
+        },
+        method={"name": "test"},
+    )
+    path = tmp_path_factory.mktemp("sets") / "g.jsonl"
+    NeuronSet(header, neurons).save(path)
+    return path
+
+
+def _requests(kind: str) -> list[Instance]:
+    if kind == "loglikelihood":
+        args = list(zip(PROMPTS, CONTINUATIONS, strict=True))
+    else:
+        args = [(p, {"until": ["\n"], "max_gen_toks": 6, "do_sample": False}) for p in PROMPTS]
+    return [
+        Instance(request_type=kind, doc={}, arguments=a, idx=i, metadata=("t", i, 1))
+        for i, a in enumerate(args)
+    ]
+
+
+def _reference_model(tiny_dir: Path, neuron_file: Path, mode: str, factor: float):
+    """A fresh copy of the model plus hooks that edit only the positions we set."""
+    from transformers import AutoModelForCausalLM
+
+    from relneuron_eval.neuron_set import load
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    units = load(neuron_file).by_site_layer()
+    mult = 0.0 if mode == "deactivate" else factor
+    where: dict[str, list[int] | None] = {"positions": None}  # None: edit nothing
+
+    def edit(x: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        if not where["positions"]:
+            return x
+        x = x.clone()
+        for pos in where["positions"]:
+            if pos < x.shape[1]:
+                x[0, pos, idx] = x[0, pos, idx] * mult
+        return x
+
+    for (site, layer), idx in units.items():
+        module, spec = site_module(model, site, layer)
+        if spec.role == "input":
+            module.register_forward_pre_hook(lambda m, a, idx=idx: (edit(a[0], idx), *a[1:]))
+        else:
+            module.register_forward_hook(lambda m, a, out, idx=idx: edit(out, idx))
+    return model, where
+
+
+def _edit_positions(positions: str, prompt_len: int, seq_len: int) -> list[int]:
+    return {"all": list(range(seq_len)), "last": [prompt_len - 1], "none": []}[positions]
+
+
+def _ref_loglikelihood(model, where, tokenizer, ctx: str, cont: str, positions: str) -> float:
+    ctx_ids = tokenizer(ctx, add_special_tokens=False)["input_ids"]
+    cont_ids = tokenizer(cont, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([ctx_ids + cont_ids])
+    where["positions"] = _edit_positions(positions, len(ctx_ids), ids.shape[1])
+    with torch.no_grad():
+        logits = model(ids).logits.log_softmax(-1)[0]
+    where["positions"] = None
+    return float(sum(logits[len(ctx_ids) - 1 + i, t] for i, t in enumerate(cont_ids)))
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_loglikelihood_matches_reference(tiny_dir, neuron_file, positions):
+    """Right-padded batches of different lengths, multi-token continuations."""
+    lm = RelNeuronLM(
+        pretrained=str(tiny_dir),
+        device="cpu",
+        batch_size=3,
+        neuron_set=str(neuron_file),
+        mode="enhance",
+        factor=3.0,
+        positions=positions,
+    )
+    got = [ll for ll, _ in lm.loglikelihood(_requests("loglikelihood"))]
+    model, where = _reference_model(tiny_dir, neuron_file, "enhance", 3.0)
+
+    def reference(where_to_edit: str) -> list[float]:
+        return [
+            _ref_loglikelihood(model, where, lm.tokenizer, c, k, where_to_edit)
+            for c, k in zip(PROMPTS, CONTINUATIONS, strict=True)
+        ]
+
+    assert got == pytest.approx(reference(positions), rel=1e-4, abs=1e-4)
+    assert reference("none") != pytest.approx(got, rel=1e-3, abs=1e-3)  # the edit matters
+
+
+def _ref_greedy(model, where, tokenizer, prompt: str, steps: int, positions: str) -> str:
+    """Greedy decoding without a cache; the edit sits at the prompt's last token only
+    (``last``) or at every position (``all``), exactly like a cached run would see it."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_len = len(ids)
+    out: list[int] = []
+    for _ in range(steps):
+        seq = ids + out
+        where["positions"] = _edit_positions(positions, prompt_len, len(seq))
+        with torch.no_grad():
+            nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+        where["positions"] = None
+        out.append(nxt)
+    text = tokenizer.decode(out)
+    return text.split("\n")[0]
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_generation_matches_reference(tiny_dir, neuron_file, positions):
+    """Left-padded generation batches: ``last`` edits the prompt's last token only."""
+    lm = RelNeuronLM(
+        pretrained=str(tiny_dir),
+        device="cpu",
+        batch_size=3,
+        neuron_set=str(neuron_file),
+        mode="deactivate",
+        positions=positions,
+    )
+    got = lm.generate_until(_requests("generate_until"))
+    model, where = _reference_model(tiny_dir, neuron_file, "deactivate", 0.0)
+    expected = [_ref_greedy(model, where, lm.tokenizer, p, 6, positions) for p in PROMPTS]
+    assert got == expected
+    assert got != [_ref_greedy(model, where, lm.tokenizer, p, 6, "none") for p in PROMPTS]
+
+
+def test_peft_adapter_combines_with_intervention(tiny_dir, neuron_file, tmp_path):
+    """A LoRA adapter plus a deactivation equals the PEFT model with the same hooks."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from relneuron_eval.interventions import Intervention, apply_intervention
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["down_proj", "up_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+
+    lm = RelNeuronLM(
+        pretrained=str(tiny_dir),
+        peft=str(tmp_path / "adapter"),
+        device="cpu",
+        batch_size=3,
+        neuron_set=str(neuron_file),
+        mode="deactivate",
+    )
+    got = [ll for ll, _ in lm.loglikelihood(_requests("loglikelihood"))]
+
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32), tmp_path / "adapter"
+    ).eval()
+    iv = Intervention.build(str(neuron_file), "*", mode="deactivate")
+    tok = lm.tokenizer
+
+    def score(model) -> list[float]:
+        out = []
+        for ctx, cont in zip(PROMPTS, CONTINUATIONS, strict=True):
+            c = tok(ctx, add_special_tokens=False)["input_ids"]
+            k = tok(cont, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = model(torch.tensor([c + k])).logits.log_softmax(-1)[0]
+            out.append(float(sum(logp[len(c) - 1 + i, t] for i, t in enumerate(k))))
+        return out
+
+    with apply_intervention(reference, iv):
+        expected = score(reference)
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    without_adapter = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    with apply_intervention(without_adapter, iv):
+        assert score(without_adapter) != pytest.approx(got, rel=1e-3, abs=1e-3)
+
+
+def test_model_is_clean_after_each_request_type(tiny_dir, neuron_file):
+    lm = RelNeuronLM(
+        pretrained=str(tiny_dir),
+        device="cpu",
+        batch_size=3,
+        neuron_set=str(neuron_file),
+        mode="enhance",
+    )
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    lm.loglikelihood(_requests("loglikelihood"))
+    lm.generate_until(_requests("generate_until"))
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lm.model.modules())
