@@ -16,6 +16,7 @@ _WATCHED = {
     "lm_eval.models": "on_models_loaded",
     "lm_eval.tasks.manager": "on_task_manager_loaded",
     "lm_eval.loggers.evaluation_tracker": "on_evaluation_tracker_loaded",
+    "lm_eval.models.huggingface": "on_huggingface_loaded",
 }
 
 
