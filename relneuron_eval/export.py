@@ -275,8 +275,8 @@ def check_out(out: str | Path, *, force: bool, model_path: Path | str | None = N
         raise RelNeuronError(
             f"--out {kind}; nothing was written",
             path=out,
-            hint="choose a new folder, or pass --force to replace it (only after the new "
-            "export is complete)",
+            hint="choose a new folder, or pass --force to replace it once the new export "
+            "is complete",
         )
     return out
 
@@ -696,7 +696,18 @@ def _manifest(
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    """Indented JSON, with each layer's unit list on one line so the file stays readable."""
+    rest = {k: v for k, v in manifest.items() if k != "units"}
+    text = json.dumps(rest, indent=2)
+    sites = []
+    for site, layers in manifest["units"].items():
+        rows = ",\n".join(
+            f"      {json.dumps(layer)}: {json.dumps(indices)}" for layer, indices in layers.items()
+        )
+        sites.append(f"    {json.dumps(site)}: {{\n{rows}\n    }}")
+    units = '  "units": {\n' + ",\n".join(sites) + "\n  }"
+    text = text[: text.rindex("}")].rstrip() + ",\n" + units + "\n}\n"
+    (folder / MANIFEST).write_text(text)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
