@@ -313,7 +313,18 @@ def _leaf_tasks(name: str, group_subtasks: dict[str, list[str]]) -> list[str]:
 
 def parse_results_file(path: Path) -> tuple[dict[str, Any], dict[str, TaskResult]]:
     """Validate one results file; return its identity fields and its tasks."""
-    data = read_json(path)
+    return parse_results(read_json(path), path, results_file=path)
+
+
+def parse_results(
+    data: Any, source: str | Path, *, results_file: Path | None = None
+) -> tuple[dict[str, Any], dict[str, TaskResult]]:
+    """Validate lm-eval results (a file's content or ``simple_evaluate``'s return value).
+
+    ``results_file`` is where the data was read from; sample logs are looked up next to
+    it. In-memory results (relcheck) pass none and keep their samples themselves.
+    """
+    path = Path(source)
     _check_lm_eval_results(data, path)
     config = data["config"]
     group_subtasks = {
@@ -363,8 +374,10 @@ def parse_results_file(path: Path) -> tuple[dict[str, Any], dict[str, TaskResult
             task_hash=hashes.get(name) if not is_group else None,
             higher_is_better={k: bool(v) for k, v in (hib.get(name) or {}).items()},
             subtasks=leaves if is_group else [],
-            source=str(path),
-            samples=None if is_group else (str(p) if (p := _samples_path(path, name)) else None),
+            source=str(source),
+            samples=None
+            if is_group or results_file is None
+            else (str(p) if (p := _samples_path(results_file, name)) else None),
         )
     identity = {
         "model": str(config.get("model")),
@@ -854,6 +867,15 @@ RENDERERS = {
 
 
 def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
+    """Write :func:`render_heatmap`'s PNG atomically."""
+    png = render_heatmap(comparison)
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        handle.write(png)
+    return path
+
+
+def render_heatmap(comparison: Comparison) -> bytes:
     """Variants (rows) by task/metric (columns), colour = change; × = not compared."""
     try:
         import matplotlib
@@ -902,11 +924,10 @@ def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
         fontsize=9,
     )
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
 # ========================================================================== CLI
@@ -954,14 +975,19 @@ def run(args: argparse.Namespace) -> int:
         sort=args.sort,
         problems=problems,
     )
+    for target in (args.output, args.heatmap):
+        if target and Path(target).is_dir():
+            raise RelNeuronError("is a folder; give a file name", path=target)
     text = RENDERERS[args.format](comparison)
+    png = render_heatmap(comparison) if args.heatmap else None  # fail before writing anything
     if args.output:
         with atomic_write(args.output) as handle:
             handle.write(text)
     else:
         sys.stdout.write(text)
-    if args.heatmap:
-        write_heatmap(comparison, args.heatmap)
+    if png is not None:
+        with atomic_write(args.heatmap, "wb") as handle:
+            handle.write(png)
     if comparison.problems and args.format != "table":
         for problem in comparison.problems:
             print(f"warning: not compared: {problem}", file=sys.stderr)
