@@ -358,15 +358,21 @@ def test_lm_eval_hf_with_adapter_matches_relneuron_hf(tmp_path):
     assert (tuned - plain).abs().max() > 1e-3
     assert Intervention.build(set_path, "a").description["num_units"] == 40
 
-    via_peft = run_lm_eval(
-        "hf", f"pretrained={model_dir},peft={adapter}", tmp_path / "peft", limit=10
-    )
-    via_plugin = run_lm_eval(
-        "relneuron-hf",
-        f"pretrained={model_dir},neuron_set={set_path},groups=a,mode=deactivate",
-        tmp_path / "plugin",
-        limit=10,
-    )
+    # The two CLI runs are independent: run them side by side (each is mostly start-up).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        peft_run = pool.submit(
+            run_lm_eval, "hf", f"pretrained={model_dir},peft={adapter}", tmp_path / "peft", limit=10
+        )
+        plugin_run = pool.submit(
+            run_lm_eval,
+            "relneuron-hf",
+            f"pretrained={model_dir},neuron_set={set_path},groups=a,mode=deactivate",
+            tmp_path / "plugin",
+            limit=10,
+        )
+        via_peft, via_plugin = peft_run.result(), plugin_run.result()
     compared = 0
     for task in ("toy_a", "toy_b"):
         rows = {}
@@ -379,12 +385,8 @@ def test_lm_eval_hf_with_adapter_matches_relneuron_hf(tmp_path):
             )
         assert len(rows["peft"]) == len(rows["plugin"]) == 10
         for a, b in zip(rows["peft"], rows["plugin"], strict=True):
-            assert a["doc_id"] == b["doc_id"] and a["acc"] == b["acc"]
-            for (ll_a, greedy_a), (ll_b, greedy_b) in zip(
-                [r[0] for r in a["resps"]], [r[0] for r in b["resps"]], strict=True
-            ):
-                assert greedy_a == greedy_b
-                assert abs(float(ll_a) - float(ll_b)) <= 1e-5
+            # Deactivation multiplies by exact zeros in both routes: identical numbers.
+            assert (a["doc_id"], a["resps"], a["acc"]) == (b["doc_id"], b["resps"], b["acc"])
             compared += 1
     assert compared == 20
     a_res = json.loads(via_peft.read_text())["results"]
