@@ -161,8 +161,26 @@ class RelNeuronLM(HFLM):
         if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
             kwargs["dtype"] = "float32"
         super().__init__(pretrained=resolve_pretrained(pretrained), **kwargs)
+        self._enable_cpu_data_parallel()
         if self._rn is not None:
             check_model(self.model, self._rn.selection)
+
+    def _enable_cpu_data_parallel(self) -> None:
+        """Shard requests across ``accelerate launch`` processes on CPU machines too.
+
+        HFLM only shards when it counts more than one GPU; on CPU every process would
+        evaluate everything. With an accelerator of several CPU processes (gloo), take
+        the rank and world size from it, as HFLM does for GPUs.
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if (
+            accelerator is not None
+            and accelerator.num_processes > 1
+            and self._world_size == 1
+            and accelerator.device.type == "cpu"
+        ):
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
 
     # ------------------------------------------------------------- lm-eval API
     def loglikelihood(self, requests, disable_tqdm: bool = False):

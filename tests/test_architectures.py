@@ -79,7 +79,9 @@ def _set(model, model_type: str, units: dict[tuple[str, int], list[int]]) -> Neu
     from relneuron_eval.architectures import model_card
 
     neurons = [Neuron("g", s, layer, i, 1.0) for (s, layer), idx in units.items() for i in idx]
-    return NeuronSet(make_header(model=model_card(model, model_type), method={"name": "t"}), neurons)
+    return NeuronSet(
+        make_header(model=model_card(model, model_type), method={"name": "t"}), neurons
+    )
 
 
 # gemma3 is registered as "gemma3" (multimodal) and "gemma3_text" (text-only) in the table
@@ -114,7 +116,9 @@ def test_zeroing_a_whole_site_silences_the_mlp(model_type):
             captured: list[torch.Tensor] = []
             with apply_intervention(model, Intervention.build(neuron_set), strategy=strategy):
                 # registered after the intervention's own hooks, so it sees their result
-                handle = down.register_forward_hook(lambda m, a, o: captured.append(o.detach()))
+                handle = down.register_forward_hook(
+                    lambda m, a, o, captured=captured: captured.append(o.detach())
+                )
                 try:
                     model(TOKENS)
                 finally:

@@ -333,3 +333,58 @@ def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
         ]["num_units"]
         == 3000
     )
+
+
+def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_tasks, tmp_path):
+    """`accelerate launch -m lm_eval --model relneuron-hf` with 2 CPU processes (gloo)."""
+    import os
+    import subprocess
+    import sys
+
+    neuron_set = _neuron_set(
+        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
+    )
+    args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=enhance,factor=3"
+    run_lm_eval(
+        ["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, tmp_path / "one")]
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "lm_eval",
+            "--model",
+            "relneuron-hf",
+            "--model_args",
+            args,
+            *_common(toy_tasks, tmp_path / "two"),
+        ],
+        env={
+            **os.environ,
+            "ACCELERATE_USE_CPU": "1",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "on rank 1" in proc.stderr  # really two processes, each with its own shard
+    for task in ("toy_gen", "toy_mc"):
+        one, two = load_samples(tmp_path / "one", task), load_samples(tmp_path / "two", task)
+        assert [r["doc_id"] for r in two] == [r["doc_id"] for r in one]
+        assert [r["filtered_resps"] for r in two] == [r["filtered_resps"] for r in one]
+    assert load_results(tmp_path / "two")["results"] == load_results(tmp_path / "one")["results"]
