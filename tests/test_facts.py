@@ -1,0 +1,316 @@
+"""relneuron_eval.facts: cleaning, stable ids, splits that never leak, and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from relneuron_eval import facts
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.facts import SPLITS, subject_key
+
+LRE = facts.shipped_dir() / "data" / "lre"
+
+
+@pytest.fixture(scope="module")
+def relations():
+    return facts.load_relations()
+
+
+def test_relations_constant_matches_spec(relations):
+    assert tuple(sorted(relations)) == facts.RELATIONS
+    assert len(facts.RELATIONS) == 19
+
+
+def test_no_subject_in_two_splits(relations):
+    for name, rel in relations.items():
+        owner: dict[str, str] = {}
+        for fact in rel.facts:
+            key = subject_key(fact.subject)
+            assert owner.setdefault(key, fact.split) == fact.split, (name, fact.subject)
+        # merged: one fact per subject
+        assert len(owner) == len(rel.facts), name
+        ids = [f.fact_id for f in rel.facts]
+        assert len(set(ids)) == len(ids)
+
+
+def test_no_subject_in_two_splits_multilingual():
+    for lang in facts.languages():
+        for name, rel in facts.multilingual_relations(lang).items():
+            english = facts.load_relation(name)
+            splits = {s: {subject_key(f.subject) for f in rel.facts_in(s)} for s in SPLITS}
+            assert not splits["test"] & splits["discovery"], (lang, name)
+            assert not splits["test"] & splits["fewshot"], (lang, name)
+            for fact in rel.facts:  # same fact ids, same splits as English
+                assert english.fact(fact.fact_id).split == fact.split
+
+
+def test_split_sizes(relations):
+    for name, rel in relations.items():
+        counts = Counter(f.split for f in rel.facts)
+        n = len(rel.facts)
+        assert counts["fewshot"] >= facts.MIN_FEWSHOT, name
+        assert counts["fewshot"] >= rel.num_fewshot, name
+        assert abs(counts["discovery"] - n / 2) <= 1, name
+        assert counts["test"] >= 0.3 * n, name
+
+
+def test_splits_are_deterministic_and_ignore_file_order(tmp_path):
+    rows = [{"subject": f"Thing {i}", "object": f"O{i % 3}"} for i in range(40)]
+    a = _spec(tmp_path / "a", rows)
+    b = _spec(tmp_path / "b", list(reversed(rows)))
+    split_a = {f.subject: f.split for f in facts.load_spec(a)["toy"].facts}
+    split_b = {f.subject: f.split for f in facts.load_spec(b)["toy"].facts}
+    assert split_a == split_b
+    assert set(split_a.values()) == set(SPLITS)
+
+
+def test_cleaning_double_escapes_and_swapped_fact(relations):
+    for rel in relations.values():
+        for fact in rel.facts:
+            for text in (fact.subject, fact.object, *fact.answers):
+                assert "\\u" not in text, fact
+                assert text == text.strip() and "  " not in text
+    capitals = {f.subject: f.object for f in relations["country_capital_city"].facts}
+    assert capitals["Brazil"] == "Brasília" and capitals["Colombia"] == "Bogotá"
+    cities = {f.subject: f.object for f in relations["city_in_country"].facts}
+    assert cities["San José"] == "Costa Rica" and "Costa Rica" not in cities
+
+
+def test_repeated_subjects_merged_with_all_answers(relations):
+    rel = relations["person_plays_instrument"]
+    clapton = [f for f in rel.facts if f.subject == "Eric Clapton"]
+    assert len(clapton) == 1
+    # the raw file has violin on line 149 and guitar on line 183
+    assert clapton[0].fact_id == "person_plays_instrument/148"
+    assert set(clapton[0].answers) >= {"violin", "guitar"}
+    skolts = [f for f in relations["person_native_language"].facts if f.subject == "Skolts"]
+    assert len(skolts) == 1 and {"Finnish", "Russian"} <= set(skolts[0].answers)
+
+
+def test_dropped_noise_and_time_sensitive_answers(relations):
+    assert "Middle East" not in relations["food_from_country"].objects
+    assert "Iran" not in relations["product_by_company"].objects
+    assert "Japan" not in relations["company_hq"].objects  # a country is not a city
+    assert {"singing", "slide"}.isdisjoint(relations["person_plays_instrument"].objects)
+    intel = next(f for f in relations["company_ceo"].facts if f.subject == "Intel")
+    assert "Pat Gelsinger" in intel.answers
+    boeing = next(f for f in relations["company_hq"].facts if f.subject == "Boeing")
+    assert boeing.object == "Arlington" and "Chicago" in boeing.answers
+
+
+def test_fact_ids_index_the_shipped_file(relations):
+    for name in ("country_capital_city", "landmark_in_country", "person_father"):
+        lines = (LRE / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        for fact in relations[name].facts:
+            n = int(fact.fact_id.split("/")[1])
+            raw = json.loads(lines[n])
+            assert subject_key(raw["subject"]) == subject_key(fact.subject)
+    # the supplementary company_hq file continues the numbering after the LRE file
+    lre_lines = len((LRE / "company_hq.jsonl").read_text().splitlines())
+    microsoft = next(f for f in relations["company_hq"].facts if f.subject == "Microsoft")
+    assert microsoft.fact_id == f"company_hq/{lre_lines}"
+
+
+def test_templates_eval_differ_from_discovery(relations):
+    for name, rel in relations.items():
+        assert rel.templates["discovery"] and rel.templates["eval"], name
+        assert not set(rel.templates["discovery"]) & set(rel.templates["eval"]), name
+
+
+def test_prompts_use_only_their_split_and_fewshot_demos(relations):
+    rel = relations["country_capital_city"]
+    fewshot_objects = {f.object for f in rel.facts_in("fewshot")}
+    test_objects = {f.object for f in rel.facts_in("test")}
+    prompts = rel.prompts("discovery", fewshot=2)
+    discovery_ids = {f.fact_id for f in rel.facts_in("discovery")}
+    assert {p.fact_id for p in prompts} == discovery_ids
+    assert len(prompts) == len(discovery_ids) * len(rel.templates["discovery"])
+    for p in prompts:
+        demos = p.text.split("\n")[:-1]
+        assert len(demos) == 2
+        for demo in demos:
+            assert any(demo.endswith(" " + o) for o in fewshot_objects), demo
+            assert not any(demo.endswith(" " + o) for o in test_objects - fewshot_objects)
+        assert p.text == p.text.rstrip()
+        assert p.text.split("\n")[-1] == rel.templates["discovery"][p.template_index].replace(
+            "{subject}", rel.fact(p.fact_id).subject
+        )
+    one_each = rel.prompts("test", template_key="eval", all_templates=False)
+    assert len(one_each) == len(rel.facts_in("test"))
+
+
+def test_discovery_reads_only_discovery_split():
+    from relneuron_eval.discovery.data import load_discovery_prompts
+
+    loaded = load_discovery_prompts(["country_language", "person_plays_pro_sport"])
+    for name, prompts in loaded.items():
+        rel = facts.load_relation(name)
+        assert prompts
+        assert {p.fact_id for p in prompts} <= {f.fact_id for f in rel.facts_in("discovery")}
+        eval_texts = {t.replace("{subject}", "") for t in rel.templates["eval"]}
+        for p in prompts:
+            assert p.text.replace(rel.fact(p.fact_id).subject, "") not in eval_texts
+
+
+def test_unknown_relation_lists_known():
+    with pytest.raises(RelNeuronError, match="known relations: city_in_country"):
+        facts.load_relation("capital_of")
+
+
+def test_multilingual_coverage():
+    latin = {lang: facts.multilingual_relations(lang) for lang in ("de", "es", "fr")}
+    for lang, rels in latin.items():
+        assert len(rels) >= 8, lang
+    country = {"country_capital_city", "country_language", "country_currency"}
+    for lang in ("zh", "ja"):
+        rels = facts.multilingual_relations(lang)
+        assert country <= set(rels), lang
+        assert facts.languages()[lang].target_delimiter == ""
+    de = facts.load_language_relation("de", "country_capital_city")
+    by_id = {f.fact_id: f for f in de.facts}
+    english = facts.load_relation("country_capital_city")
+    germany = next(f for f in english.facts if f.subject == "Germany")
+    assert by_id[germany.fact_id].subject == "Deutschland"
+    zh = facts.load_language_relation("zh", "country_capital_city")
+    china = next(f for f in english.facts if f.subject == "China")
+    assert {f.fact_id: f for f in zh.facts}[china.fact_id].object == "北京"
+
+
+# ------------------------------------------------------------------- bad input
+def _spec(folder: Path, rows, *, relation_yaml: str | None = None, raw_lines=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = raw_lines if raw_lines is not None else [json.dumps(r) for r in rows]
+    (folder / "toy.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = relation_yaml or (
+        "relations:\n"
+        "  - name: toy\n"
+        "    facts: toy.jsonl\n"
+        "    templates:\n"
+        '      discovery: ["{subject} is made of"]\n'
+        '      eval: ["{subject} consists of"]\n'
+    )
+    (folder / "spec.yaml").write_text(text, encoding="utf-8")
+    return folder / "spec.yaml"
+
+
+def _rows(n: int = 20):
+    return [{"subject": f"Item {i}", "object": f"stuff {i % 4}"} for i in range(n)]
+
+
+def _error(spec: Path) -> RelNeuronError:
+    with pytest.raises(RelNeuronError) as info:
+        facts.load_spec(spec)
+    return info.value
+
+
+def test_missing_field_in_facts_names_file_and_line(tmp_path):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[6] = json.dumps({"subject": "Item 6"})
+    err = _error(_spec(tmp_path, None, raw_lines=lines))
+    assert err.path.endswith("toy.jsonl") and err.line == 7
+    assert "missing field 'object'" in str(err)
+
+
+def test_empty_subject_names_file_and_line(tmp_path):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[3] = json.dumps({"subject": "   ", "object": "x"})
+    err = _error(_spec(tmp_path, None, raw_lines=lines))
+    assert err.path.endswith("toy.jsonl") and err.line == 4 and "subject" in str(err)
+
+
+def test_bad_json_line(tmp_path):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[9] = '{"subject": "a", "object": '
+    err = _error(_spec(tmp_path, None, raw_lines=lines))
+    assert err.line == 10 and "JSON" in str(err)
+
+
+def test_unknown_placeholder_names_spec_line(tmp_path):
+    spec_text = (
+        "relations:\n"
+        "  - name: toy\n"
+        "    facts: toy.jsonl\n"
+        "    templates:\n"
+        '      discovery: ["{subject} is made of"]\n'
+        "      eval:\n"
+        '        - "{subject} consists of"\n'
+        '        - "{subject} and {object} are"\n'
+    )
+    err = _error(_spec(tmp_path, _rows(), relation_yaml=spec_text))
+    assert err.path.endswith("spec.yaml") and err.line == 8
+    assert "{object}" in str(err)
+
+
+def test_template_without_subject(tmp_path):
+    spec_text = (
+        "relations:\n  - name: toy\n    facts: toy.jsonl\n    templates:\n"
+        '      discovery: ["It is made of"]\n      eval: ["{subject} consists of"]\n'
+    )
+    err = _error(_spec(tmp_path, _rows(), relation_yaml=spec_text))
+    assert err.line == 5 and "no {subject}" in str(err)
+
+
+def test_missing_templates_field(tmp_path):
+    spec_text = "relations:\n  - name: toy\n    facts: toy.jsonl\n"
+    err = _error(_spec(tmp_path, _rows(), relation_yaml=spec_text))
+    assert err.line == 2 and "templates" in str(err)
+
+
+def test_leaking_split_names_file_and_line(tmp_path):
+    rows = [dict(r, split="test" if i % 2 else "discovery") for i, r in enumerate(_rows())]
+    rows.append({"subject": "item 3", "object": "stuff 9", "split": "discovery"})  # Item 3: test
+    err = _error(_spec(tmp_path, rows))
+    assert err.path.endswith("toy.jsonl") and err.line == 21
+    assert "leak" in str(err) and "line 4" in str(err)
+
+
+def test_mixed_explicit_and_hashed_splits(tmp_path):
+    rows = _rows()
+    rows[0]["split"] = "test"
+    err = _error(_spec(tmp_path, rows))
+    assert err.line == 2 and "split" in str(err)
+
+
+def test_duplicate_relation_name(tmp_path):
+    entry = (
+        "  - name: toy\n    facts: toy.jsonl\n    templates:\n"
+        '      discovery: ["{subject} is made of"]\n      eval: ["{subject} consists of"]\n'
+    )
+    err = _error(_spec(tmp_path, _rows(), relation_yaml="relations:\n" + entry + entry))
+    assert err.line == 7 and "duplicate" in str(err)
+
+
+def test_alias_of_unknown_object(tmp_path):
+    spec_text = (
+        "relations:\n  - name: toy\n    facts: toy.jsonl\n    templates:\n"
+        '      discovery: ["{subject} is made of"]\n      eval: ["{subject} consists of"]\n'
+        "    aliases:\n      stuff 1: [things]\n      stuff 77: [nothing]\n"
+    )
+    err = _error(_spec(tmp_path, _rows(), relation_yaml=spec_text))
+    assert err.line == 9 and "stuff 77" in str(err)
+
+
+def test_unknown_relation_field_is_a_typo_error(tmp_path):
+    spec_text = (
+        "relations:\n  - name: toy\n    facts: toy.jsonl\n    closedset: true\n    templates:\n"
+        '      discovery: ["{subject} is made of"]\n      eval: ["{subject} consists of"]\n'
+    )
+    err = _error(_spec(tmp_path, _rows(), relation_yaml=spec_text))
+    assert err.line == 4 and "closedset" in str(err)
+
+
+def test_too_few_facts(tmp_path):
+    err = _error(_spec(tmp_path, _rows(6)))
+    assert "at least" in str(err)
+
+
+def test_valid_user_spec_loads(tmp_path):
+    rows = [*_rows(), {"subject": "ITEM 1", "object": "extra stuff"}]
+    rel = facts.load_spec(_spec(tmp_path, rows))["toy"]
+    item1 = [f for f in rel.facts if subject_key(f.subject) == "item 1"]
+    assert len(item1) == 1 and item1[0].answers == ("stuff 1", "extra stuff")
+    assert item1[0].fact_id == "toy/1"
