@@ -197,8 +197,9 @@ def export_peft(
     """Write ``intervention`` as a PEFT IA³ adapter for ``model``; returns the folder."""
     check_supported(intervention, "peft")
     _check_dtype(dtype)
-    path = _resolve_model(model)
-    out = check_out(out, force=force, model_path=path)
+    out = check_out(out, force=force, model_path=model)
+    path = _resolve_model(model)  # builds the embedded model's cache on first use
+    check_out(out, force=force, model_path=path)
     meta = _meta_model(path, model)
     _check_model(meta, intervention)
     plan = plan_ia3(meta, intervention)
@@ -216,8 +217,9 @@ def export_checkpoint(
     """Write ``model`` with ``intervention`` folded into its weights; returns the folder."""
     check_supported(intervention, "model")
     _check_dtype(dtype)
-    path = _resolve_model(model)
-    out = check_out(out, force=force, model_path=path)
+    out = check_out(out, force=force, model_path=model)
+    path = _resolve_model(model)  # builds the embedded model's cache on first use
+    check_out(out, force=force, model_path=path)
     meta = _meta_model(path, model)
     _check_model(meta, intervention)
     _check_quantization(meta, model)

@@ -153,6 +153,27 @@ def test_gpt2_set_folds_into_bias_sites(saved, tmp_path):
     _assert_equivalent(_routes(model, folder, iv, tmp_path, peft=False))
 
 
+def test_half_precision_exports(saved, tmp_path):
+    """--dtype bfloat16: a bf16 checkpoint and adapter that match hooks on the bf16 model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, folder = saved["llama"]
+    iv = Intervention.build(random_set(model, sites=["mlp.act", "mlp.up_proj"]), "*")
+    checkpoint = export_checkpoint(folder, iv, tmp_path / "checkpoint", dtype="bfloat16")
+    adapter = export_peft(folder, iv, tmp_path / "adapter", dtype="bfloat16")
+    assert read_manifest(checkpoint)["dtype"] == "bfloat16"
+    assert read_manifest(adapter)["dtype"] == "bfloat16"
+    half = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    with apply_intervention(half, iv, strategy="hook"):
+        hook = _logits(half)
+    loaded = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    assert next(loaded.parameters()).dtype == torch.bfloat16
+    assert torch.equal(_logits(loaded), hook)
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+    assert torch.equal(_logits(PeftModel.from_pretrained(base, adapter).eval()), hook)
+
+
 def test_adapter_files_describe_the_intervention(saved, tmp_path):
     model, folder = saved["llama"]
     selection = random_set(model, sites=["mlp.act", "mlp.up_proj"], seed=3)
