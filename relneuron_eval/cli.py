@@ -21,7 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("relneuron_eval.report", "run the papers' experiments and write markdown + PNGs"),
     "compare": ("relneuron_eval.compare", "compare lm-eval results of a base model and variants"),
     "export": ("relneuron_eval.export", "export a variant as a PEFT IA3 adapter or a checkpoint"),
-    "bench": ("relneuron_eval.bench", "benchmarks: overhead, start-up, discovery, scale"),
+    "bench": (
+        "relneuron_eval.benchmarks",
+        "benchmarks: overhead, load, start-up, discovery scale, integrated gradients",
+    ),
     "taskgen": ("relneuron_eval.taskgen", "generate lm-eval task YAMLs from relation data"),
     "gap": ("relneuron_eval.twohop", "compositionality gap of two-hop runs from logged samples"),
     "model-path": ("relneuron_eval.cli", "print the local checkpoint of the embedded model"),

@@ -1,0 +1,117 @@
+"""Run-time cost of an intervention: relneuron-hf (folded, hooked) vs plain hf.
+
+The same lm-eval requests (built by the real tasks) go through three models of the
+same checkpoint and batch size: plain ``hf``, ``relneuron-hf`` with a seeded random
+3,000-unit ``mlp.act`` deactivation folded into the weights, and the same deactivation
+applied with forward hooks. Model loading is not timed; each arm's ``loglikelihood`` /
+``generate_until`` calls are, interleaved over several rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.benchmarks.timing import interleaved, median, ratios
+
+DEFAULT_TASKS = "relfacts_mc_landmark_on_continent,relfacts_country_capital_city"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="pretrained (default: embedded)")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated lm-eval tasks")
+    parser.add_argument("--include-path", default=None, help="extra lm-eval task folder")
+    parser.add_argument("--limit", type=int, default=48, help="documents per task")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--neurons", type=int, default=3000, help="units deactivated")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+
+
+def _requests(tasks: list[str], include_path: str | None, limit: int) -> dict[str, list[Any]]:
+    """The requests lm-eval would send for these tasks, grouped by request type."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from relneuron_eval.resources import tasks_dir
+
+    paths = [str(tasks_dir())] + ([include_path] if include_path else [])
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    by_type: dict[str, list[Any]] = {}
+    for task in get_task_dict(tasks, manager).values():
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
+        for instance in task.instances:
+            by_type.setdefault(instance.request_type, []).append(instance)
+    return by_type
+
+
+def _random_set(model: Any, count: int, path: Path) -> Path:
+    from relneuron_eval.architectures import model_card, model_shape
+    from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+
+    shape = model_shape(model)
+    rng = random.Random(0)
+    units = rng.sample(range(shape.num_layers * shape.intermediate_size), count)
+    neurons = [Neuron("random", "mlp.act", *divmod(u, shape.intermediate_size), 0.0) for u in units]
+    header = make_header(model=model_card(model), method={"name": "benchmark-random"})
+    return NeuronSet(header, neurons).save(path)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from lm_eval.models.huggingface import HFLM
+
+    from relneuron_eval.embedded import resolve_pretrained
+    from relneuron_eval.lm_model import RelNeuronLM
+
+    pretrained = str(resolve_pretrained(args.model))
+    requests = _requests([t for t in args.tasks.split(",") if t], args.include_path, args.limit)
+    common = {"pretrained": pretrained, "batch_size": args.batch_size, "device": args.device}
+    plain = HFLM(**common, dtype="float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        neuron_set = str(_random_set(plain.model, args.neurons, Path(tmp) / "random.jsonl"))
+        folded = RelNeuronLM(**common, dtype="float32", neuron_set=neuron_set, strategy="fold")
+        hooked = RelNeuronLM(**common, dtype="float32", neuron_set=neuron_set, strategy="hook")
+
+    def evaluate(lm: Any) -> Any:
+        return lambda: [
+            getattr(lm, kind)(reqs, disable_tqdm=True) for kind, reqs in requests.items()
+        ]
+
+    outputs = {
+        name: evaluate(lm)() for name, lm in (("hf", plain), ("fold", folded), ("hook", hooked))
+    }
+    times = interleaved(
+        {"hf": evaluate(plain), "fold": evaluate(folded), "hook": evaluate(hooked)},
+        rounds=args.rounds,
+    )
+    ratio = ratios(times, "hf")
+    counts = {kind: len(reqs) for kind, reqs in requests.items()}
+    return {
+        "requests": counts,
+        "batch_size": args.batch_size,
+        "units": args.neurons,
+        "median_seconds": {k: round(median(v), 4) for k, v in times.items()},
+        "ratio_vs_hf": ratio,
+        "fold_vs_hook": _agreement(outputs["fold"], outputs["hook"]),
+        "intervention_changes_outputs": outputs["fold"] != outputs["hf"],
+        "summary": [
+            f"requests: {counts}, batch size {args.batch_size}, {args.neurons} units deactivated",
+            "median seconds: " + ", ".join(f"{k} {median(v):.3f}" for k, v in times.items()),
+            f"ratio vs hf: folded {ratio['fold']:.3f} (goal <= 1.02), "
+            f"hooked {ratio['hook']:.3f} (goal <= 1.10)",
+        ],
+    }
+
+
+def _agreement(a: list[list[Any]], b: list[list[Any]]) -> dict[str, Any]:
+    """How closely two arms' outputs agree: loglikelihood gap and equal generations."""
+    gaps, same_text = [0.0], True
+    for x_kind, y_kind in zip(a, b, strict=True):
+        for x, y in zip(x_kind, y_kind, strict=True):
+            if isinstance(x, tuple):
+                gaps.append(abs(x[0] - y[0]))
+            else:
+                same_text &= x == y
+    return {"max_loglikelihood_gap": max(gaps), "generations_identical": same_text}
