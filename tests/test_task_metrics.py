@@ -1,0 +1,134 @@
+"""Metric functions of the relfacts tasks, on tricky cases and with the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from relneuron_eval import task_metrics as tm
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from relneuron_eval.embedded import ensure_local
+
+    return AutoTokenizer.from_pretrained(ensure_local(verbose=False))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("  The Washington, D.C.!", "washington d c"),
+        ("Bogotá", "bogota"),
+        ("São Paulo", "sao paulo"),
+        ("l'Italie", "italie"),
+        ("The", "the"),  # a lone article is the answer, not dropped
+        ("ＴＯＫＹＯ", "tokyo"),  # full-width forms
+        ("ドル", "ドル"),  # kana keep their voicing mark
+        ("Port-au-Prince", "port au prince"),
+    ],
+)
+def test_normalize(text, expected):
+    assert tm.normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("generation", "answers", "expected"),
+    [
+        (" Paris", ["Paris"], True),
+        ("Paris", ["Paris"], True),  # no leading space
+        ("   paris.", ["Paris"], True),  # spaces, case, punctuation
+        (" Paris, the city of light", ["Paris"], True),
+        (" Parisian food", ["Paris"], False),  # word boundary
+        (" Bogota", ["Bogotá"], True),  # accents
+        (" Washington", ["Washington D.C.", "Washington"], True),  # alias
+        (" Washington", ["Washington D.C."], False),  # without the alias: too short
+        (" the United States.", ["United States"], True),  # leading article
+        (" Johann Sebastian Bach was", ["Johann Sebastian Bach"], True),  # multi-token
+        (" Johann Strauss", ["Johann Sebastian Bach"], False),
+        (" Johann", ["Johann Sebastian Bach"], False),  # partial object is not a match
+        ("中国的首都", ["中国"], True),  # CJK: no word boundary needed
+        (" 中国", ["中国"], True),
+        ("中华", ["中国"], False),
+        ("", ["Paris"], False),
+        (" London", ["Paris", "Rome"], False),
+    ],
+)
+def test_match(generation, answers, expected):
+    assert tm.match(generation, answers) is expected
+
+
+def test_mentions():
+    text = "Ozumba is in Mexico. Mexico's capital is Mexico City."
+    assert tm.mentions(text, ["Mexico"])
+    assert not tm.mentions(text, ["Mex"])
+    assert tm.mentions("它位于中国。", ["中国"])
+
+
+@pytest.mark.parametrize(
+    ("generation", "expected"),
+    [
+        (" X is in France. France's capital is Paris. So the answer is Paris.", "Paris."),
+        (" The answer is: Rome. Then more text.", "Rome."),
+        (" So the answer is Lima. Again, the answer is Quito", "Quito"),
+        (" No marker here", " No marker here"),
+    ],
+)
+def test_final_answer(generation, expected):
+    assert tm.final_answer(generation) == expected
+
+
+@pytest.mark.parametrize(
+    ("generation", "answers", "expected"),
+    [
+        (" Paris, France", ["Paris"], True),  # one-token object: 1 token compared
+        ("Paris", ["Paris"], True),  # missing space replaced by the delimiter
+        ("  Paris", ["Paris"], True),
+        (" Par", ["Paris"], False),  # a different first token
+        (" paris", ["Paris"], False),  # the paper's metric is case-sensitive
+        (" Johann Sebastian", ["Johann Sebastian Bach"], True),  # 2 of 3 tokens
+        (" Johann Strauss", ["Johann Sebastian Bach"], False),
+        (" Johann", ["Johann Sebastian Bach"], False),
+        (" Washington", ["Washington D.C."], False),  # 1 token of a multi-token object
+        (" Washington", ["Washington D.C.", "Washington"], True),  # ... unless an alias
+    ],
+)
+def test_prefix2_with_tokenizer(tokenizer, generation, answers, expected):
+    assert tm.prefix2(generation, answers, " ", tokenizer=tokenizer) is expected
+
+
+def test_prefix2_cjk_uses_empty_delimiter(tokenizer):
+    assert tm.prefix2("北京是", ["北京"], "", tokenizer=tokenizer)
+    assert not tm.prefix2("上海", ["北京"], "", tokenizer=tokenizer)
+
+
+def test_prefix2_fallback_without_tokenizer_warns_once(caplog, monkeypatch):
+    monkeypatch.setattr(tm, "_tokenizer", None)
+    monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.task_metrics"):
+        assert tm.prefix2(" Johann Sebastian Bach", ["Johann Sebastian Bach"])
+        assert tm.prefix2(" Paris, France", ["Paris"])
+        assert not tm.prefix2(" Johann Strauss", ["Johann Sebastian Bach"])
+    warnings = [r for r in caplog.records if "no HF tokenizer" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_process_functions_read_the_right_answers(tokenizer, monkeypatch):
+    monkeypatch.setattr(tm, "_tokenizer", tokenizer)
+    doc = {
+        "answers": ["Mexico City", "Ciudad de Mexico"],
+        "bridge_answers": ["Mexico"],
+        "delimiter": " ",
+    }
+    assert tm.process_generation(doc, [" Mexico City\n"]) == {"acc_prefix2": 1, "acc_match": 1}
+    # " Mexico City" is two tokens; a generation that stops after " Mexico" has one
+    assert tm.process_generation(doc, [" Mexico"]) == {"acc_prefix2": 0, "acc_match": 0}
+    assert tm.process_generation(doc, [" Mexico Ci"]) == {"acc_prefix2": 0, "acc_match": 0}
+    assert tm.process_hop1(doc, [" Mexico."]) == {"acc_prefix2": 1, "acc_match": 1}
+    cot = " Ozumba is in Mexico. Mexico's capital is Mexico City. So the answer is Mexico City."
+    assert tm.process_cot(doc, [cot]) == {"acc_match": 1, "bridge_recall": 1}
+    wrong = " Ozumba is in Nigeria. So the answer is Abuja."
+    assert tm.process_cot(doc, [wrong]) == {"acc_match": 0, "bridge_recall": 0}
