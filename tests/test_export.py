@@ -338,7 +338,7 @@ def test_embedded_model_three_routes(tmp_path):
 
     assert (hook - base).abs().max() > 0.1
     assert torch.equal(peft_logits, hook)
-    torch.testing.assert_close(fold, hook, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fold, hook, atol=2e-4, rtol=1e-5)  # observed 5.8e-5
     assert torch.equal(ckpt_logits, fold)
     manifest = read_manifest(checkpoint)
     assert manifest["intervention"]["num_units"] == 300
