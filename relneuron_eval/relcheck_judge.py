@@ -152,6 +152,7 @@ def _mean_row(rows: list[RowInput]) -> RowInput:
 def _fmt(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "n/a"
+    value = round(value, 10) + 0.0  # no "-0.0000"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 

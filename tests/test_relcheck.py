@@ -35,6 +35,7 @@ PLANTED = list(range(0, 128, 16))  # 8 units of layer 1 (mlp.act)
 SMALL = list(range(3, 128, 16))  # 8 ordinary units of layer 0
 ENHANCE = 4.0
 N_DOCS = 24
+POOL = 60
 
 
 # =============================================================== the planted world
@@ -105,14 +106,14 @@ def world(tmp_path_factory) -> dict[str, Path]:
     rng = random.Random(7)
     others = sorted(set(range(128)) - set(PLANTED))
     random_set = _neuron_set(root / "random.jsonl", sorted(rng.sample(others, len(PLANTED))))
-    docs = {
+    pool = {
         name: [
             {"q": f"Item {i} of {name}: pick", "choices": rng.sample(th.WORDS, 4)}
-            for i in range(N_DOCS)
+            for i in range(POOL)
         ]
         for name in ("rc_a", "rc_b")
     }
-    draft = _write_tasks(root / "draft", docs, {n: [0] * N_DOCS for n in docs})
+    draft = _write_tasks(root / "draft", pool, {n: [0] * POOL for n in pool})
     manager = TaskManager(include_path=[str(draft)], include_defaults=False)
 
     def predictions(extra: dict, task: str) -> list[int]:
@@ -122,7 +123,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
             tasks=[task],
             task_manager=manager,
             device="cpu",
-            batch_size=32,
+            batch_size=64,
             log_samples=True,
         )
         records = sorted(out["samples"][task], key=lambda r: r["doc_id"])
@@ -131,8 +132,21 @@ def world(tmp_path_factory) -> dict[str, Path]:
             for r in records
         ]
 
+    # rc_a: the base model's own answers (base accuracy 1.0).
+    docs = {"rc_a": pool["rc_a"][:N_DOCS]}
+    labels = {"rc_a": predictions({}, "rc_a")[:N_DOCS]}
+    # rc_b: the answers with the planted units enhanced; every 5th of the first 20 documents
+    # is one where the base model answers differently, so enhancing must raise accuracy.
     enhanced = {"neuron_set": str(planted), "groups": "a", "mode": "enhance", "factor": ENHANCE}
-    labels = {"rc_a": predictions({}, "rc_a"), "rc_b": predictions(enhanced, "rc_b")}
+    plain, boosted = predictions({}, "rc_b"), predictions(enhanced, "rc_b")
+    differ = [i for i in range(POOL) if plain[i] != boosted[i]][:4]
+    same = [i for i in range(POOL) if plain[i] == boosted[i]]
+    assert len(differ) >= 2, f"enhancing changed only {len(differ)} answers of {POOL}"
+    order = []
+    for position in range(N_DOCS):
+        order.append(differ.pop(0) if position % 5 == 0 and differ else same.pop(0))
+    docs["rc_b"] = [pool["rc_b"][i] for i in order]
+    labels["rc_b"] = [boosted[i] for i in order]
     tasks = _write_tasks(root / "tasks", docs, labels)
     return {"model": model, "planted": planted, "random": random_set, "tasks": tasks}
 
@@ -164,7 +178,7 @@ expect:
     below: 0.1
   - within: random_a
     tasks: others
-    tolerance: 0.1
+    tolerance: 0.15
   - compare: ablate_a
     than: random_a
     worse_by: 0.3
@@ -201,12 +215,11 @@ def test_planted_set_passes_and_base_is_evaluated_once(pytester, world):
     # A second check file in the same session with the same model and settings.
     second = folder / "sub"
     second.mkdir()
-    shutil.copy(world["planted"], second / "planted.jsonl")
     (second / "more.relcheck.yaml").write_text(
         (folder / "planted.relcheck.yaml")
         .read_text()
         .split("expect:")[0]
-        .replace("include_path: ", "include_path: ")
+        .replace("neuron_set: planted.jsonl", "neuron_set: ../planted.jsonl")
         + "expect:\n  - drop: ablate_a\n    tasks: [rc_group]\n    at_least: 0.2\n"
     )
     result, artifact = _run(pytester, str(folder))
