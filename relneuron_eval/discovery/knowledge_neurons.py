@@ -294,7 +294,10 @@ def _forward(model: Any, ids: torch.Tensor, keep: int, **kwargs: Any) -> Any:
 def gold_probability(logits: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor:
     """P(answer) per row from ``[B, q, V]`` logits at the answer positions (float32)."""
     q = len(answer_ids)
-    logp = torch.log_softmax(logits[:, -q:].float(), dim=-1)
+    logits = logits[:, -q:]
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
     idx = torch.as_tensor(list(answer_ids), device=logits.device)
     return logp[:, torch.arange(q, device=logits.device), idx].sum(-1).exp()
 
@@ -412,11 +415,11 @@ class _Runner:
 
     def __init__(self, model: Any, ids: list[int], answer_ids: list[int], config: IGConfig):
         self.model, self.config = model, config
-        self.answer_ids = answer_ids
+        self.answer_ids = answer_ids[:1] if config.answer_tokens == "first" else answer_ids
         # input: prompt, plus all but the last answer token when scoring all of them
-        self.ids = ids + (answer_ids[:-1] if config.answer_tokens == "all" else [])
+        self.ids = ids + self.answer_ids[:-1]
         self.pos = len(ids) - 1  # last prompt position
-        self.q = len(answer_ids)
+        self.q = len(self.answer_ids)
         self.n_layers = len(decoder_layers(model))
 
     def prepare(self, method: str) -> str:
