@@ -1,0 +1,338 @@
+"""``relneuron compare`` on real lm-eval result files written by the real ``lm_eval`` CLI.
+
+Three runs of a tiny random Llama on two toy tasks (and their group) are made once for
+the module (each costs ~25 s of lm-eval start-up): the base (``--model hf``), a
+``relneuron-hf`` variant, and a second variant run with another ``--limit`` on one task
+only. Everything else is read from those files (or copies of them).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tools_helpers as th
+
+from relneuron_eval.cli import main as relneuron
+from relneuron_eval.compare import choose_base, load_runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """lm-eval output folders: base, v1 (ablate a), short (enhance b; limit 10, toy_a only)."""
+    root = tmp_path_factory.mktemp("compare-runs")
+    model = th.tiny_model()
+    th.toy_tasks()
+    nset = th.make_neuron_set(root / "set.jsonl", {"a": 40, "b": 40})
+    jobs = {
+        "base": ("hf", f"pretrained={model}", 15, "toy_group"),
+        "v1": ("relneuron-hf", f"pretrained={model},neuron_set={nset},groups=a", 15, "toy_group"),
+        "short": (
+            "relneuron-hf",
+            f"pretrained={model},neuron_set={nset},groups=b,mode=enhance,factor=3",
+            10,
+            "toy_a",
+        ),
+    }
+
+    def run(name: str) -> Path:
+        kind, args, limit, tasks = jobs[name]
+        th.run_lm_eval(kind, args, root / name, tasks=tasks, limit=limit)
+        return root / name
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(jobs, pool.map(run, jobs), strict=True))
+
+
+def _cli(*args: str, capsys) -> tuple[int, str, str]:
+    code = relneuron(["compare", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _json(capsys, *args) -> dict:
+    code, out, err = _cli(*args, "--format", "json", capsys=capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _results(folder: Path) -> dict:
+    (path,) = sorted(folder.rglob("results_*.json"))
+    return json.loads(path.read_text())
+
+
+def _samples(folder: Path, task: str) -> list[dict]:
+    (path,) = sorted(folder.rglob(f"samples_{task}_*.jsonl"))
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def _cell(data: dict, task: str, variant: int = 0, metric: str = "acc") -> dict:
+    row = next(r for r in data["rows"] if r["task"] == task and r["metric"] == metric)
+    return {**row["cells"][variant], "base": row["base"], "base_stderr": row["base_stderr"]}
+
+
+def _v1(data: dict) -> int:
+    """Column of the ablation variant (variants are in the order their runs finished)."""
+    return next(i for i, v in enumerate(data["variants"]) if v.endswith("__a__deactivate"))
+
+
+def _results_only(src: Path, dst: Path) -> Path:
+    """A copy of a run as if lm-eval had been run without --log_samples."""
+    dst.mkdir()
+    for path in src.rglob("results_*.json"):
+        shutil.copy(path, dst / path.name)
+    return dst
+
+
+# ===================================================================== finding runs
+def test_base_and_variants_found_by_model_and_args(runs, capsys):
+    found, problems = load_runs([runs["short"], runs["base"], runs["v1"]])
+    assert problems == []
+    base = choose_base(found, None)
+    assert base.model == "hf" and not base.is_variant
+    variants = sorted(r.label for r in found if r is not base)
+    assert variants[0].endswith("__a__deactivate") and "__set-" in variants[0]
+    assert variants[1].endswith("__b__enhancex3") and "__set-" in variants[1]
+    data = _json(capsys, runs["v1"], runs["base"], runs["short"])
+    assert data["base"] == base.label
+    assert sorted(data["variants"]) == variants
+    v1 = data["variants"].index(variants[0])
+    for task in ("toy_a", "toy_b", "toy_group"):
+        results = _results(runs["v1"])["results"][task]
+        assert _cell(data, task, v1)["score"] == pytest.approx(results["acc,none"])
+        assert _cell(data, task, v1)["base"] == pytest.approx(
+            _results(runs["base"])["results"][task]["acc,none"]
+        )
+    assert data["descriptions"][variants[0]]["groups"] == ["a"]
+
+
+def test_paired_mcnemar_when_samples_are_logged(runs, capsys):
+    from scipy.stats import binomtest
+
+    data = _json(capsys, runs["base"], runs["v1"])
+    for task, parts in (
+        ("toy_a", ["toy_a"]),
+        ("toy_b", ["toy_b"]),
+        ("toy_group", ["toy_a", "toy_b"]),
+    ):
+        base = [s["acc"] for t in parts for s in _samples(runs["base"], t)]
+        variant = [s["acc"] for t in parts for s in _samples(runs["v1"], t)]
+        lost = sum(1 for x, y in zip(base, variant, strict=True) if x == 1 and y == 0)
+        gained = sum(1 for x, y in zip(base, variant, strict=True) if x == 0 and y == 1)
+        cell = _cell(data, task)
+        assert cell["test"] == "mcnemar"
+        assert cell["delta"] == pytest.approx((gained - lost) / len(base))
+        expected = binomtest(lost, lost + gained, 0.5).pvalue if lost + gained else 1.0
+        assert cell["p_value"] == pytest.approx(expected)
+        assert cell["significant"] == (expected < 0.05)
+
+
+def test_stderr_z_test_without_samples(runs, tmp_path, capsys):
+    base = _results_only(runs["base"], tmp_path / "base")
+    v1 = _results_only(runs["v1"], tmp_path / "v1")
+    data = _json(capsys, base, v1)
+    raw_base, raw_v1 = _results(runs["base"])["results"], _results(runs["v1"])["results"]
+    for task in ("toy_a", "toy_b", "toy_group"):
+        cell = _cell(data, task)
+        assert cell["test"] == "stderr-z" and "no sample logs" in cell["note"]
+        delta = raw_v1[task]["acc,none"] - raw_base[task]["acc,none"]
+        se = math.hypot(raw_base[task]["acc_stderr,none"], raw_v1[task]["acc_stderr,none"])
+        assert cell["p_value"] == pytest.approx(math.erfc(abs(delta) / se / math.sqrt(2)))
+
+
+# ========================================================================= formats
+def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
+    data = _json(capsys, runs["base"], runs["v1"], runs["short"])
+    code, table, _ = _cli(runs["base"], runs["v1"], runs["short"], capsys=capsys)
+    assert code == 0
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "task",
+        "metric",
+        "base",
+        "V1",
+        "Δ",
+        "V1",
+        "p",
+        "V1",
+        "V2",
+        "Δ",
+        "V2",
+        "p",
+        "V2",
+    ]
+    assert lines[2].startswith("[toy_group]")
+    for name in data["variants"]:
+        assert any(line.endswith(name) for line in lines if line.startswith("V"))
+    first = data["rows"][0]
+    assert f"{first['cells'][_v1(data)]['delta']:+.4f}" in lines[2]
+    assert "mismatch" in lines[3 + [r["task"] for r in data["rows"]].index("toy_a") - 1]
+
+    out = tmp_path / "table.md"
+    code, stdout, _ = _cli(
+        runs["base"], runs["v1"], runs["short"], "--format", "markdown", "-o", out, capsys=capsys
+    )
+    assert code == 0 and stdout == ""
+    md = out.read_text().splitlines()
+    assert md[0].startswith("| task | metric | base | V1 |")
+    assert set(md[1]) <= set("|:-")
+    assert md[2].startswith("| [toy_group] | acc |")
+    assert len([line for line in md if line.startswith("| ")]) == 1 + len(data["rows"])
+
+    out = tmp_path / "table.csv"
+    assert (
+        _cli(runs["base"], runs["v1"], runs["short"], "--format", "csv", "-o", out, capsys=capsys)[
+            0
+        ]
+        == 0
+    )
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == len(data["rows"]) * 2
+    for row in rows:
+        cell = _cell(data, row["task"], data["variants"].index(row["variant"]))
+        assert row["status"] == cell["status"]
+        if row["variant"].endswith("__a__deactivate"):
+            assert float(row["delta"]) == pytest.approx(cell["delta"])
+            assert float(row["p_value"]) == pytest.approx(cell["p_value"])
+            assert row["test"] == "mcnemar" and row["status"] == "ok"
+        else:  # the run with another --limit: nothing compared, nothing invented
+            assert row["delta"] == row["p_value"] == ""
+            assert row["status"] in ("mismatch", "missing")
+
+
+def test_heatmap_png_shows_the_changes(runs, tmp_path, capsys):
+    from matplotlib.image import imread
+
+    png = tmp_path / "heat.png"
+    code, _, err = _cli(runs["base"], runs["v1"], runs["short"], "--heatmap", png, capsys=capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(png)[..., :3]
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    data = _json(capsys, runs["base"], runs["v1"], runs["short"])
+    deltas = [c["delta"] for r in data["rows"] for c in r["cells"] if c["delta"] is not None]
+    assert len(deltas) == 3  # V2's cells are not compared
+    # RdBu: drops are red, rises blue; the colour bar holds as much of each.
+    red = int(((image[..., 0] - image[..., 2]) > 0.25).sum())
+    blue = int(((image[..., 2] - image[..., 0]) > 0.25).sum())
+    down = sum(-d for d in deltas if d < 0)
+    up = sum(d for d in deltas if d > 0)
+    assert (red > blue) == (down > up), (red, blue, deltas)
+    gray = int((abs(image - 0xDD / 255).max(axis=-1) < 0.02).sum())  # "×" cells: #dddddd
+    assert gray > 1000
+
+
+def test_leaderboard_sorting(runs, capsys):
+    data = _json(capsys, runs["base"], runs["v1"], runs["short"])
+    kinds = [r["kind"] for r in data["rows"]]
+    assert kinds == sorted(kinds, key=lambda k: k != "group")  # groups first
+    tasks = [r for r in data["rows"] if r["kind"] == "task"]
+    biggest = [max(abs(c["delta"]) for c in r["cells"] if c["delta"] is not None) for r in tasks]
+    assert biggest == sorted(biggest, reverse=True)
+    board = data["leaderboard"]
+    v1 = _v1(data)
+    assert board[0]["variant"] == data["variants"][v1]  # the compared run first
+    assert board[0]["compared"] == 3 and board[1]["compared"] == 0
+    assert board[0]["mean_delta"] == pytest.approx(
+        sum(r["cells"][v1]["delta"] for r in data["rows"]) / 3
+    )
+    assert board[1]["mean_delta"] is None
+    by_name = _json(capsys, runs["base"], runs["v1"], "--sort", "name")
+    assert [r["task"] for r in by_name["rows"]] == ["toy_group", "toy_a", "toy_b"]
+    by_base = _json(capsys, runs["base"], runs["v1"], "--sort", "base")
+    scores = [r["base"] for r in by_base["rows"] if r["kind"] == "task"]
+    assert scores == sorted(scores, reverse=True)
+
+
+# ====================================================================== mismatches
+def test_other_limit_and_missing_tasks_are_reported(runs, capsys):
+    data = _json(capsys, runs["base"], runs["short"])
+    cell = _cell(data, "toy_a")
+    assert cell["status"] == "mismatch" and cell["delta"] is None
+    assert "15 vs 10 documents" in cell["note"] and "--limit 15.0 vs 10.0" in cell["note"]
+    assert _cell(data, "toy_b")["status"] == "missing"
+    assert _cell(data, "toy_group")["status"] == "missing"
+    (missing,) = [p for p in data["problems"] if "missing task(s)" in p]
+    assert "'toy_b'" in missing and "'toy_group'" in missing and "'toy_a'" not in missing
+    assert any("toy_a not compared: 15 vs 10 documents" in p for p in data["problems"])
+    code, table, _ = _cli(runs["base"], runs["short"], capsys=capsys)
+    assert code == 0 and "PROBLEMS (not compared):" in table
+    assert _cli(runs["base"], runs["short"], "--strict", capsys=capsys)[0] == 1
+    assert _cli(runs["base"], runs["v1"], "--strict", capsys=capsys)[0] == 0
+
+
+def test_other_task_version_is_reported(runs, tmp_path, capsys):
+    """As if toy_a's YAML had been changed to version 2.0 before the variant run."""
+    changed = tmp_path / "v1-new-version"
+    shutil.copytree(runs["v1"], changed)
+    (path,) = changed.rglob("results_*.json")
+    results = json.loads(path.read_text())
+    results["versions"]["toy_a"] = 2.0
+    path.write_text(json.dumps(results))
+    data = _json(capsys, runs["base"], changed)
+    assert _cell(data, "toy_a")["status"] == "mismatch"
+    assert "task version 1.0 vs 2.0" in _cell(data, "toy_a")["note"]
+    assert _cell(data, "toy_b")["status"] == "ok"
+    assert any("toy_a not compared: task version 1.0 vs 2.0" in p for p in data["problems"])
+
+
+# ======================================================================= bad input
+def _bad(tmp_path: Path, capsys, *inputs) -> str:
+    out, heat = tmp_path / "out.md", tmp_path / "heat.png"
+    code, stdout, err = _cli(
+        *inputs, "--format", "markdown", "-o", out, "--heatmap", heat, capsys=capsys
+    )
+    assert code == 2 and stdout == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert not out.exists() and not heat.exists()
+    return err
+
+
+def test_bad_inputs_are_clean_errors_and_write_nothing(runs, tmp_path, capsys):
+    other = tmp_path / "config.json"
+    other.write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64}))
+    assert "not an lm-eval results file" in _bad(tmp_path, capsys, runs["base"], other)
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    assert "top level is not an object" in _bad(tmp_path, capsys, runs["base"], listing)
+    (real,) = runs["v1"].rglob("results_*.json")
+    truncated = tmp_path / "results_truncated.json"
+    truncated.write_text(real.read_text()[: len(real.read_text()) // 2])
+    err = _bad(tmp_path, capsys, runs["base"], truncated)
+    assert "invalid JSON" in err and "truncated" in err and str(truncated) in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no lm-eval result files" in _bad(tmp_path, capsys, runs["base"], empty)
+    assert "no such file or folder" in _bad(tmp_path, capsys, runs["base"], tmp_path / "nope")
+    assert "no base run" in _bad(tmp_path, capsys, runs["v1"], runs["short"])
+    assert "only one run" in _bad(tmp_path, capsys, runs["base"])
+
+
+def test_console_script(runs, tmp_path):
+    script = Path(sys.executable).with_name("relneuron")
+    proc = subprocess.run(
+        [str(script), "compare", str(runs["base"]), str(runs["v1"]), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("task,kind,metric,filter")
+    proc = subprocess.run(
+        [str(script), "compare", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
