@@ -405,3 +405,14 @@ def test_bad_input_writes_nothing(tmp_path, ig, select, facts, message):
             ig, select, progress=False,
         )  # fmt: skip
     assert not (tmp_path / "ck").exists() and not (tmp_path / "out.jsonl").exists()
+
+
+def test_half_precision_model_runs_every_path():
+    model = sharp_llama()
+    answer = [top_token(model, PROMPT)]
+    ref = kn.prompt_attributions(model, PROMPT, answer, IGConfig(steps=4)).attr
+    model = model.to(torch.bfloat16)
+    for method in ("auto", "suffix", "cached", "batched"):
+        got = kn.prompt_attributions(model, PROMPT, answer, IGConfig(steps=4, method=method))
+        assert got.attr.dtype == np.float32
+        assert np.corrcoef(got.attr.ravel(), ref.ravel())[0, 1] > 0.95
