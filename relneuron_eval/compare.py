@@ -905,8 +905,7 @@ def render_heatmap(comparison: Comparison) -> bytes:
     width = max(4.0, 0.8 * len(rows) + 3.0)
     height = max(2.5, 0.6 * len(comparison.variants) + 2.0)
     fig, ax = plt.subplots(figsize=(min(width, 40.0), min(height, 30.0)))
-    cmap = matplotlib.colormaps["RdBu"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(rows)), columns, rotation=60, ha="right", fontsize=8)
     labels = [f"V{i}: {name[:50]}" for i, name in enumerate(comparison.variants, start=1)]
