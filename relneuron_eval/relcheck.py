@@ -30,6 +30,7 @@ TOP_KEYS = (
     "include_path",
     "defaults",
     "tasks",
+    "metric",
     "interventions",
     "expect",
 )
@@ -69,8 +70,9 @@ REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "raises": (),
     "compare": ("than",),
 }
-# Metrics whose values lie in [0, 1]: an absolute change beyond 1 cannot happen.
-BOUNDED_METRICS = ("acc", "acc_norm", "exact_match", "f1", "em", "mcc")
+# Metrics whose values lie in [0, 1] (by name prefix): an absolute change beyond 1 cannot
+# happen. Covers acc, acc_norm, acc_prefix2, acc_match, exact_match, f1, ...
+BOUNDED_PREFIXES = ("acc", "exact_match", "em", "f1", "mcc")
 OTHERS = "others"
 BASE = "base"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -454,7 +456,7 @@ def _threshold(
         raise _LocatedError(f"{kind}: {key} must be > 0, got {value:g}", line)
     if value < 0:
         raise _LocatedError(f"{kind}: {key} cannot be negative, got {value:g}", line)
-    bounded = (metric or "acc").split(",")[0] in BOUNDED_METRICS
+    bounded = (metric or "acc").split(",")[0].startswith(BOUNDED_PREFIXES)
     if kind in ("drop", "raises", "compare") and value > 1 and (relative or bounded):
         scale = "relative" if relative else f"absolute ({metric or 'acc'} lies in [0, 1])"
         raise _LocatedError(
@@ -463,7 +465,9 @@ def _threshold(
     return value
 
 
-def _parse_expectation(raw: Any, line: int | None, known: dict[str, InterventionSpec]):
+def _parse_expectation(
+    raw: Any, line: int | None, known: dict[str, InterventionSpec], default_metric: str | None
+):
     exp = _mapping(raw, line, "an expectation")
     kinds = [k for k in KINDS if k in exp]
     if len(kinds) != 1:
@@ -499,7 +503,11 @@ def _parse_expectation(raw: Any, line: int | None, known: dict[str, Intervention
             if OTHERS in tasks and len(tasks) > 1:
                 raise _LocatedError("'others' cannot be mixed with task names", _line(exp, key))
     excludes = _strings(exp["except"], _line(exp, "except"), "except") if "except" in exp else []
-    metric = _string(exp["metric"], _line(exp, "metric"), "metric") if "metric" in exp else None
+    metric = (
+        _string(exp["metric"], _line(exp, "metric"), "metric")
+        if "metric" in exp
+        else default_metric
+    )
     over = exp.get("over", "each")
     if over not in ("each", "mean"):
         raise _LocatedError(f"over must be 'each' or 'mean', got {over!r}", _line(exp, "over"))
@@ -663,8 +671,9 @@ def _parse(data: Any, path: Path) -> CheckSpec:
         raise _LocatedError(
             "expect must be a non-empty list of expectations", _line(data, "expect", data.line)
         )
+    metric = _string(data["metric"], _line(data, "metric"), "metric") if "metric" in data else None
     expectations = [
-        _parse_expectation(raw, _line(raw_expect, i), interventions)
+        _parse_expectation(raw, _line(raw_expect, i), interventions, metric)
         for i, raw in enumerate(raw_expect)
     ]
     seen: dict[str, int] = {}

