@@ -37,7 +37,9 @@ checks that it reproduces the clean P(y*) at a = 1 before trusting it.
 Runs are sharded by fact (``rank::world_size``) and checkpointed per fact (one atomic
 ``.npz`` per fact, never pickle); every fact is computed on its own with a batch
 composition fixed by the settings, so the merged result does not depend on the number
-of shards.
+of shards. (Bit-identity also needs the same BLAS thread count in every process: on CPU,
+1 vs 2 threads changes attributions by ~1e-6 relative, which can flip a unit sitting
+exactly on a threshold.)
 """
 
 from __future__ import annotations
