@@ -304,6 +304,18 @@ def test_overrides_and_deselection(pytester, world):
         assert evaluation["n_docs"]["rc_a"] == 6
 
 
+def test_a_model_that_cannot_load_fails_every_item_readably(pytester, world):
+    folder = _check_dir(pytester, world)
+    missing = pytester.path / "no-such-model"
+    result, artifact = _run(pytester, str(folder), "--relcheck-model", str(missing))
+    result.assert_outcomes(failed=6)
+    text = result.stdout.str()
+    assert "drop-ablate_a-rc_a: could not evaluate: evaluation of base failed" in text
+    assert str(missing) in text and "Traceback" not in text
+    assert {e["status"] for e in artifact["expectations"]} == {"error"}
+    assert artifact["evaluations"] == []
+
+
 def test_collection_errors_are_one_clean_line(pytester, world):
     folder = _check_dir(pytester, world)
     good = (folder / "planted.relcheck.yaml").read_text()
