@@ -1,0 +1,219 @@
+"""The relfacts task suite: generated without drift, honest splits, and every task runs.
+
+The runs use a tiny random Llama saved with the SmolLM2 tokenizer (scores are noise; the
+point is that every task builds, renders its few-shot prompts and is scored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tools_helpers import make_neuron_set, tiny_model
+
+from relneuron_eval import facts, task_data, task_metrics, taskgen, twohop
+from relneuron_eval.cli import main as cli_main
+from relneuron_eval.resources import tasks_dir
+
+SHIPPED = facts.shipped_dir()
+
+
+@pytest.fixture(scope="module")
+def shipped_files():
+    return taskgen.generate_shipped()
+
+
+def _names(files, key):
+    return [
+        line.split(": ", 1)[1]
+        for text in files.values()
+        for line in text.splitlines()
+        if line.startswith(f"{key}: ")
+    ]
+
+
+def test_generated_yamls_do_not_drift(shipped_files):
+    assert taskgen.drift(SHIPPED, shipped_files) == []
+
+
+def test_task_families_and_names(shipped_files):
+    tasks, groups = _names(shipped_files, "task"), _names(shipped_files, "group")
+    assert len(tasks) == len(set(tasks)) and not set(tasks) & set(groups)
+    english = [t for t in tasks if t.removeprefix("relfacts_") in facts.RELATIONS]
+    assert len(english) == 19
+    mc = [t for t in tasks if t.startswith("relfacts_mc_")]
+    closed = [n for n, r in facts.load_relations().items() if r.closed_set]
+    assert sorted(mc) == sorted(f"relfacts_mc_{n}" for n in closed) and len(mc) >= 10
+    for lang in ("de", "es", "fr", "zh", "ja"):
+        mine = [t for t in tasks if t.startswith(f"relfacts_{lang}_")]
+        assert len(mine) >= (8 if lang in ("de", "es", "fr") else 4), lang
+    assert set(twohop.TASKS) <= set(tasks)
+    assert {"relfacts", "relfacts_mc", "relfacts_multilingual", "relfacts_2hop_all"} <= set(groups)
+    for path, text in shipped_files.items():
+        if not path.startswith("_base"):
+            assert "\nmetadata:\n  version: " in text, path
+
+
+def test_task_documents_are_test_facts_and_demos_fewshot_facts(shipped_files):
+    for text in shipped_files.values():
+        if "relfacts_relation" not in text:
+            continue
+        kwargs = dict(
+            line.strip().replace('"', "").split(": ", 1)
+            for line in text.split("dataset_kwargs:\n")[1].split("\n")
+            if line.startswith("  ")
+        )
+        rows = task_data.rows_for(
+            kwargs["relfacts_family"], kwargs["relfacts_relation"], kwargs.get("relfacts_lang")
+        )
+        rel = facts.load_relation(kwargs["relfacts_relation"])
+        assert rows["test"], kwargs
+        for split in ("test", "fewshot"):
+            for row in rows[split]:
+                assert rel.fact(row["fact_id"]).split == split, (kwargs, row["fact_id"])
+    two = task_data.rows_for("2hop")
+    for row in two["test"]:
+        assert facts.fact_by_id(row["hop1_fact"]).split == "test"
+        assert facts.fact_by_id(row["hop2_fact"]).split == "test"
+    for row in two["fewshot"]:
+        assert facts.fact_by_id(row["hop1_fact"]).split != "test"
+        assert facts.fact_by_id(row["hop2_fact"]).split != "test"
+
+
+def test_mc_documents_have_gold_among_choices():
+    rows = task_data.rows_for("mc", "person_plays_instrument")["test"]
+    choices = rows[0]["choices"]
+    assert choices == sorted(choices) and len(choices) == 4
+    for row in rows:
+        assert row["gold"] and all(row["choices"][g] in row["answers"] for g in row["gold"])
+
+
+# ----------------------------------------------------------------- lm-eval runs
+def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2, log=False):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(
+        include_path=[str(tasks_dir()), *map(str, include)], include_defaults=False
+    )
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=tasks,
+        task_manager=manager,
+        limit=limit,
+        batch_size=8,
+        device="cpu",
+        log_samples=log,
+    )
+
+
+def test_every_task_builds_and_scores_with_hf(shipped_files):
+    task_metrics.set_tokenizer(None)
+    groups = ["relfacts", "relfacts_mc", "relfacts_multilingual", "relfacts_2hop_all"]
+    out = _evaluate("hf", f"pretrained={tiny_model()}", groups)
+    results = out["results"]
+    for task in _names(shipped_files, "task"):
+        metrics = results[task]
+        if task.startswith("relfacts_mc_"):
+            assert 0.0 <= metrics["acc,none"] <= 1.0, task
+        elif task == "relfacts_2hop_cot":
+            assert {"acc_match,none", "bridge_recall,none"} <= set(metrics)
+        else:
+            assert 0.0 <= metrics["acc_prefix2,none"] <= 1.0, task
+            assert "acc_match_stderr,none" in metrics, task
+    assert "acc_prefix2,none" in results["relfacts"]
+    # the plugin hook published the model's tokenizer for the paper's metric
+    tokenizer = task_metrics.get_tokenizer()
+    assert tokenizer is not None and tokenizer.encode(" Paris", add_special_tokens=False)
+
+
+def test_relneuron_hf_per_doc_uses_the_bridge_fact(tmp_path):
+    docs = task_data.rows_for("2hop")["test"][:3]
+    neuron_set = make_neuron_set(tmp_path / "kn.jsonl", {d["hop1_fact"]: 20 for d in docs})
+    args = (
+        f"pretrained={tiny_model()},neuron_set={neuron_set},per_doc=hop1_fact,mode=enhance,factor=4"
+    )
+    out = _evaluate("relneuron-hf", args, ["relfacts_2hop_hop1"], limit=3, log=True)
+    samples = out["samples"]["relfacts_2hop_hop1"]
+    assert [s["doc"]["hop1_fact"] for s in samples] == [d["hop1_fact"] for d in docs]
+    assert "acc_match,none" in out["results"]["relfacts_2hop_hop1"]
+
+
+def test_user_spec_becomes_tasks(tmp_path):
+    data = tmp_path / "spec"
+    data.mkdir()
+    rows = [
+        {"subject": f"Gadget {i}", "object": ["Acme", "Globex", "Initech"][i % 3]}
+        for i in range(24)
+    ]
+    (data / "made_by.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "mine.yaml").write_text(
+        "relations:\n"
+        "  - name: gadget_maker\n"
+        "    facts: made_by.jsonl\n"
+        "    closed_set: true\n"
+        "    templates:\n"
+        '      discovery: ["{subject} is built by"]\n'
+        '      eval: ["{subject} comes from the company", "The maker of {subject} is"]\n'
+    )
+    out = tmp_path / "tasks"
+    assert cli_main(["taskgen", "--spec", str(data / "mine.yaml"), "--out", str(out)]) == 0
+    assert (out / "relfacts_gadget_maker.yaml").is_file()
+    assert (out / "relfacts_mc_gadget_maker.yaml").is_file()
+    # regenerating is a no-op; --check agrees
+    assert (
+        cli_main(["taskgen", "--spec", str(data / "mine.yaml"), "--out", str(out), "--check"]) == 0
+    )
+    res = _evaluate(
+        "hf", f"pretrained={tiny_model()}", ["relfacts_custom", "relfacts_custom_mc"], include=[out]
+    )
+    assert res["results"]["relfacts_gadget_maker"]["sample_len"] == 2
+    assert "acc,none" in res["results"]["relfacts_mc_gadget_maker"]
+
+
+def test_user_spec_errors_before_writing(tmp_path, capsys):
+    (tmp_path / "f.jsonl").write_text(
+        "".join(json.dumps({"subject": f"S{i}", "object": "o"}) + "\n" for i in range(20))
+    )
+    (tmp_path / "bad.yaml").write_text(
+        "relations:\n  - name: r\n    facts: f.jsonl\n    templates:\n"
+        '      eval: ["{subject} has {colour}"]\n'
+    )
+    out = tmp_path / "out"
+    assert cli_main(["taskgen", "--spec", str(tmp_path / "bad.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:5:" in err and "{colour}" in err
+    assert not out.exists()
+    (tmp_path / "clash.yaml").write_text(
+        "relations:\n  - name: country_language\n    facts: f.jsonl\n    templates:\n"
+        '      eval: ["{subject} speaks"]\n'
+    )
+    assert cli_main(["taskgen", "--spec", str(tmp_path / "clash.yaml"), "--out", str(out)]) == 2
+    assert "relfacts_country_language" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_plain_lm_eval_cli_runs_two_hop_and_gap_reads_it(tmp_path):
+    """The real CLI finds the tasks without --include_path; `relneuron gap` reads its samples."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [
+        sys.executable, "-m", "lm_eval", "run", "--model", "hf",
+        "--model_args", f"pretrained={tiny_model()}", "--tasks", "relfacts_2hop_all",
+        "--limit", "3", "--log_samples", "--output_path", str(tmp_path / "out"),
+        "--device", "cpu", "--batch_size", "4",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gap = subprocess.run(
+        [sys.executable, "-m", "relneuron_eval.cli", "gap", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gap.returncode == 0, gap.stderr
+    assert "| all | 3 |" in gap.stdout
+    samples = sorted(Path(tmp_path / "out").rglob("samples_relfacts_2hop_hop1_*.jsonl"))
+    assert samples
