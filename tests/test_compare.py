@@ -52,7 +52,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         th.run_lm_eval(kind, args, root / name, tasks=tasks, limit=limit)
         return root / name
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # mostly start-up, not compute
         return dict(zip(jobs, pool.map(run, jobs), strict=True))
 
 

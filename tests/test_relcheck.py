@@ -210,6 +210,7 @@ def _by_id(artifact: dict) -> dict[str, dict]:
 
 
 # ========================================================== inner pytest sessions
+@pytest.mark.slow
 def test_planted_set_passes_and_base_is_evaluated_once(pytester, world):
     folder = _check_dir(pytester, world)
     # A second check file in the same session with the same model and settings.
@@ -252,6 +253,7 @@ def test_planted_set_passes_and_base_is_evaluated_once(pytester, world):
     assert "relcheck: 4 evaluation(s), 1 of the base model; 7 passed" in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_same_check_against_a_random_set_fails_readably(pytester, world):
     folder = _check_dir(pytester, world)
     result, artifact = _run(pytester, str(folder), "--relcheck-neuron-set", str(world["random"]))
@@ -276,6 +278,7 @@ def test_same_check_against_a_random_set_fails_readably(pytester, world):
     assert failed.startswith("FAILED on 1 of 1: rc_a")
 
 
+@pytest.mark.slow
 def test_overrides_and_deselection(pytester, world):
     folder = _check_dir(pytester, world)
     other_model = pytester.path / "same-weights-elsewhere"
@@ -304,6 +307,7 @@ def test_overrides_and_deselection(pytester, world):
         assert evaluation["n_docs"]["rc_a"] == 6
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_fails_every_item_readably(pytester, world):
     folder = _check_dir(pytester, world)
     missing = pytester.path / "no-such-model"
@@ -316,6 +320,7 @@ def test_a_model_that_cannot_load_fails_every_item_readably(pytester, world):
     assert artifact["evaluations"] == []
 
 
+@pytest.mark.slow
 def test_collection_errors_are_one_clean_line(pytester, world):
     folder = _check_dir(pytester, world)
     good = (folder / "planted.relcheck.yaml").read_text()
@@ -330,6 +335,7 @@ def test_collection_errors_are_one_clean_line(pytester, world):
     assert "Traceback" not in text and "_LocatedError" not in text
 
 
+@pytest.mark.slow
 def test_unknown_task_and_group_are_collection_errors(pytester, world):
     folder = _check_dir(pytester, world)
     good = (folder / "planted.relcheck.yaml").read_text()
@@ -348,6 +354,7 @@ def test_unknown_task_and_group_are_collection_errors(pytester, world):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
+@pytest.mark.slow
 def test_mapping_without_the_model_skips(pytester, world):
     folder = _check_dir(pytester, world)
     text = (folder / "planted.relcheck.yaml").read_text()
@@ -576,6 +583,7 @@ def test_empty_row_list_fails(tmp_path):
     assert not outcome.passed and "empty" in outcome.summary
 
 
+@pytest.mark.slow
 def test_plan_batches_never_repeats_a_task(world):
     from lm_eval.tasks import TaskManager
 
