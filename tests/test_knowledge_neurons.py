@@ -379,6 +379,12 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
     changed = [KnowledgeFact(FACTS[0].fact_id, ["new prompt"], "Paris"), *FACTS[1:]]
     report = kn.compute_shard(model, tok, changed, tmp_path / "re", IG, progress=False)
     assert (report.computed, report.skipped) == (1, 5)
+    # a damaged file (e.g. copied half-way by hand) is redone, not trusted
+    victim = kn._fact_path(tmp_path / "re", FACTS[1].fact_id)
+    victim.write_bytes(victim.read_bytes()[:100])
+    report = kn.compute_shard(model, tok, FACTS, tmp_path / "re", IG, progress=False)
+    assert (report.computed, report.skipped) == (2, 4)  # the damaged one and FACTS[0] again
+    assert kn.merge(FACTS, tmp_path / "re")[0].content_hash() == single.content_hash()
     header = json.loads((tmp_path / "one.jsonl").read_text().splitlines()[0])
     assert header["method"]["params"]["steps"] == 3
     assert header["method"]["params"]["answer_tokens"] == "first"

@@ -49,6 +49,7 @@ import hashlib
 import inspect
 import json
 import warnings
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -674,7 +675,7 @@ class FactResult:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {k: data[k] for k in ("units", "attr", "max_attr", "prob")}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
             raise RelNeuronError(f"unreadable checkpoint file ({exc})", path=path) from None
         return cls(**meta, **arrays)
 
@@ -728,6 +729,17 @@ def _fact_key(fact: KnowledgeFact, meta: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _is_done(root: Path, fact: KnowledgeFact, meta: dict[str, Any]) -> bool:
+    """A current result exists (an unreadable or stale file is simply redone)."""
+    path = _fact_path(root, fact.fact_id)
+    if not path.exists():
+        return False
+    try:
+        return FactResult.load(path).fingerprint == _fact_key(fact, meta)
+    except RelNeuronError:
+        return False
+
+
 def shard(facts: Sequence[KnowledgeFact], rank: int, world_size: int) -> list[KnowledgeFact]:
     """This process's facts: every ``world_size``-th, starting at ``rank``."""
     if not (_is_int(world_size) and world_size >= 1 and _is_int(rank) and 0 <= rank < world_size):
@@ -766,11 +778,7 @@ def compute_shard(
     root = Path(checkpoint)
     meta = _run_meta(model, config, model_id)
     _open_checkpoint(root, meta)
-    todo = []
-    for fact in mine:
-        path = _fact_path(root, fact.fact_id)
-        if not (path.exists() and FactResult.load(path).fingerprint == _fact_key(fact, meta)):
-            todo.append(fact)
+    todo = [fact for fact in mine if not _is_done(root, fact, meta)]
     done = 0
     bar = tqdm(
         todo,
