@@ -610,7 +610,7 @@ def _parse(data: Any, path: Path) -> CheckSpec:
             f"this relneuron-eval reads relcheck: {SCHEMA_VERSION}",
         )
     _unknown_keys(data, TOP_KEYS, "the check file")
-    base = path.parent
+    base = path.resolve().parent  # relative paths in the file are relative to it
     model = _string(data.get("model", DEFAULT_MODEL), _line(data, "model"), "model")
     model_args = dict(
         _mapping(data.get("model_args") or LineDict(), _line(data, "model_args"), "model_args")
