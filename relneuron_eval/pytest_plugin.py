@@ -228,6 +228,7 @@ class RelCheckItem(pytest.Item):
         self.user_properties.append(("relcheck", outcome.summary))
         if not outcome.passed:
             raise RelCheckFailure(outcome.message)
+        self.add_report_section("call", "relcheck", outcome.message)  # the margins, with -rA
 
     def repr_failure(self, excinfo, style=None):
         from relneuron_eval.errors import RelNeuronError

@@ -296,8 +296,10 @@ def test_overrides_and_deselection(pytester, world):
         "cpu",
         "--relcheck-model",
         str(other_model),
+        "-rA",
     )
     result.assert_outcomes(passed=1, deselected=5)
+    result.stdout.fnmatch_lines(["*Captured relcheck call*", "drop-ablate_a-rc_a: passed"])
     # Deselected items cause no evaluation: only the base and ablate_a ran.
     assert [e["label"] for e in artifact["evaluations"]] == ["base", "ablate_a"]
     for evaluation in artifact["evaluations"]:
