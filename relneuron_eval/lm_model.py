@@ -58,6 +58,14 @@ def _int_list(value: Any, name: str) -> list[int] | None:
         ) from None
 
 
+def _base_name(pretrained: Any) -> str:
+    """A model's name for variant labels: the string given, or a loaded model's path."""
+    if isinstance(pretrained, str):
+        return pretrained
+    config = getattr(pretrained, "config", None)
+    return str(getattr(config, "_name_or_path", None) or type(pretrained).__name__)
+
+
 def _str_list(value: Any) -> list[str] | None:
     if value is None or value == "":
         return None
@@ -142,7 +150,7 @@ class RelNeuronLM(HFLM):
                     sites=site_list,
                 )
             self._rn.description["variant"] = variant_name(
-                base=str(pretrained),
+                base=_base_name(pretrained),
                 neuron_set=neuron_set,
                 groups=groups_arg,
                 mode=mode,

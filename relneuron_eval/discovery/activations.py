@@ -239,13 +239,32 @@ def answer_matches(generated: str, targets: Sequence[str]) -> bool:
     return False
 
 
-def make_batches(
-    tokenizer: Any, texts: Sequence[str], batch_size: int
-) -> list[list[int]]:
+def make_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> list[list[int]]:
     """Prompt indices grouped into batches of similar length, independent of sharding."""
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _average_mask(mask: torch.Tensor, average_last: Sequence[int] | None) -> torch.Tensor:
+    """The attention mask restricted to each row's last ``average_last[i]`` real tokens."""
+    if average_last is None:
+        return mask
+    lengths = mask.sum(1)
+    positions = torch.arange(mask.shape[1]).unsqueeze(0)
+    last = torch.tensor([max(1, int(n)) for n in average_last]).unsqueeze(1)
+    start = (lengths.unsqueeze(1) - last).clamp(min=0)
+    return mask * (positions >= start)
+
+
+def query_token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens of each prompt's last line (the query after few-shot demos)."""
+    counts = []
+    for text in texts:
+        total = len(tokenizer(text)["input_ids"])
+        head, sep, _ = text.rpartition("\n")
+        counts.append(total - len(tokenizer(head + sep)["input_ids"]) if sep else total)
+    return counts
 
 
 def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,16 +285,19 @@ def run_batch(
     texts: Sequence[str],
     targets: Sequence[Sequence[str]],
     new_tokens: int = 2,
+    average_last: Sequence[int] | None = None,
 ) -> tuple[dict[int, np.ndarray], list[bool]]:
     """Token-means of one batch plus whether each greedy answer is right.
 
-    Right padding keeps default position ids correct and lets no real token see a pad.
-    The second greedy token comes from a plain (hook-free) forward on prompt + token.
+    ``average_last[i]`` limits row i's mean to its last that many tokens (the query of a
+    few-shot prompt); None averages over every token. Right padding keeps default
+    position ids correct and lets no real token see a pad. The second greedy token
+    comes from a plain (hook-free) forward on prompt + token.
     """
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs = [tokenizer(t)["input_ids"] for t in texts]
     ids, mask = _pad_right(seqs, pad)
-    hooks.begin(mask)
+    hooks.begin(_average_mask(mask, average_last))
     logits = model(input_ids=ids, attention_mask=mask).logits
     per_layer = hooks.end()
     lengths = mask.sum(1)
@@ -303,10 +325,12 @@ def collect(
     world_size: int = 1,
     progress: bool = True,
     stop_after: int | None = None,
+    average_last: Sequence[int] | None = None,
 ) -> int:
     """Fill ``store`` with this process's shard of batches; skip batches already done.
 
     Returns the number of batches run. ``stop_after`` simulates an interruption (tests).
+    ``average_last`` is passed per prompt to ``run_batch``.
     """
     from tqdm.auto import tqdm
 
@@ -326,7 +350,12 @@ def collect(
             if stop_after is not None and ran >= stop_after:
                 raise KeyboardInterrupt("simulated interruption")
             per_layer, correct = run_batch(
-                model, tokenizer, hooks, [texts[i] for i in batch], [targets[i] for i in batch]
+                model,
+                tokenizer,
+                hooks,
+                [texts[i] for i in batch],
+                [targets[i] for i in batch],
+                average_last=None if average_last is None else [average_last[i] for i in batch],
             )
             store.write_batch(batch, per_layer, correct)
             ran += 1

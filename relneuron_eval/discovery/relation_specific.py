@@ -11,6 +11,7 @@ so the paper's 835k-unit setting fits easily in a few GB (see tests/benchmarks).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from relneuron_eval.discovery.activations import ActivationStore
 from relneuron_eval.discovery.ap import SortedBlock
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.neuron_set import Neuron
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,8 +44,10 @@ def make_labellings(
     ratio: int = 4,
     seed: int = 0,
     min_positives: int = 10,
+    skip_unscorable: bool = False,
 ) -> dict[str, Labelling]:
-    """Positives and seeded negatives per relation; too few positives is an error.
+    """Positives and seeded negatives per relation; too few positives is an error
+    (or, with ``skip_unscorable``, the relation is left out with a warning).
 
     Negatives are drawn from all discovery prompts of the other relations (correct or
     not), with a generator seeded by (seed, relation) so the draw for one relation does
@@ -69,7 +74,10 @@ def make_labellings(
         neg = rng.sample(others, min(len(others), ratio * len(pos)))
         rows = np.array(sorted(pos + neg))
         out[rel] = Labelling(rel, rows, np.isin(rows, pos))
-    if problems:
+    if problems and skip_unscorable and out:
+        for problem in problems:
+            log.warning("skipping %s", problem)
+    elif problems:
         raise RelNeuronError(
             "too few correctly answered discovery prompts: " + "; ".join(problems),
             hint="lower --min-positives, add facts, or leave these relations out",
@@ -134,3 +142,201 @@ def to_neurons(best: dict[str, TopK], store: ActivationStore) -> list[Neuron]:
             site, index = layout.unit_of(col)
             neurons.append(Neuron(rel, site, layer, index, round(float(score), 6)))
     return neurons
+
+
+# ====================================================================== the driver
+PAPER_SITES = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+METHOD_NAME = "relation-specific"
+
+
+@dataclass(frozen=True)
+class RelationSpecificConfig:
+    """Everything that changes the result (and so invalidates a checkpoint)."""
+
+    top_k: int = 3000
+    sites: tuple[str, ...] = PAPER_SITES
+    ratio: int = 4
+    seed: int = 0
+    fewshot: int = 0
+    average_over: str = "query"  # "query": the prompt's last line; "prompt": every token
+    min_positives: int = 10
+    skip_unscorable: bool = False
+    batch_size: int = 16
+    store_dtype: str = "float32"
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {**asdict(self), "sites": list(self.sites)}
+
+
+@dataclass
+class RelationSummary:
+    relation: str
+    prompts: int
+    correct: int
+    positives: int
+    negatives: int
+    best_ap: float
+    kth_ap: float
+
+
+def validate_config(config: RelationSpecificConfig, total_units: int | None = None) -> None:
+    """Every argument error before any model work or file write."""
+    from relneuron_eval.neuron_set import SITES
+
+    unknown = [s for s in config.sites if s not in SITES]
+    if unknown or not config.sites:
+        raise RelNeuronError(f"unknown or no site(s) {unknown}", hint=f"sites: {list(SITES)}")
+    if config.top_k < 1:
+        raise RelNeuronError(f"--top-k must be positive, got {config.top_k}")
+    if total_units is not None and config.top_k > total_units:
+        raise RelNeuronError(
+            f"--top-k {config.top_k} is larger than the {total_units:,} units at the chosen "
+            f"sites ({', '.join(config.sites)})",
+            hint=f"use --top-k {total_units} or less",
+        )
+    if config.ratio < 1 or config.min_positives < 1 or config.batch_size < 1:
+        raise RelNeuronError("--negatives-ratio, --min-positives and --batch-size must be >= 1")
+    if config.fewshot < 0:
+        raise RelNeuronError(f"--fewshot must be >= 0, got {config.fewshot}")
+    if config.average_over not in ("query", "prompt"):
+        raise RelNeuronError(
+            f"unknown --average-over {config.average_over!r}", hint="use query or prompt"
+        )
+    if config.store_dtype not in ("float32", "float16"):
+        raise RelNeuronError(f"unknown store dtype {config.store_dtype!r}")
+
+
+def find_relation_specific(
+    model,
+    tokenizer,
+    prompts: list,
+    workdir,
+    out,
+    config: RelationSpecificConfig = RelationSpecificConfig(),
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=None,
+    model_id: str | None = None,
+    data: dict | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+):
+    """Collect this rank's activations, wait for the others, rank and save on rank 0.
+
+    ``prompts`` are ``DiscoveryPrompt`` objects of the discovery split. Returns
+    ``(NeuronSet, [RelationSummary])`` on rank 0 and None elsewhere. The work folder
+    holds a resumable activation store; it is removed after a successful save.
+    """
+    import shutil
+    from pathlib import Path
+
+    from relneuron_eval.architectures import model_card, model_shape
+    from relneuron_eval.discovery.activations import Layout, collect, query_token_counts
+    from relneuron_eval.discovery.data import prompts_fingerprint
+    from relneuron_eval.neuron_set import NeuronSet, make_header
+
+    layout = Layout.for_shape(model_shape(model), config.sites)
+    validate_config(config, layout.total_units)
+    barrier = barrier or (lambda: None)
+    card = model_card(model, model_id)
+    texts = [p.text for p in prompts]
+    meta = {
+        "model": card,
+        "prompts": prompts_fingerprint(prompts),
+        "config": {
+            k: v
+            for k, v in config.as_dict().items()
+            if k not in ("top_k", "ratio", "min_positives")
+        },
+    }
+    workdir = Path(workdir)
+    if rank == 0:
+        store = ActivationStore.open(workdir, layout, len(prompts), meta, dtype=config.store_dtype)
+    barrier()
+    if rank != 0:
+        store = ActivationStore.open(
+            workdir, layout, len(prompts), meta, dtype=config.store_dtype, create=False
+        )
+    average_last = query_token_counts(tokenizer, texts) if config.average_over == "query" else None
+    collect(
+        model,
+        tokenizer,
+        store,
+        texts,
+        [p.answers for p in prompts],
+        batch_size=config.batch_size,
+        rank=rank,
+        world_size=world_size,
+        progress=progress,
+        stop_after=stop_after,
+        average_last=average_last,
+    )
+    barrier()
+    if rank != 0:
+        return None
+    missing = int((np.asarray(store.done()) == 0).sum())
+    if missing:
+        raise RelNeuronError(
+            f"{missing} prompts have no activations after all processes finished",
+            path=workdir,
+            hint="run the same command again to resume",
+        )
+    correct = np.asarray(store.correct()).astype(bool)
+    relations = list(dict.fromkeys(p.relation for p in prompts))
+    prompt_relations = [p.relation for p in prompts]
+    labellings = make_labellings(
+        prompt_relations,
+        correct,
+        relations,
+        ratio=config.ratio,
+        seed=config.seed,
+        min_positives=config.min_positives,
+        skip_unscorable=config.skip_unscorable,
+    )
+    skipped = [r for r in relations if r not in labellings]
+    best = rank_units(store, labellings, config.top_k, progress=progress)
+    neurons = to_neurons(best, store)
+    store.close()
+    header = make_header(
+        model=card,
+        method={
+            "name": METHOD_NAME,
+            "paper": "Liu et al. 2025, On Relation-Specific Neurons in Large Language Models",
+            "params": {
+                **config.as_dict(),
+                "score": "average precision of the token-mean output vs. labels",
+                "correct": "greedy first 2 tokens form a prefix of an accepted answer",
+            },
+            "data": {
+                "split": "discovery",
+                "templates": "discovery",
+                "prompts": len(prompts),
+                "prompts_fingerprint": meta["prompts"],
+                "relations_skipped": skipped,
+                **(data or {}),
+            },
+        },
+    )
+    neuron_set = NeuronSet(header, neurons)
+    neuron_set.save(out)
+    summaries = []
+    for rel in relations:
+        mine = [i for i, r in enumerate(prompt_relations) if r == rel]
+        lab = labellings.get(rel)
+        scores = best[rel].scores.tolist() if rel in best else []
+        summaries.append(
+            RelationSummary(
+                rel,
+                len(mine),
+                int(correct[mine].sum()),
+                int(lab.positive.sum()) if lab else 0,
+                int((~lab.positive).sum()) if lab else 0,
+                round(scores[0], 4) if scores else 0.0,
+                round(scores[-1], 4) if scores else 0.0,
+            )
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return neuron_set, summaries

@@ -1,0 +1,327 @@
+"""``relneuron find relation-specific|knowledge-neurons``: find neurons, save a neuron set.
+
+Both methods validate every argument before the model is loaded, refuse to overwrite
+an existing output without ``--force``, write the output atomically, keep a resumable
+work folder next to it while they run (run the same command again to resume after an
+interruption), and shard their prompts over the processes of ``accelerate launch``
+(the result is identical to a single-process run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.errors import RelNeuronError
+
+HELP = (
+    "find relation-specific neurons (Liu et al. 2025) or knowledge neurons (Dai et al. 2022) "
+    "and save them as a neuron set"
+)
+
+
+# ------------------------------------------------------------------- arguments
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
+    )
+    parser.add_argument(
+        "--relations",
+        default="all",
+        help="shipped relation names (comma-separated, or all), or a spec YAML of your own",
+    )
+    parser.add_argument("--out", required=True, help="neuron-set file to write (.jsonl[.gz])")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument(
+        "--workdir", default=None, help="checkpoint folder (default: next to --out)"
+    )
+    parser.add_argument("--fewshot", type=int, default=0, help="few-shot demos per prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
+    rs = sub.add_parser(
+        "relation-specific",
+        help="rank every unit by average precision for each relation (Liu et al. 2025)",
+        description="Relation-specific neurons: positives are the discovery prompts of a "
+        "relation the model answers correctly, negatives 4x as many prompts of the other "
+        "relations; each unit's score is the AP of its token-mean output.",
+    )
+    _common(rs)
+    rs.add_argument("--top-k", type=int, default=3000, help="neurons kept per relation")
+    rs.add_argument(
+        "--sites",
+        default="mlp.gate_proj,mlp.up_proj,mlp.down_proj",
+        help="comma-separated sites (the paper's: gate_proj, up_proj, down_proj outputs)",
+    )
+    rs.add_argument("--negatives-ratio", type=int, default=4)
+    rs.add_argument(
+        "--average-over",
+        default="query",
+        choices=["query", "prompt"],
+        help="token-mean over the query line only, or the whole few-shot prompt",
+    )
+    rs.add_argument("--min-positives", type=int, default=10)
+    rs.add_argument(
+        "--skip-unscorable",
+        action="store_true",
+        help="leave out relations with too few correct answers instead of failing",
+    )
+    rs.add_argument(
+        "--max-facts", type=int, default=None, help="seeded sample of at most N facts per relation"
+    )
+    rs.add_argument("--batch-size", type=int, default=16)
+    rs.add_argument("--store-dtype", default="float32", choices=["float32", "float16"])
+
+    kn = sub.add_parser(
+        "knowledge-neurons",
+        help="integrated gradients over mlp.act units, refined across paraphrases (Dai et al.)",
+        description="Knowledge neurons per fact (groups = fact ids). By default the facts "
+        "of --split of --relations; --twohop-bridges takes the first-hop facts of the "
+        "two-hop tasks instead (with their discovery templates).",
+    )
+    _common(kn)
+    kn.add_argument("--split", default="discovery", choices=["discovery", "fewshot", "test"])
+    kn.add_argument(
+        "--twohop-bridges",
+        action="store_true",
+        help="the bridge (first-hop) facts of the relfacts_2hop tasks",
+    )
+    kn.add_argument("--max-facts", type=int, default=None, help="at most this many facts")
+    kn.add_argument("--steps", type=int, default=20, help="integration steps")
+    kn.add_argument("--threshold", type=float, default=0.2, help="coarse: >= t * max attribution")
+    kn.add_argument("--p", default="auto", help="refined: share of paraphrases, or auto")
+    kn.add_argument(
+        "--relation-level",
+        type=float,
+        default=0.1,
+        help="also relation-level neurons shared by this share of a relation's facts (0: off)",
+    )
+    kn.add_argument("--top-k", type=int, default=None, help="at most this many neurons per fact")
+    kn.add_argument(
+        "--method",
+        dest="ig_method",
+        default="auto",
+        choices=["auto", "suffix", "cached", "batched", "plain"],
+        help="how the integration steps are computed (all give the same attributions)",
+    )
+
+
+# ------------------------------------------------------------------- runtime
+def _distributed(cpu: bool) -> tuple[int, int, Callable[[], None], Any]:
+    """(rank, world size, barrier, device) under ``accelerate launch``; (0, 1, noop, None)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None, None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu)
+    return state.process_index, state.num_processes, state.wait_for_everyone, state.device
+
+
+def _load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relneuron_eval.embedded import is_embedded, resolve_pretrained
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in torch_dtype:
+        raise RelNeuronError(f"unknown --dtype {dtype!r}", hint=f"use one of {list(torch_dtype)}")
+    path = str(resolve_pretrained(name))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype[dtype])
+    model.to(device).eval()
+    return model, tokenizer, "smollm2-135m" if is_embedded(name) else name
+
+
+def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:
+    out = Path(args.out)
+    if not out.name.endswith((".jsonl", ".jsonl.gz")):
+        raise RelNeuronError("--out must end in .jsonl or .jsonl.gz", path=out)
+    if out.is_dir():
+        raise RelNeuronError("--out is a folder", path=out)
+    if out.exists() and not args.force:
+        raise RelNeuronError(
+            "output exists; nothing was changed", path=out, hint="pass --force to replace it"
+        )
+    workdir = Path(args.workdir) if args.workdir else out.with_name(f".{out.name}.work")
+    return out, workdir
+
+
+def run(args: argparse.Namespace) -> int:
+    out, workdir = _check_output(args)
+    if args.method == "relation-specific":
+        return _relation_specific(args, out, workdir)
+    return _knowledge_neurons(args, out, workdir)
+
+
+def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> int:
+    from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
+    from relneuron_eval.discovery.relation_specific import (
+        RelationSpecificConfig,
+        find_relation_specific,
+        validate_config,
+    )
+
+    config = RelationSpecificConfig(
+        top_k=args.top_k,
+        sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
+        ratio=args.negatives_ratio,
+        seed=args.seed,
+        fewshot=args.fewshot,
+        average_over=args.average_over,
+        min_positives=args.min_positives,
+        skip_unscorable=args.skip_unscorable,
+        batch_size=args.batch_size,
+        store_dtype=args.store_dtype,
+    )
+    validate_config(config)
+    relations = resolve_relations(args.relations)
+    if len(relations) < 2:
+        raise RelNeuronError(
+            "relation-specific neurons need at least 2 relations (negatives come from the others)"
+        )
+    if args.max_facts is not None and args.max_facts < 1:
+        raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
+    prompts = discovery_prompts(
+        relations, fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts
+    )
+    rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
+    model, tokenizer, model_id = _load_model(
+        args.model, args.device or device or _auto(), args.dtype
+    )
+    result = find_relation_specific(
+        model,
+        tokenizer,
+        prompts,
+        workdir,
+        out,
+        config,
+        rank=rank,
+        world_size=world,
+        barrier=barrier,
+        model_id=model_id,
+        data={
+            "relations": list(relations),
+            "source": "relneuron_eval.facts",
+            "max_facts_per_relation": args.max_facts,
+        },
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+    )
+    if result is None:
+        return 0
+    neuron_set, summaries = result
+    print(f"wrote {out} ({len(neuron_set)} neurons, {len(neuron_set.groups())} relations)")
+    print(
+        f"{'relation':32} {'prompts':>7} {'correct':>7} {'pos':>5} {'neg':>5} {'best AP':>8} {'k-th AP':>8}"
+    )
+    for s in summaries:
+        print(
+            f"{s.relation:32} {s.prompts:7d} {s.correct:7d} {s.positives:5d} {s.negatives:5d} "
+            f"{s.best_ap:8.4f} {s.kth_ap:8.4f}"
+        )
+    skipped = neuron_set.method.get("data", {}).get("relations_skipped") or []
+    if skipped:
+        print(f"skipped (fewer than {config.min_positives} correct answers): {', '.join(skipped)}")
+    return 0
+
+
+def _auto() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> int:
+    from relneuron_eval.discovery import knowledge_neurons as kn
+    from relneuron_eval.discovery.data import bridge_facts, resolve_relations
+
+    p: float | str = args.p
+    if p != "auto":
+        try:
+            p = float(p)
+        except ValueError:
+            raise RelNeuronError(
+                f"--p must be a number in (0, 1] or auto, got {args.p!r}"
+            ) from None
+    ig = kn.IGConfig(steps=args.steps, method=args.ig_method)
+    select = kn.SelectConfig(
+        threshold=args.threshold,
+        p=p,
+        relation_fraction=args.relation_level or None,
+        top_k=args.top_k,
+    )
+    kn.validate_ig(ig)
+    if args.max_facts is not None and args.max_facts < 1:
+        raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
+    if args.twohop_bridges:
+        pairs = bridge_facts(fewshot=args.fewshot, seed=args.seed)
+        data = {"facts": "first-hop (bridge) facts of the relfacts_2hop chains", "split": "test"}
+    else:
+        relations = resolve_relations(args.relations)
+        pairs = []
+        for relation in relations.values():
+            prompts = relation.prompts(args.split, fewshot=args.fewshot, seed=args.seed)
+            by_fact: dict[str, list] = {}
+            for prompt in prompts:
+                by_fact.setdefault(prompt.fact_id, []).append(prompt)
+            pairs.extend(by_fact.items())
+        data = {"relations": list(relations), "split": args.split}
+    pairs = pairs[: args.max_facts] if args.max_facts else pairs
+    if not pairs:
+        raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
+    facts = [
+        kn.KnowledgeFact(fact_id, tuple(p.text for p in prompts), prompts[0].object)
+        for fact_id, prompts in pairs
+    ]
+    data.update(templates="discovery", fewshot=args.fewshot, facts_count=len(facts))
+    rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
+    model, tokenizer, model_id = _load_model(
+        args.model, args.device or device or _auto(), args.dtype
+    )
+    if args.stop_after is not None:  # simulated interruption (tests)
+        kn.compute_shard(
+            model,
+            tokenizer,
+            facts,
+            workdir,
+            ig,
+            rank=rank,
+            world_size=world,
+            model_id=model_id,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )
+    result = kn.find_knowledge_neurons(
+        model,
+        tokenizer,
+        facts,
+        workdir,
+        out,
+        ig,
+        select,
+        rank=rank,
+        world_size=world,
+        barrier=barrier,
+        model_id=model_id,
+        data=data,
+        progress=not args.no_progress,
+    )
+    if result is None:
+        return 0
+    neuron_set, summary = result
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"wrote {out} ({len(neuron_set)} neurons, {len(neuron_set.groups())} groups)")
+    print(summary.text())
+    return 0
