@@ -11,6 +11,7 @@ with it the model arguments) as keywords too.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
@@ -50,16 +51,27 @@ def mc_row(rel: Relation, fact: Fact) -> dict[str, Any]:
     return row
 
 
+def _shuffled(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Documents in a fixed pseudo-random order, so ``--limit N`` scores a fair sample.
+
+    (The source files are grouped, e.g. by country; the first N lines are not.)
+    """
+    return sorted(rows, key=lambda r: hashlib.sha256(r[key].encode()).hexdigest())
+
+
 def relation_rows(rel: Relation, family: str) -> dict[str, list[dict[str, Any]]]:
     make = mc_row if family == "mc" else fact_row
-    return {split: [make(rel, f) for f in rel.facts_in(split)] for split in ("test", "fewshot")}
+    return {
+        split: _shuffled([make(rel, f) for f in rel.facts_in(split)], "fact_id")
+        for split in ("test", "fewshot")
+    }
 
 
 def twohop_rows() -> dict[str, list[dict[str, Any]]]:
     from relneuron_eval.twohop import build_chains, fewshot_chains
 
     return {
-        "test": [c.doc() for c in build_chains()],
+        "test": _shuffled([c.doc() for c in build_chains()], "chain_id"),
         "fewshot": [c.doc() for c in fewshot_chains()],
     }
 
