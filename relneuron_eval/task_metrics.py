@@ -124,8 +124,8 @@ def final_answer(generation: str) -> str:
     markers = list(_FINAL_RE.finditer(generation))
     if not markers:
         return generation
-    rest = generation[markers[-1].end() :].lstrip(" :")
-    return re.split(r"(?<=[.!?。])\s", rest, maxsplit=1)[0]
+    # No sentence splitting: `match` only looks at the start ("St. Louis" stays whole).
+    return generation[markers[-1].end() :].lstrip(" :")
 
 
 # ------------------------------------------------------------- paper's metric

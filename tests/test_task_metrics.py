@@ -72,7 +72,7 @@ def test_mentions():
     ("generation", "expected"),
     [
         (" X is in France. France's capital is Paris. So the answer is Paris.", "Paris."),
-        (" The answer is: Rome. Then more text.", "Rome."),
+        (" The answer is: St. Louis. Then more text.", "St. Louis. Then more text."),
         (" So the answer is Lima. Again, the answer is Quito", "Quito"),
         (" No marker here", " No marker here"),
     ],
