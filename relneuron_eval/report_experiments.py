@@ -348,7 +348,9 @@ def _matrix(setup: Setup, runner: Runner, names: list[str]) -> dict[str, Any]:
             ),
         },
         "offdiag_control": offdiag(m_ctrl),
-        "diag_mean_relative_drop": mean([m_own.relative[r][r] for r, _ in m_own.cells(True)]),
+        "diag_mean_relative_drop": mean(
+            [m_own.relative[r][r] for r, _ in m_own.cells(diagonal=True)]
+        ),
     }
 
 

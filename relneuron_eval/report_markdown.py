@@ -17,14 +17,27 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def pts(x: float | None, digits: int = 1) -> str:
-    """An accuracy difference in percentage points, signed."""
-    return "n/a" if x is None else f"{100 * x:+.{digits}f} pp"
+    """An accuracy difference in percentage points, signed (no "-0.0")."""
+    if x is None:
+        return "n/a"
+    value = round(100 * x, digits) + 0.0
+    return f"{value:+.{digits}f} pp"
+
+
+def neg(x: float | None) -> float | None:
+    return None if x is None else -x
 
 
 def pval(p: float | None) -> str:
     if p is None:
         return "n/a"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_is(p: float | None) -> str:
+    """``p=0.012`` or ``p<0.001``."""
+    text = pval(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -59,7 +72,7 @@ def headline(results: dict[str, Any]) -> str | None:
         f"({pct(r['mean_own'], 0)} relative) vs {100 * a['mean_control']:.1f} points "
         f"({pct(r['mean_control'], 0)}) for size-matched random units: difference "
         f"{pts(a['mean_difference'])}, 95% bootstrap CI {_ci(a)}, paired t over {m} "
-        f"relations p={pval(a['p_paired_t'])}. {s['n_significant_drop']} of {m} relations "
+        f"relations {p_is(a['p_paired_t'])}. {s['n_significant_drop']} of {m} relations "
         f"drop significantly below base (exact McNemar, p<{ALPHA}), "
         f"{s['n_significant_vs_control']} of {m} significantly below their random control; "
         f"the random controls drop {s['n_control_significant_drop']} of {m} significantly."
@@ -165,9 +178,9 @@ def _interference(results: dict[str, Any]) -> list[str]:
     a, rel = s["absolute"], s["relative"]
     out += [
         f"Over the {s['n_eligible']} relations with base accuracy at or above the threshold: "
-        f"mean change {pts(-a['mean_own'])} (own neurons) vs {pts(-a['mean_control'])} (random "
+        f"mean change {pts(neg(a['mean_own']))} (own neurons) vs {pts(neg(a['mean_control']))} (random "
         f"units); the own drop is larger by {pts(a['mean_difference'])} {_ci(a)}, "
-        f"p={pval(a['p_paired_t'])} "
+        f"{p_is(a['p_paired_t'])} "
         f"(paired t over relations); relative drop {pct(rel['mean_own'], 0)} vs "
         f"{pct(rel['mean_control'], 0)}. The own drop is larger for {a['own_larger']} "
         f"relations and smaller for {a['control_larger']}.",
@@ -198,13 +211,9 @@ def _interference(results: dict[str, Any]) -> list[str]:
                     pct(ctrl["mean_relative_drop"]),
                 ],
                 [
-                    "mean absolute drop",
-                    pts(-own["mean_absolute_drop"])
-                    if own["mean_absolute_drop"] is not None
-                    else "n/a",
-                    pts(-ctrl["mean_absolute_drop"])
-                    if ctrl["mean_absolute_drop"] is not None
-                    else "n/a",
+                    "mean change (points)",
+                    pts(neg(own["mean_absolute_drop"])),
+                    pts(neg(ctrl["mean_absolute_drop"])),
                 ],
                 ["cells that improved", str(own["n_improved"]), str(ctrl["n_improved"])],
                 [
@@ -322,8 +331,8 @@ def _versatility(results: dict[str, Any]) -> list[str]:
                 [
                     lang,
                     f"{s['n_eligible']} / {s['n_total']}",
-                    pts(-a["mean_own"]) if a["mean_own"] is not None else "n/a",
-                    pts(-a["mean_control"]) if a["mean_control"] is not None else "n/a",
+                    pts(neg(a["mean_own"])),
+                    pts(neg(a["mean_control"])),
                     pct(s["relative"]["mean_own"], 0),
                     pct(s["relative"]["mean_control"], 0),
                     f"{s['n_significant_drop']}",
@@ -359,7 +368,7 @@ def _versatility(results: dict[str, Any]) -> list[str]:
         s = cl["summary_foreign"]
         out += [
             f"Over all {s['n_eligible']} eligible non-English cells: mean change "
-            f"{pts(-s['absolute']['mean_own'])} vs {pts(-s['absolute']['mean_control'])} for "
+            f"{pts(neg(s['absolute']['mean_own']))} vs {pts(neg(s['absolute']['mean_control']))} for "
             f"random units (difference {pts(s['absolute']['mean_difference'])} "
             f"{_ci(s['absolute'])}); {s['n_significant_drop']} cells drop significantly."
             if s["n_eligible"]
@@ -397,7 +406,7 @@ def _reasoning(results: dict[str, Any]) -> list[str]:
             for mode, _ in MODES:
                 e = block[mode]
                 row += [
-                    f"{pct(e['kn'])} (p={pval(e['p_kn_vs_base'])})",
+                    f"{pct(e['kn'])} ({p_is(e['p_kn_vs_base'])})",
                     f"{pct(e['control'])}",
                     pval(e["p_kn_vs_control"]),
                 ]

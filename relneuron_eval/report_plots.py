@@ -52,11 +52,13 @@ def specificity(results: dict[str, Any], path: Path) -> str:
     h = 0.4
     ax.barh([i - h / 2 for i in y], own, h, color=OWN, label=f"top-{inter['top_k']} own neurons")
     ax.barh([i + h / 2 for i in y], ctrl, h, color=CONTROL, label="size-matched random units")
+    values = own + ctrl
+    ax.set_xlim(min([*values, -5.0]) - 5, max([*values, 5.0]) + 30)
     for i, r in enumerate(names):
         c = cells[r]
         mark = "*" if c["significant_vs_control"] else ""
         note = f"{100 * c['base']:.0f}%→{100 * c['deact']:.0f}%{mark}"
-        ax.text(0.5, i - h / 2, note, va="center", fontsize=7)
+        ax.text(max(0.0, own[i]) + 1, i - h / 2, note, va="center", fontsize=7)
         if not c["eligible"]:
             ax.axhspan(i - 0.5, i + 0.5, color=GREY, zorder=0)
     ax.set_yticks(list(y), [_short(r, 30) for r in names], fontsize=8)
@@ -68,7 +70,7 @@ def specificity(results: dict[str, Any], path: Path) -> str:
         "(base→deactivated; * = below random control, p<0.05; grey = base below threshold)",
         fontsize=9,
     )
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 
@@ -324,7 +326,8 @@ def reasoning(results: dict[str, Any], path: Path) -> str:
         ax.set_title(f"{title} (n={n})", fontsize=9)
         ax.set_xticks(range(len(measures)), measures, fontsize=8)
         ax.set_ylabel("accuracy / recall (%)", fontsize=8)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle("Two-hop reasoning with the bridge fact's knowledge neurons", fontsize=10)
     return _save(fig, path)
 
