@@ -144,10 +144,11 @@ def test_prompts_use_only_their_split_and_fewshot_demos(relations):
 
 
 def test_discovery_reads_only_discovery_split():
-    from relneuron_eval.discovery.data import load_discovery_prompts
+    from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
 
-    loaded = load_discovery_prompts(["country_language", "person_plays_pro_sport"])
-    for name, prompts in loaded.items():
+    everything = discovery_prompts(resolve_relations("country_language,person_plays_pro_sport"))
+    for name in ("country_language", "person_plays_pro_sport"):
+        prompts = [p for p in everything if p.relation == name]
         rel = facts.load_relation(name)
         assert prompts
         assert {p.fact_id for p in prompts} <= {f.fact_id for f in rel.facts_in("discovery")}
