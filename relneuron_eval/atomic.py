@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import IO
 
 
+def _default_mode(base: int = 0o666) -> int:
+    """``base`` minus the process umask: what ``open`` / ``mkdir`` would have created."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file in the same folder and rename it over ``path`` on success.
@@ -23,6 +30,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
+        os.chmod(tmp, _default_mode())  # mkstemp's 0600 would make outputs private
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
@@ -41,6 +49,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, _default_mode(0o777))  # mkdtemp's 0700 likewise
         yield tmp
         if path.exists():
             if not overwrite:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from relneuron_eval.arglists import parse_layers, parse_names
 from relneuron_eval.errors import RelNeuronError
 
 if TYPE_CHECKING:
@@ -122,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         positions=args.positions,
         control=args.control,
         seed=args.seed,
-        layers=parse_layers(args.layers),
-        sites=parse_sites(args.sites),
+        layers=parse_layers(args.layers, "--layers"),
+        sites=parse_names(args.sites),
     )
     out = export(args.format, args.model, iv, args.out, force=args.force, dtype=args.dtype)
     _print_usage(args.format, args.model, out)
@@ -140,32 +141,6 @@ def _print_usage(fmt: str, model: str, out: Path) -> None:
     else:
         print(f"evaluate: lm_eval --model vllm --model_args pretrained={out} ...")
         print(f"      or: lm_eval --model hf --model_args pretrained={out} ...")
-
-
-def parse_layers(value: str | None) -> list[int] | None:
-    """``3|5|10-20`` (commas also accepted), the syntax of relneuron-hf's ``layers=``."""
-    if value is None or str(value).strip() == "":
-        return None
-    out: list[int] = []
-    try:
-        for part in str(value).replace(",", "|").split("|"):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise RelNeuronError(
-            f"--layers must be integers separated by '|' (ranges like 10-20 allowed), got {value!r}"
-        ) from None
-    return out
-
-
-def parse_sites(value: str | None) -> list[str] | None:
-    if value is None or str(value).strip() == "":
-        return None
-    return [p.strip() for p in str(value).replace(",", "|").split("|") if p.strip()]
 
 
 # ====================================================================== API

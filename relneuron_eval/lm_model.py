@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from relneuron_eval.arglists import parse_layers, parse_names
 from relneuron_eval.embedded import is_embedded, resolve_pretrained
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.interventions import (
@@ -38,38 +39,12 @@ from relneuron_eval.variant import variant_name
 log = logging.getLogger(__name__)
 
 
-def _int_list(value: Any, name: str) -> list[int] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    try:
-        out: list[int] = []
-        for part in str(value).split("|"):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-        return out
-    except ValueError:
-        raise RelNeuronError(
-            f"{name} must be integers separated by '|' (ranges like 10-20 allowed), got {value!r}"
-        ) from None
-
-
 def _base_name(pretrained: Any) -> str:
     """A model's name for variant labels: the string given, or a loaded model's path."""
     if isinstance(pretrained, str):
         return pretrained
     config = getattr(pretrained, "config", None)
     return str(getattr(config, "_name_or_path", None) or type(pretrained).__name__)
-
-
-def _str_list(value: Any) -> list[str] | None:
-    if value is None or value == "":
-        return None
-    return [p for p in str(value).split("|") if p]
 
 
 class RelNeuronLM(HFLM):
@@ -115,8 +90,8 @@ class RelNeuronLM(HFLM):
         if neuron_set is None and (per_doc or control):
             raise RelNeuronError("per_doc= and control= need a neuron_set=")
         groups_arg = "*" if groups in (None, "") else str(groups)
-        layer_list = _int_list(layers, "layers")
-        site_list = _str_list(sites)
+        layer_list = parse_layers(layers)
+        site_list = parse_names(sites)
         if neuron_set is not None:
             full = load(neuron_set)
             if per_doc:

@@ -237,3 +237,14 @@ def test_malformed_files_only_raise_our_error(tmp_path, header, body, raw, use_r
     for n in result:
         assert n.site in ("mlp.act", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
         assert 0 <= n.layer < 4
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    """Atomic writes go through a private temporary file; the result must not stay 0600."""
+    import os
+
+    path = tmp_path / "set.jsonl"
+    _set([Neuron("g", "mlp.act", 0, 1, 0.5)]).save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

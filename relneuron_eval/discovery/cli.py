@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.arglists import parse_layers
 from relneuron_eval.errors import RelNeuronError
 
 HELP = (
@@ -97,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     kn.add_argument("--max-facts", type=int, default=None, help="at most this many facts")
     kn.add_argument("--steps", type=int, default=20, help="integration steps")
+    kn.add_argument("--layers", default=None, help="only these layers, e.g. '20-29' (default: all)")
     kn.add_argument("--threshold", type=float, default=0.2, help="coarse: >= t * max attribution")
     kn.add_argument("--p", default="auto", help="refined: share of paraphrases, or auto")
     kn.add_argument(
@@ -253,7 +255,10 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
             raise RelNeuronError(
                 f"--p must be a number in (0, 1] or auto, got {args.p!r}"
             ) from None
-    ig = kn.IGConfig(steps=args.steps, method=args.ig_method)
+    layers = parse_layers(args.layers, "--layers")
+    ig = kn.IGConfig(
+        steps=args.steps, method=args.ig_method, layers=None if layers is None else tuple(layers)
+    )
     select = kn.SelectConfig(
         threshold=args.threshold,
         p=p,
