@@ -45,6 +45,7 @@ from relneuron_eval.report_experiments import (
     plan_interference,
     plan_reasoning,
     plan_versatility,
+    task_fingerprint,
 )
 from relneuron_eval.report_runs import Evaluate, Runner
 
@@ -116,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", default="32", help="batch size (an integer or auto)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; on a busy shared CPU 1 can be "
+        "several times faster)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -398,10 +406,13 @@ def run_report(
     notes: list[str] | None = None,
     progress: bool = True,
     settings: dict[str, Any] | None = None,
+    fingerprint: Any = task_fingerprint,
 ) -> tuple[dict[str, Any], Runner]:
     """Plan, evaluate (what is not cached), analyse and write the report files."""
     started = time.perf_counter()
-    runner = Runner(setup.out / "runs", setup.model_key, evaluate, progress=progress)
+    runner = Runner(
+        setup.out / "runs", setup.model_key, evaluate, progress=progress, fingerprint=fingerprint
+    )
     plan_base(setup, runner)
     runner.run()
     base = base_accuracy(setup, runner)
@@ -517,6 +528,12 @@ def run(args: argparse.Namespace) -> int:
     elif batch_size != "auto":
         raise RelNeuronError(f"--batch-size: an integer or auto, got {batch_size!r}")
     device = args.device or default_device()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RelNeuronError(f"--threads must be positive, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     evaluator = LMEvaluator(
         args.model,
         task_manager=task_manager(),
@@ -524,7 +541,12 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=batch_size,
     )
-    settings = {"device": device, "batch_size": batch_size, "dtype": args.dtype}
+    settings = {
+        "device": device,
+        "dtype": args.dtype,
+        "batch_size": batch_size,
+        "threads": args.threads or "default",
+    }
     results, runner = run_report(
         setup, evaluator, notes=notes, progress=not args.no_progress, settings=settings
     )

@@ -129,17 +129,42 @@ class Setup:
 @functools.cache
 def count_docs(task: str) -> int:
     """Number of test documents of a relfacts task (pure Python, no lm-eval)."""
+    return len(task_rows(task)["test"])
+
+
+def task_rows(task: str) -> dict[str, list[dict[str, Any]]]:
+    """The documents of a relfacts task by split (pure Python, no lm-eval)."""
     from relneuron_eval.task_data import rows_for
 
     if task.startswith("relfacts_2hop"):
-        return len(rows_for("2hop")["test"])
+        return rows_for("2hop")
     rest = task[len("relfacts_") :]
     if rest.startswith("mc_"):
-        return len(rows_for("mc", rest[3:])["test"])
+        return rows_for("mc", rest[3:])
     lang = rest[:2]
     if lang in LANGS and rest[2:3] == "_":
-        return len(rows_for("gen", rest[3:], lang)["test"])
-    return len(rows_for("gen", rest)["test"])
+        return rows_for("gen", rest[3:], lang)
+    return rows_for("gen", rest)
+
+
+@functools.cache
+def task_fingerprint(task: str) -> str:
+    """Hash of what decides a task's numbers apart from the model: its YAML files, its
+    documents (test and few-shot) and the metric code. Cached runs of a task whose data,
+    templates or scoring changed are then evaluated again instead of reused."""
+    import hashlib
+    import json
+
+    from relneuron_eval import task_metrics
+    from relneuron_eval.resources import tasks_dir
+
+    digest = hashlib.sha256()
+    folder = tasks_dir() / "relfacts"
+    for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
+        digest.update(path.read_bytes())
+    digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
+    digest.update(Path(task_metrics.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def lang_task(lang: str, relation: str) -> str:

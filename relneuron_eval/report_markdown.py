@@ -112,7 +112,7 @@ def _settings(results: dict[str, Any]) -> list[str]:
         rows.append(["two-hop chains", f"{meta['reasoning_limit'] or 'all'} (evenly spread)"])
     settings = meta.get("settings") or {}
     if settings:
-        rows.append(["device / dtype / batch", " / ".join(str(v) for v in settings.values())])
+        rows.append([" / ".join(settings), " / ".join(str(v) for v in settings.values())])
     ev = meta["evaluations"]
     rows.append(
         [

@@ -110,12 +110,20 @@ _DOC_KEYS = ("doc_id", "id", "hop1_fact", "generation")
 
 
 # ================================================================== the cache
-def cache_key(model: dict[str, Any], variant: Variant, task: str, docs: list[int]) -> str:
+def cache_key(
+    model: dict[str, Any],
+    variant: Variant,
+    task: str,
+    docs: list[int],
+    task_hash: str | None = None,
+) -> str:
+    """Identity of one evaluation; ``task_hash`` fingerprints the task's definition and data."""
     payload = {
         "format": CACHE_VERSION,
         "model": model,
         "variant": variant.key(),
         "task": task,
+        "task_hash": task_hash,
         "docs": list(docs),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -145,8 +153,10 @@ class Runner:
         *,
         progress: bool = True,
         stream: Any = None,
+        fingerprint: Callable[[str], str] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.fingerprint = fingerprint
         self.model_key = model_key
         self.evaluate = evaluate
         self.progress = progress
@@ -160,7 +170,8 @@ class Runner:
 
     # ------------------------------------------------------------- requests
     def key(self, variant: Variant, task: str, docs: list[int]) -> str:
-        return cache_key(self.model_key, variant, task, docs)
+        task_hash = self.fingerprint(task) if self.fingerprint else None
+        return cache_key(self.model_key, variant, task, docs, task_hash)
 
     def path(self, variant: Variant, task: str, docs: list[int]) -> Path:
         key = self.key(variant, task, docs)
@@ -197,6 +208,7 @@ class Runner:
                 "model": self.model_key,
                 "variant": variant.key(),
                 "task": task,
+                "task_hash": self.fingerprint(task) if self.fingerprint else None,
                 "docs": docs,
             },
             "label": variant.label,
@@ -247,11 +259,12 @@ class Runner:
                 seconds = time.perf_counter() - started
                 self.calls += 1
                 self.seconds += seconds
+                n_docs = sum(len(d) for d in tasks.values()) or 1
                 for task, docs in tasks.items():
                     if task not in results:
                         raise RelNeuronError(f"evaluation of {variant.label} returned no {task}")
                     run = results[task]
-                    run.seconds = round(seconds, 3)
+                    run.seconds = round(seconds * len(docs) / n_docs, 3)  # share of the call
                     key = self.key(variant, task, docs)
                     self._save(key, variant, task, docs, run)
                     self._results[key] = run
