@@ -363,19 +363,8 @@ def _setup_reasoning(setup: Setup, args: argparse.Namespace, set_path: str) -> N
     for seed in setup.seeds:
         control = setup.kn_set.random_control(seed)
         path = folder / f"knowledge_neurons_random_s{seed}.jsonl.gz"
-        digest = control.content_hash()
-        if not path.is_file() or _file_set_hash(path) != digest:
-            control.save(path)
-        setup.kn_controls[seed] = (str(path), digest)
-
-
-def _file_set_hash(path: Path) -> str | None:
-    from relneuron_eval.neuron_set import load
-
-    try:
-        return load(path).content_hash()
-    except RelNeuronError:
-        return None
+        setup.kn_controls[seed] = (str(path), control.content_hash())
+        setup.kn_control_sets[seed] = control
 
 
 def _check_controls(setup: Setup) -> None:
@@ -410,6 +399,7 @@ def run_report(
 ) -> tuple[dict[str, Any], Runner]:
     """Plan, evaluate (what is not cached), analyse and write the report files."""
     started = time.perf_counter()
+    setup.save_controls()
     runner = Runner(
         setup.out / "runs", setup.model_key, evaluate, progress=progress, fingerprint=fingerprint
     )

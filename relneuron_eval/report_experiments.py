@@ -76,6 +76,21 @@ class Setup:
     kn_set: NeuronSet | None = None
     kn_hash: str | None = None
     kn_controls: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (path, hash)
+    kn_control_sets: dict[int, NeuronSet] = field(default_factory=dict, repr=False)
+    _sizes: dict[str, int] | None = field(default=None, repr=False)
+
+    def save_controls(self) -> None:
+        """Write the random-control knowledge-neuron sets (unless the same one is there)."""
+        from relneuron_eval.neuron_set import load
+
+        for seed, control in self.kn_control_sets.items():
+            path, digest = self.kn_controls[seed]
+            try:
+                same = Path(path).is_file() and load(path).content_hash() == digest
+            except Exception:
+                same = False
+            if not same:
+                control.save(path)
 
     # ---------------------------------------------------------------- tasks
     def task(self, relation: str) -> tuple[str, str]:
@@ -91,7 +106,11 @@ class Setup:
         return first(n, self.limit)
 
     def group_size(self, relation: str) -> int:
-        return sum(1 for n in self.neuron_set.neurons if n.group == relation)
+        if self._sizes is None:
+            self._sizes = {}
+            for n in self.neuron_set.neurons:
+                self._sizes[n.group] = self._sizes.get(n.group, 0) + 1
+        return self._sizes.get(relation, 0)
 
     # ------------------------------------------------------------- variants
     def deact(self, relation: str, k: KValue | None) -> Variant:

@@ -344,8 +344,9 @@ class LMEvaluator:
         path = resolve_pretrained(self.model_name)
         dtype = getattr(torch, self.dtype)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            with contextlib.redirect_stderr(io.StringIO()):  # no loading bars mid-progress
+                self._tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise RelNeuronError(f"cannot load model {self.model_name!r}: {exc}") from None
         self._model = model.to(self.device).eval()
