@@ -1,0 +1,81 @@
+"""Activation collection on the embedded model against a plain per-prompt reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from relneuron_eval.architectures import model_shape, site_module
+from relneuron_eval.discovery.activations import (
+    Layout,
+    TokenMeanHooks,
+    _undecided,
+    answer_matches,
+    query_token_counts,
+    run_batch,
+)
+from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relneuron_eval.embedded import ensure_local
+
+    path = ensure_local(verbose=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    ("generated", "targets", "open_"),
+    [
+        (" Par", ["Paris"], True),  # a proper prefix: the next token decides
+        (" Paris", ["Paris"], False),  # whole answer: right whatever follows
+        (" Paris,", ["Paris"], False),
+        (" Rome", ["Paris"], False),  # wrong whatever follows
+        (" ", ["Paris"], True),  # nothing yet
+        ("New", ["New York City", "NYC"], True),
+    ],
+)
+def test_undecided(generated, targets, open_):
+    assert _undecided(generated, targets) is open_
+
+
+@torch.no_grad()
+def test_run_batch_equals_plain_greedy_and_hand_token_means(smollm):
+    model, tokenizer = smollm
+    relations = resolve_relations("country_capital_city,landmark_on_continent")
+    prompts = discovery_prompts(relations, fewshot=3, max_facts=2)[:6]
+    texts = [p.text for p in prompts]
+    layout = Layout.for_shape(model_shape(model), ("mlp.up_proj", "mlp.down_proj"))
+    hooks = TokenMeanHooks(model, layout)
+    query = query_token_counts(tokenizer, texts)
+    try:
+        per_layer, correct = run_batch(
+            model, tokenizer, hooks, texts, [p.answers for p in prompts], average_last=query
+        )
+    finally:
+        hooks.remove()
+    # reference: each prompt alone, two greedy tokens by full forwards, no padding
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt.text)["input_ids"]
+        first = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        second = int(model(torch.tensor([[*ids, first]])).logits[0, -1].argmax())
+        assert correct[i] == answer_matches(tokenizer.decode([first, second]), prompt.answers)
+    # reference token mean of one unit: up_proj output, layer 7, over the query tokens only
+    module, _ = site_module(model, "mlp.up_proj", 7)
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, a, out: seen.append(out[0]))
+    try:
+        for text in texts[:3]:
+            model(torch.tensor([tokenizer(text)["input_ids"]]))
+    finally:
+        handle.remove()
+    for i in range(3):
+        expected = seen[i][-query[i] :].mean(0)
+        got = torch.from_numpy(per_layer[7][i, : layout.sizes[0]])
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        whole = seen[i].mean(0)
+        assert not torch.allclose(got, whole, atol=1e-3)  # demos really were left out
