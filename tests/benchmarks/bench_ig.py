@@ -15,13 +15,12 @@ Measured (2-core machine shared with other jobs, load 3-10; 2 prompts of 6 token
 20 steps, layers 0,6,12,18,24,29; ``--layers`` spread over the depth because the plain
 loop over all 30 layers takes ~15 min per prompt under that load):
 
-=========================  =======  ======  ======  ==========================
-speed-up over plain (wall)  batched  cached  suffix  agreement (max diff / max)
-=========================  =======  ======  ======  ==========================
-1 thread (--threads 1)      3.4x     11.6x   15.9x   batched 9e-8, fast 1.3e-4
-2 threads (default), run 1  12.1x    21.0x   37.5x   same; coarse sets identical
-2 threads (default), run 2  4.4x     9.1x    20.0x   same; coarse sets identical
-=========================  =======  ======  ======  ==========================
+speed-up over plain (wall)    batched  cached  suffix
+1 thread (--threads 1)         3.4x    11.6x   15.9x
+2 threads (default), run 1    12.1x    21.0x   37.5x
+2 threads (default), run 2     4.4x     9.1x   20.0x
+agreement with plain: max |diff| / max |attr| = 9e-8 (batched, 1 thread), 1.3e-4
+(cached, suffix); coarse neuron sets identical in every run.
 
 The 1-thread ratio is the stable one (CPU-time ratios agree with wall ones); with 2
 threads the plain loop's many tiny matmuls suffer most from the shared cores. The
