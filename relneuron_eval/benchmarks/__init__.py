@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "relneuron_eval.benchmarks.ap_scale",
         "relation-specific ranking at Llama-2-7B scale (835,584 units) on synthetic data",
     ),
+    "ig": ("relneuron_eval.benchmarks.ig", "batched integrated gradients vs the plain loop"),
 }
 
 

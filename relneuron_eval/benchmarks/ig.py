@@ -1,43 +1,25 @@
-"""Benchmark: knowledge-neuron IG paths against the plain per-layer, per-step loop.
+"""Knowledge-neuron integrated gradients: each fast path against the plain loop.
 
-``python tests/benchmarks/bench_ig.py`` loads the embedded SmolLM2-135M (float32, CPU)
-and attributes the same prompts with every path: ``plain`` (one forward + backward per
-layer and step, the reference), ``batched`` (a layer's steps as one batch over the full
-prompt), ``cached`` (one batch of the last token over the prefix key/value cache) and
-``suffix`` (one batch of the last token through layers l+1.. only). It prints wall time
-and CPU time (all threads; robust when other jobs share the machine) per path, the
-speed-up over ``plain`` and how well each path agrees with it: the largest
-attribution difference relative to the largest attribution, and the Jaccard overlap of
-the coarse neurons (>= 0.2 x max). The plain loop gets ``logits_to_keep=1`` like the
-others, so the ratio is not inflated by computing unused logits.
-
-Measured (2-core machine shared with other jobs, load 3-10; 2 prompts of 6 tokens,
-20 steps, layers 0,6,12,18,24,29; ``--layers`` spread over the depth because the plain
-loop over all 30 layers takes ~15 min per prompt under that load):
-
-speed-up over plain (wall)    batched  cached  suffix
-1 thread (--threads 1)         3.4x    11.6x   15.9x
-2 threads (default), run 1    12.1x    21.0x   37.5x
-2 threads (default), run 2     4.4x     9.1x   20.0x
-agreement with plain: max |diff| / max |attr| = 9e-8 (batched, 1 thread), 1.3e-4
-(cached, suffix); coarse neuron sets identical in every run.
-
-The 1-thread ratio is the stable one (CPU-time ratios agree with wall ones); with 2
-threads the plain loop's many tiny matmuls suffer most from the shared cores. The
-1.3e-4 of the cached/suffix paths is float32 rounding (each path is ~3e-5 from a
-float64 run); the coarse neuron sets (>= 0.2 x max) are identical in every run.
+Loads the embedded SmolLM2-135M (float32, CPU) and attributes the same prompts with
+every path: ``plain`` (one forward + backward per layer and step, the reference),
+``batched`` (a layer's steps as one batch over the full prompt), ``cached`` (one batch
+of the last token over the prefix key/value cache) and ``suffix`` (one batch of the last
+token through layers l+1.. only). Per prompt the paths run back to back, so drift hits
+all of them; reported: wall and CPU time per path, the speed-up over ``plain``, and the
+agreement with it (largest attribution difference relative to the largest attribution,
+and the Jaccard overlap of the coarse neurons, >= 0.2 x max). The plain loop also gets
+``logits_to_keep=1``, so the ratio is not inflated by computing unused logits.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from relneuron_eval.arglists import parse_layers
 
 PROMPTS = [
     ("The capital city of France is", "Paris"),
@@ -48,7 +30,39 @@ PROMPTS = [
 METHODS = ("plain", "batched", "cached", "suffix")
 
 
-def run(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", type=int, default=2, help=f"1..{len(PROMPTS)}")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--layers", default="0,6,12,18,24,29", help="layers to attribute (the plain loop is slow)"
+    )
+
+
+def run(args: argparse.Namespace) -> dict:
+    layers = None if args.layers in (None, "", "all") else tuple(parse_layers(args.layers))
+    result = attribute_all(
+        args.prompts, args.steps, args.threads, tuple(args.methods.split(",")), layers
+    )
+    speed = result["speedup_wall"]
+    result["summary"] = [
+        f"{result['prompts']} prompts, {result['steps']} steps, layers {result['layers']}, "
+        f"{result['threads']} threads",
+        "speed-up over the plain loop (wall): "
+        + ", ".join(f"{m} {v:.1f}x" for m, v in speed.items() if m != result["reference"]),
+        "agreement: "
+        + ", ".join(
+            f"{m} max|diff|/max {a['max_abs_diff_over_max']:.2g}, coarse Jaccard "
+            f"{a['coarse_jaccard_min']:.3f}"
+            for m, a in result["agreement"].items()
+            if m != result["reference"]
+        ),
+    ]
+    return result
+
+
+def attribute_all(
     prompts: int = 2,
     steps: int = 20,
     threads: int | None = None,
@@ -88,7 +102,6 @@ def run(
             cpu[method] += time.process_time() - start_cpu
             attrs[method].append(result.attr)
             used[method].append(result.method)
-            print(f"{method:8s} {text!r}: {time.perf_counter() - start:.1f} s", flush=True)
     ref_name = "plain" if "plain" in methods else methods[0]
     out = {
         "model": "smollm2-135m (float32)",
@@ -117,31 +130,3 @@ def run(
             "coarse_jaccard_min": round(min(jac), 4),
         }
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=2, help=f"1..{len(PROMPTS)}")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--layers", default=None, help="comma-separated; default all")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    layers = None if args.layers is None else tuple(int(x) for x in args.layers.split(","))
-    result = run(
-        prompts=args.prompts,
-        steps=args.steps,
-        threads=args.threads,
-        methods=tuple(args.methods.split(",")),
-        layers=layers,
-    )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
