@@ -132,6 +132,17 @@ def test_every_task_builds_and_scores_with_hf(shipped_files):
     assert tokenizer is not None and tokenizer.encode(" Paris", add_special_tokens=False)
 
 
+def test_tokenizer_hook_is_installed_once():
+    import lm_eval.models.huggingface as hf
+
+    from relneuron_eval import plugin
+
+    wrapped = hf.HFLM.__init__
+    assert getattr(wrapped, "_relneuron_wrapped", False)  # installed at import by _hook
+    plugin.on_huggingface_loaded(hf)
+    assert hf.HFLM.__init__ is wrapped  # a second call does not wrap again
+
+
 def test_relneuron_hf_per_doc_uses_the_bridge_fact(tmp_path):
     docs = task_data.rows_for("2hop")["test"][:3]
     neuron_set = make_neuron_set(tmp_path / "kn.jsonl", {d["hop1_fact"]: 20 for d in docs})
