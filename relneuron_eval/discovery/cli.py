@@ -96,7 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the bridge (first-hop) facts of the relfacts_2hop tasks",
     )
-    kn.add_argument("--max-facts", type=int, default=None, help="at most this many facts")
+    kn.add_argument(
+        "--max-facts",
+        type=int,
+        default=None,
+        help="at most this many facts (per relation; with --twohop-bridges: in all, "
+        "taken round-robin over the chains' relation pairs)",
+    )
     kn.add_argument("--steps", type=int, default=20, help="integration steps")
     kn.add_argument("--layers", default=None, help="only these layers, e.g. '20-29' (default: all)")
     kn.add_argument("--threshold", type=float, default=0.2, help="coarse: >= t * max attribution")
@@ -269,7 +275,7 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     if args.max_facts is not None and args.max_facts < 1:
         raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
     if args.twohop_bridges:
-        pairs = bridge_facts(fewshot=args.fewshot, seed=args.seed)
+        pairs = bridge_facts(fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts)
         data = {"facts": "first-hop (bridge) facts of the relfacts_2hop chains", "split": "test"}
     else:
         relations = resolve_relations(args.relations)
@@ -279,16 +285,20 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
             by_fact: dict[str, list] = {}
             for prompt in prompts:
                 by_fact.setdefault(prompt.fact_id, []).append(prompt)
-            pairs.extend(by_fact.items())
+            pairs.extend(list(by_fact.items())[: args.max_facts])
         data = {"relations": list(relations), "split": args.split}
-    pairs = pairs[: args.max_facts] if args.max_facts else pairs
     if not pairs:
         raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
     facts = [
         kn.KnowledgeFact(fact_id, tuple(p.text for p in prompts), prompts[0].object)
         for fact_id, prompts in pairs
     ]
-    data.update(templates="discovery", fewshot=args.fewshot, facts_count=len(facts))
+    data.update(
+        templates="discovery",
+        fewshot=args.fewshot,
+        facts_count=len(facts),
+        max_facts=args.max_facts,
+    )
     rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
     model, tokenizer, model_id = _load_model(
         args.model, args.device or device or _auto(), args.dtype

@@ -90,35 +90,57 @@ def discovery_prompts(
 
 
 def bridge_facts(
-    fact_ids: list[str] | None = None, *, fewshot: int = 0, seed: int = 0
+    fact_ids: list[str] | None = None,
+    *,
+    fewshot: int = 0,
+    seed: int = 0,
+    max_facts: int | None = None,
 ) -> list[tuple[str, list[DiscoveryPrompt]]]:
     """The first-hop facts of the two-hop chains with their discovery-template prompts.
 
-    Returns ``(fact_id, prompts)`` in chain order, each fact once. ``fact_ids`` limits
-    the list (unknown ids are an error).
+    Returns ``(fact_id, prompts)``, each fact once. ``fact_ids`` limits the list (unknown
+    ids are an error); ``max_facts`` takes facts round-robin over the chains' relation
+    pairs, so a small budget still covers every kind of chain.
     """
     from relneuron_eval.twohop import build_chains
 
-    chains = build_chains()
-    by_id: dict[str, facts.Relation] = {}
-    for chain in chains:
-        by_id.setdefault(chain.hop1.fact_id, chain.hop1_relation)
-    wanted = list(by_id) if fact_ids is None else fact_ids
-    unknown = [f for f in wanted if f not in by_id]
-    if unknown:
-        raise RelNeuronError(
-            f"not first-hop facts of the two-hop chains: {unknown[:5]}",
-            hint=f"e.g. {', '.join(list(by_id)[:3])}",
-        )
+    by_pair: dict[str, list[str]] = {}
+    relation_of: dict[str, facts.Relation] = {}
+    for chain in build_chains():
+        relation_of.setdefault(chain.hop1.fact_id, chain.hop1_relation)
+        members = by_pair.setdefault(chain.pair, [])
+        if chain.hop1.fact_id not in members:
+            members.append(chain.hop1.fact_id)
+    if fact_ids is not None:
+        unknown = [f for f in fact_ids if f not in relation_of]
+        if unknown:
+            raise RelNeuronError(
+                f"not first-hop facts of the two-hop chains: {unknown[:5]}",
+                hint=f"e.g. {', '.join(list(relation_of)[:3])}",
+            )
+        wanted = list(dict.fromkeys(fact_ids))
+    else:
+        wanted = _round_robin(list(by_pair.values()))
+    if max_facts is not None:
+        wanted = wanted[:max_facts]
     out = []
-    for fact_id in dict.fromkeys(wanted):
-        relation = by_id[fact_id]
+    for fact_id in wanted:
         prompts = [
             DiscoveryPrompt(p.relation, p.fact_id, p.text, p.object, p.answers, p.template_index)
-            for p in _fact_prompts(relation, fact_id, fewshot=fewshot, seed=seed)
+            for p in _fact_prompts(relation_of[fact_id], fact_id, fewshot=fewshot, seed=seed)
         ]
         out.append((fact_id, prompts))
     return out
+
+
+def _round_robin(queues: list[list[str]]) -> list[str]:
+    """One item of each queue in turn, skipping items already taken."""
+    out: dict[str, None] = {}
+    for row in range(max((len(q) for q in queues), default=0)):
+        for queue in queues:
+            if row < len(queue):
+                out.setdefault(queue[row])
+    return list(out)
 
 
 def _fact_prompts(
