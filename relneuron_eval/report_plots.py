@@ -201,7 +201,9 @@ def crosslingual(results: dict[str, Any], path: Path) -> str:
     for ax in axes:
         ax.set_xlabel("language of the task", fontsize=8)
     cbar = fig.colorbar(im, ax=axes, shrink=0.8)
-    cbar.set_label(f"relative drop of {cl['metric']} (grey: base below threshold)", fontsize=8)
+    cbar.set_label(
+        f"relative drop of {cl['metric']} (grey: no task, or base below threshold)", fontsize=8
+    )
     cbar.ax.yaxis.set_major_formatter(_percent_formatter())
     return _save(fig, path)
 
