@@ -91,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", default="20", help="documents per relation task (first N; 'none' = all)"
     )
     parser.add_argument(
+        "--limit-own",
+        default="50",
+        help="documents of a relation's own task in the specificity test (the headline)",
+    )
+    parser.add_argument(
         "--reasoning-limit",
         default="40",
         help="two-hop chains (evenly spread over all chains; 'none' = all)",
@@ -282,6 +287,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
     ks = parse_ks(args.ks)
     limit = _limit(args.limit, "--limit")
     reasoning_limit = _limit(args.reasoning_limit, "--reasoning-limit")
+    limit_own = _limit(args.limit_own, "--limit-own")
     langs_wanted = _csv(args.langs)
     bad = [lang for lang in langs_wanted if lang not in LANGS]
     if bad:
@@ -307,6 +313,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         seeds=seeds,
         limit=limit,
         reasoning_limit=reasoning_limit,
+        limit_own=limit_own,
         metric=args.metric,
         min_base=args.min_base,
         matrix=_subset(args.matrix_relations, relations, "--matrix-relations"),
@@ -444,7 +451,7 @@ def _meta(
 ) -> dict[str, Any]:
     from relneuron_eval import __version__
 
-    compute = sum(run.seconds or 0.0 for run in runner._results.values())
+    compute = sum(run.seconds or 0.0 for run in runner.all_runs())
     return {
         "model": setup.model,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -469,6 +476,7 @@ def _meta(
         "experiments": setup.experiments,
         "metric": setup.metric,
         "limit": setup.limit,
+        "limit_own": setup.limit_own,
         "reasoning_limit": setup.reasoning_limit,
         "top_k": setup.top_k,
         "ks": [str(k) for k in setup.ks],

@@ -67,6 +67,7 @@ class Setup:
     seeds: list[int]
     limit: int | None
     reasoning_limit: int | None
+    limit_own: int | None
     metric: str
     min_base: float
     matrix: list[str] | int  # explicit relations, or N = the N best-known relations
@@ -99,11 +100,13 @@ class Setup:
             return f"relfacts_mc_{relation}", "acc"
         return f"relfacts_{relation}", self.metric
 
-    def docs(self, task: str) -> list[int]:
+    def docs(self, task: str, own: bool = False) -> list[int]:
+        """Document indices of a task: the first ``limit`` (``limit_own`` for a relation's
+        own task in the specificity experiment); two-hop chains spread evenly."""
         n = count_docs(task)
         if task in TWOHOP_TASKS:
             return evenly_spaced(n, self.reasoning_limit)
-        return first(n, self.limit)
+        return first(n, self.limit_own if own else self.limit)
 
     def group_size(self, relation: str) -> int:
         if self._sizes is None:
@@ -190,12 +193,16 @@ def lang_task(lang: str, relation: str) -> str:
     return f"relfacts_{lang}_{relation}"
 
 
-def _acc(runner: Runner, setup: Setup, variant: Variant, task: str, metric: str) -> float:
-    return runner.get(variant, task, setup.docs(task)).accuracy(metric)
+def _acc(
+    runner: Runner, setup: Setup, variant: Variant, task: str, metric: str, own: bool = False
+) -> float:
+    return runner.get(variant, task, setup.docs(task, own)).accuracy(metric)
 
 
-def _vals(runner: Runner, setup: Setup, variant: Variant, task: str, metric: str) -> list[float]:
-    return runner.get(variant, task, setup.docs(task)).values(metric)
+def _vals(
+    runner: Runner, setup: Setup, variant: Variant, task: str, metric: str, own: bool = False
+) -> list[float]:
+    return runner.get(variant, task, setup.docs(task, own)).values(metric)
 
 
 def _seed_mean(rows: list[list[float]]) -> list[float]:
@@ -219,6 +226,9 @@ def base_tasks(setup: Setup) -> list[str]:
 def plan_base(setup: Setup, runner: Runner) -> None:
     tasks = base_tasks(setup)
     runner.request(Variant.base(), tasks, {t: setup.docs(t) for t in tasks})
+    if "interference" in setup.experiments:
+        own = [setup.task(r)[0] for r in setup.relations]
+        runner.request(Variant.base(), own, {t: setup.docs(t, own=True) for t in own})
 
 
 def base_accuracy(setup: Setup, runner: Runner) -> dict[str, float]:
@@ -246,12 +256,13 @@ def _request(runner: Runner, setup: Setup, variant: Variant, tasks: list[str]) -
 def plan_interference(setup: Setup, runner: Runner, matrix: list[str]) -> None:
     """Own task of every relation (specificity) and the r x r' matrix over ``matrix``."""
     for r in setup.relations:
-        tasks = [setup.task(r)[0]]
-        if r in matrix:
-            tasks = list(dict.fromkeys(tasks + [setup.task(c)[0] for c in matrix]))
-        _request(runner, setup, setup.deact(r, setup.top_k), tasks)
-        for s in setup.seeds:
-            _request(runner, setup, setup.control(r, setup.top_k, s), tasks)
+        own = setup.task(r)[0]
+        tasks = [setup.task(c)[0] for c in matrix] if r in matrix else []
+        for variant in [setup.deact(r, setup.top_k)] + [
+            setup.control(r, setup.top_k, s) for s in setup.seeds
+        ]:
+            runner.request(variant, [own], {own: setup.docs(own, own=True)})
+            _request(runner, setup, variant, tasks)
 
 
 def _own_vs_control(
@@ -262,18 +273,19 @@ def _own_vs_control(
     metric: str,
     deact: Variant,
     controls: list[Variant],
+    own: bool = False,
 ) -> dict[str, Any]:
     """Base, deactivation and control on one task, with paired tests (by document)."""
-    b = _vals(runner, setup, Variant.base(), task, metric)
-    d = _vals(runner, setup, deact, task, metric)
-    cs = [_vals(runner, setup, c, task, metric) for c in controls]
+    b = _vals(runner, setup, Variant.base(), task, metric, own)
+    d = _vals(runner, setup, deact, task, metric, own)
+    cs = [_vals(runner, setup, c, task, metric, own) for c in controls]
     c = _seed_mean(cs)
     base, dv, cv = (sum(x) / len(x) for x in (b, d, c))
     p_base, test = paired_p(b, d)
     p_ctrl, test_ctrl = paired_p(c, d)
     p_cb, _ = paired_p(b, c)
-    info = runner.get(deact, task, setup.docs(task)).info or {}
-    cinfo = runner.get(controls[0], task, setup.docs(task)).info or {}
+    info = runner.get(deact, task, setup.docs(task, own)).info or {}
+    cinfo = runner.get(controls[0], task, setup.docs(task, own)).info or {}
     return {
         "task": task,
         "metric": metric,
@@ -329,6 +341,7 @@ def analyze_interference(setup: Setup, runner: Runner, matrix: list[str]) -> dic
             metric,
             setup.deact(r, setup.top_k),
             [setup.control(r, setup.top_k, s) for s in setup.seeds],
+            own=True,
         )
     out: dict[str, Any] = {
         "top_k": setup.top_k,

@@ -96,7 +96,11 @@ def _settings(results: dict[str, Any]) -> list[str]:
         ["method", f"`{ns['method'].get('name', '?')}`"],
         ["relations", f"{len(meta['relations'])}: {', '.join(meta['relations'])}"],
         ["metric", f"`{meta['metric']}`"],
-        ["documents per relation task", str(meta["limit"] or "all") + " (the first N test facts)"],
+        [
+            "documents per relation task",
+            f"first {meta['limit'] or 'all'} test facts; own task in the specificity "
+            f"test: first {meta.get('limit_own') or 'all'}",
+        ],
         ["top-k (interference, versatility)", str(meta["top_k"])],
         ["random-control seeds", ", ".join(map(str, meta["seeds"]))],
         ["base-accuracy threshold for drop claims", pct(meta["min_base"], 0)],

@@ -111,20 +111,17 @@ _DOC_KEYS = ("doc_id", "id", "hop1_fact", "generation")
 
 # ================================================================== the cache
 def cache_key(
-    model: dict[str, Any],
-    variant: Variant,
-    task: str,
-    docs: list[int],
-    task_hash: str | None = None,
+    model: dict[str, Any], variant: Variant, task: str, task_hash: str | None = None
 ) -> str:
-    """Identity of one evaluation; ``task_hash`` fingerprints the task's definition and data."""
+    """Identity of one (model, variant, task); ``task_hash`` fingerprints the task's
+    definition and data. The documents are stored in the file, not in the key: a stored
+    run over the first 50 documents also answers a request for the first 20."""
     payload = {
         "format": CACHE_VERSION,
         "model": model,
         "variant": variant.key(),
         "task": task,
         "task_hash": task_hash,
-        "docs": list(docs),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -138,11 +135,16 @@ Evaluate = Callable[[Variant, dict[str, list[int]]], dict[str, TaskRun]]
 
 
 class Runner:
-    """Collects the (variant, task, docs) evaluations a report needs and runs the missing ones.
+    """Collects the (variant, task, documents) evaluations a report needs and runs the
+    missing ones.
 
     ``evaluate(variant, {task: doc indices})`` does the work (lm-eval in a real report,
-    a stub in tests). ``calls`` and ``evaluated`` count what was actually run, so a
-    resumed report can be checked to evaluate nothing it has already.
+    a stub in tests). Requests for the same variant and task are merged (the union of
+    their documents); a stored run whose documents include all requested ones is reused
+    and cut down on ``get``. Relation tasks are always asked for their first N
+    documents, which lm-eval processes in order, so a longer run holds exactly the
+    prompts (and few-shot demos) of a shorter one. ``calls`` and ``evaluated`` count
+    what was actually run, so a resumed report can be checked to evaluate nothing.
     """
 
     def __init__(
@@ -161,30 +163,34 @@ class Runner:
         self.evaluate = evaluate
         self.progress = progress
         self.stream = stream if stream is not None else sys.stderr
-        self._wanted: dict[str, tuple[Variant, str, list[int]]] = {}
+        self._wanted: dict[str, tuple[Variant, str, set[int]]] = {}
         self._results: dict[str, TaskRun] = {}
+        self._computed: set[str] = set()
         self.calls = 0  # evaluate() calls made
         self.evaluated = 0  # (variant, task) results computed (not read from the cache)
         self.reused = 0  # results read from the cache
         self.seconds = 0.0
 
     # ------------------------------------------------------------- requests
-    def key(self, variant: Variant, task: str, docs: list[int]) -> str:
+    def key(self, variant: Variant, task: str) -> str:
         task_hash = self.fingerprint(task) if self.fingerprint else None
-        return cache_key(self.model_key, variant, task, docs, task_hash)
+        return cache_key(self.model_key, variant, task, task_hash)
 
-    def path(self, variant: Variant, task: str, docs: list[int]) -> Path:
-        key = self.key(variant, task, docs)
+    def path(self, variant: Variant, task: str) -> Path:
+        key = self.key(variant, task)
         return self.cache_dir / f"{_slug(variant.label + '__' + task)}-{key}.json"
 
     def request(self, variant: Variant, tasks: Iterable[str], docs: dict[str, list[int]]) -> None:
         """Ask for ``variant`` on each task with that task's document indices."""
         for task in tasks:
-            key = self.key(variant, task, docs[task])
-            self._wanted.setdefault(key, (variant, task, list(docs[task])))
+            key = self.key(variant, task)
+            entry = self._wanted.setdefault(key, (variant, task, set()))
+            entry[2].update(int(d) for d in docs[task])
 
-    def _load(self, key: str, variant: Variant, task: str, docs: list[int]) -> TaskRun | None:
-        path = self.path(variant, task, docs)
+    def _load(self, key: str, variant: Variant, task: str) -> TaskRun | None:
+        if key in self._results:
+            return self._results[key]
+        path = self.path(variant, task)
         if not path.is_file():
             return None
         try:
@@ -195,11 +201,10 @@ class Runner:
         except (ValueError, KeyError, TypeError, OSError):
             print(f"note: unreadable cached run {path.name}; evaluating again", file=self.stream)
             return None
-        if sorted(int(d["doc_id"]) for d in run.docs) != sorted(docs):
-            return None
+        self._results[key] = run
         return run
 
-    def _save(self, key: str, variant: Variant, task: str, docs: list[int], run: TaskRun) -> None:
+    def _save(self, key: str, variant: Variant, task: str, run: TaskRun) -> None:
         data = {
             "format": CACHE_FORMAT,
             "version": CACHE_VERSION,
@@ -209,25 +214,30 @@ class Runner:
                 "variant": variant.key(),
                 "task": task,
                 "task_hash": self.fingerprint(task) if self.fingerprint else None,
-                "docs": docs,
             },
             "label": variant.label,
             "result": run.to_dict(),
         }
-        with atomic_write(self.path(variant, task, docs)) as handle:
+        with atomic_write(self.path(variant, task)) as handle:
             json.dump(data, handle, ensure_ascii=False)
 
+    @staticmethod
+    def _doc_ids(run: TaskRun) -> set[int]:
+        return {int(d["doc_id"]) for d in run.docs}
+
     def pending(self) -> list[tuple[Variant, dict[str, list[int]]]]:
-        """Missing evaluations grouped into calls: one per variant (a task once per call)."""
+        """Missing evaluations grouped into calls: one per variant (a task once per call).
+
+        A stored run that lacks some requested documents is evaluated again on the union
+        of its documents and the requested ones (never on the missing ones alone, which
+        would change their order and so their few-shot demos).
+        """
         calls: list[tuple[Variant, dict[str, list[int]]]] = []
-        for key, (variant, task, docs) in self._wanted.items():
-            if key in self._results:
+        for key, (variant, task, wanted) in self._wanted.items():
+            cached = self._load(key, variant, task)
+            if cached is not None and wanted <= self._doc_ids(cached):
                 continue
-            cached = self._load(key, variant, task, docs)
-            if cached is not None:
-                self._results[key] = cached
-                self.reused += 1
-                continue
+            docs = sorted(wanted | (self._doc_ids(cached) if cached is not None else set()))
             for v, tasks in calls:
                 if v == variant and task not in tasks:
                     tasks[task] = docs
@@ -240,7 +250,12 @@ class Runner:
     def run(self) -> None:
         """Evaluate everything requested that is not cached; save each result at once."""
         calls = self.pending()
+        planned = {self.key(v, t) for v, tasks in calls for t in tasks}
+        self.reused += sum(
+            1 for key in self._wanted if key not in planned and key not in self._computed
+        )
         if not calls:
+            self._wanted.clear()
             return
         bar = None
         if self.progress:
@@ -261,30 +276,41 @@ class Runner:
                 self.seconds += seconds
                 n_docs = sum(len(d) for d in tasks.values()) or 1
                 for task, docs in tasks.items():
-                    if task not in results:
-                        raise RelNeuronError(f"evaluation of {variant.label} returned no {task}")
-                    run = results[task]
+                    run = results.get(task)
+                    if run is None or self._doc_ids(run) != set(docs):
+                        raise RelNeuronError(
+                            f"evaluation of {variant.label} returned no or other documents "
+                            f"for {task}"
+                        )
                     run.seconds = round(seconds * len(docs) / n_docs, 3)  # share of the call
-                    key = self.key(variant, task, docs)
-                    self._save(key, variant, task, docs, run)
+                    key = self.key(variant, task)
+                    self._save(key, variant, task, run)
                     self._results[key] = run
+                    self._computed.add(key)
                     self.evaluated += 1
                 if bar is not None:
                     bar.update(sum(len(d) for d in tasks.values()))
         finally:
             if bar is not None:
                 bar.close()
+        self._wanted.clear()
 
     def get(self, variant: Variant, task: str, docs: list[int]) -> TaskRun:
-        key = self.key(variant, task, docs)
-        if key not in self._results:
-            cached = self._load(key, variant, task, docs)
-            if cached is None:
-                raise RelNeuronError(
-                    f"no result for {variant.label} on {task} (was it requested and run?)"
-                )
-            self._results[key] = cached
-        return self._results[key]
+        """The outcomes of exactly ``docs`` (cut from a stored run that may hold more)."""
+        key = self.key(variant, task)
+        run = self._load(key, variant, task)
+        wanted = {int(d) for d in docs}
+        if run is None or not wanted <= self._doc_ids(run):
+            raise RelNeuronError(
+                f"no result for {variant.label} on {task} (was it requested and run?)"
+            )
+        if self._doc_ids(run) == wanted:
+            return run
+        kept = [d for d in run.docs if int(d["doc_id"]) in wanted]
+        return TaskRun(task, kept, run.info, run.seconds)
+
+    def all_runs(self) -> list[TaskRun]:
+        return list(self._results.values())
 
 
 # ======================================================= lm-eval evaluations

@@ -165,45 +165,33 @@ def test_paired_statistics_by_hand():
 # ==================================================================== cache
 def test_cache_key_depends_on_what_changes_numbers_only():
     model = {"model": "m", "dtype": "float32"}
-    v = Variant.make("x", "/a/set.jsonl", "h1", groups="r", mode="deactivate", top_k=10)
-    same_elsewhere = Variant.make(
-        "y", "/b/copy.jsonl", "h1", groups="r", mode="deactivate", top_k=10
+
+    def deact(**extra):
+        args = {"groups": "r", "mode": "deactivate", "top_k": 10, **extra}
+        return Variant.make("x", "/a/set.jsonl", extra.pop("set_hash", "h1"), **args)
+
+    v = deact()
+    key = cache_key(model, v, "t")
+    # the set's path and the label do not count, only the set's content hash
+    assert key == cache_key(
+        model,
+        Variant.make("y", "/b/copy.jsonl", "h1", groups="r", mode="deactivate", top_k=10),
+        "t",
     )
-    key = cache_key(model, v, "t", [0, 1])
-    assert key == cache_key(model, same_elsewhere, "t", [0, 1])  # path and label do not count
     different = [
-        cache_key(model, v, "t", [0, 1, 2]),  # documents
-        cache_key(model, v, "t2", [0, 1]),  # task
-        cache_key({**model, "dtype": "bfloat16"}, v, "t", [0, 1]),  # model
+        cache_key(model, v, "t2"),  # task
+        cache_key({**model, "dtype": "bfloat16"}, v, "t"),  # model
         cache_key(
             model,
-            Variant.make("x", "/a/set.jsonl", "h2", groups="r", top_k=10, mode="deactivate"),
+            Variant.make("x", "/a/set.jsonl", "h2", groups="r", mode="deactivate", top_k=10),
             "t",
-            [0, 1],
         ),  # set content
-        cache_key(
-            model,
-            Variant.make("x", "/a/set.jsonl", "h1", groups="r", top_k=20, mode="deactivate"),
-            "t",
-            [0, 1],
-        ),  # top_k
-        cache_key(
-            model,
-            Variant.make(
-                "x",
-                "/a/set.jsonl",
-                "h1",
-                groups="r",
-                top_k=10,
-                mode="deactivate",
-                control="random",
-                seed=0,
-            ),
-            "t",
-            [0, 1],
-        ),  # control
-        cache_key(model, Variant.base(), "t", [0, 1]),
-        cache_key(model, v, "t", [0, 1], task_hash="other data"),
+        cache_key(model, deact(top_k=20), "t"),
+        cache_key(model, deact(control="random", seed=0), "t"),
+        cache_key(model, deact(control="random", seed=1), "t"),
+        cache_key(model, deact(mode="enhance", factor=2.0), "t"),
+        cache_key(model, Variant.base(), "t"),
+        cache_key(model, v, "t", task_hash="the task's data changed"),
     ]
     assert key not in different and len(set(different)) == len(different)
 
@@ -212,10 +200,10 @@ class CountingEval:
     """A stub evaluator: doc d of any task is right iff (d + len(args)) is even."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.calls: list[tuple[str, dict[str, list[int]]]] = []
 
     def __call__(self, variant, samples):
-        self.calls.append((variant.label, tuple(sorted(samples))))
+        self.calls.append((variant.label, {t: list(d) for t, d in samples.items()}))
         return {
             t: TaskRun(
                 t, [{"doc_id": d, "acc": float((d + len(variant.args)) % 2 == 0)} for d in docs]
@@ -224,37 +212,50 @@ class CountingEval:
         }
 
 
-def test_runner_one_call_per_variant_and_resumes(tmp_path):
+def test_runner_one_call_per_variant_resumes_and_reuses_longer_runs(tmp_path):
     ev = CountingEval()
     v = Variant.make("deact", "/s.jsonl", "h", groups="r", mode="deactivate")
     runner = Runner(tmp_path, {"model": "m"}, ev, progress=False)
     runner.request(Variant.base(), ["t1", "t2"], {"t1": [0, 1, 2], "t2": [0, 1]})
-    runner.request(v, ["t1"], {"t1": [0, 1, 2]})
+    runner.request(v, ["t1"], {"t1": [0, 1]})
     runner.request(v, ["t2"], {"t2": [0, 1]})
-    runner.request(v, ["t1"], {"t1": [0, 1, 2]})  # asked twice, evaluated once
+    runner.request(v, ["t1"], {"t1": [0, 1, 2]})  # merged with the first: docs 0, 1, 2
     runner.run()
-    assert sorted(ev.calls) == [("base", ("t1", "t2")), ("deact", ("t1", "t2"))]
+    assert sorted(ev.calls) == [
+        ("base", {"t1": [0, 1, 2], "t2": [0, 1]}),
+        ("deact", {"t1": [0, 1, 2], "t2": [0, 1]}),
+    ]
     assert (runner.calls, runner.evaluated, runner.reused) == (2, 4, 0)
     assert runner.get(Variant.base(), "t1", [0, 1, 2]).accuracy("acc") == pytest.approx(2 / 3)
     assert runner.get(v, "t1", [0, 1, 2]).values("acc") == [0.0, 1.0, 0.0]
+    assert runner.get(v, "t1", [1, 2]).values("acc") == [1.0, 0.0]  # cut from the longer run
 
-    # a new runner over the same folder evaluates nothing ...
+    # a new runner over the same folder evaluates nothing, also for fewer documents ...
     again = Runner(tmp_path, {"model": "m"}, ev, progress=False)
-    again.request(Variant.base(), ["t1", "t2"], {"t1": [0, 1, 2], "t2": [0, 1]})
-    again.request(v, ["t1", "t2"], {"t1": [0, 1, 2], "t2": [0, 1]})
+    again.request(Variant.base(), ["t1", "t2"], {"t1": [0, 1], "t2": [0, 1]})
+    again.request(v, ["t1", "t2"], {"t1": [0], "t2": [0, 1]})
     again.run()
     assert (again.calls, again.evaluated, again.reused) == (0, 0, 4)
-    # ... except what is damaged or new: one broken file, one new document list
-    broken = again.path(v, "t2", [0, 1])
+    assert again.get(v, "t1", [0]).values("acc") == [0.0]
+    # ... but more documents: the whole union again, so demos keep their order
+    again.request(v, ["t1"], {"t1": [0, 1, 2, 3]})
+    again.run()
+    assert ev.calls[-1] == ("deact", {"t1": [0, 1, 2, 3]})
+    assert again.get(v, "t1", [3]).values("acc") == [1.0]
+    with pytest.raises(RelNeuronError, match="no result"):
+        again.get(v, "t1", [7])
+    with pytest.raises(RelNeuronError, match="no result"):
+        again.get(v, "t3", [0])
+
+    # a damaged file is evaluated again
+    broken = again.path(v, "t2")
     broken.write_text(broken.read_text()[:-20])
     third = Runner(tmp_path, {"model": "m"}, ev, progress=False)
     third.request(v, ["t2"], {"t2": [0, 1]})
-    third.request(v, ["t1"], {"t1": [0, 1]})
+    third.request(Variant.base(), ["t2"], {"t2": [0, 1]})
     third.run()
-    assert (third.calls, third.evaluated, third.reused) == (1, 2, 0)
-    assert ev.calls[-1] == ("deact", ("t1", "t2"))
-    with pytest.raises(RelNeuronError, match="no result"):
-        third.get(v, "t3", [0])
+    assert (third.calls, third.evaluated, third.reused) == (1, 1, 1)
+    assert ev.calls[-1] == ("deact", {"t2": [0, 1]})
 
 
 # ======================================================= the report, by hand
@@ -358,6 +359,8 @@ def hand_report(tmp_path_factory):
         ",".join(R),
         "--top-k",
         "40",
+        "--limit-own",
+        "40",
         "--ks",
         "10,50,all",
         "--limit",
@@ -391,18 +394,19 @@ def test_specificity_numbers_by_hand(hand_report):
     assert (ccc["n_docs"], ccc["base"], ccc["deact"], ccc["control"]) == (8, 0.75, 0.0, 0.75)
     assert ccc["relative_drop"] == 1.0 and ccc["control_relative_drop"] == 0.0
     assert ccc["p_deact_vs_base"] == pytest.approx(2 * 0.5**6)
-    hq = inter["per_relation"]["company_hq"]  # 20 docs: 15 right; control 13
-    assert (hq["base"], hq["deact"], hq["control"]) == (0.75, 0.0, 0.65)
-    assert hq["control_relative_drop"] == pytest.approx(0.1 / 0.75)
-    assert hq["p_deact_vs_control"] == pytest.approx(2 * 0.5**13)
+    # own tasks use --limit-own 40: company_hq 30 of 40 right, its control 28 of 40
+    hq = inter["per_relation"]["company_hq"]
+    assert (hq["n_docs"], hq["base"], hq["deact"], hq["control"]) == (40, 0.75, 0.0, 0.7)
+    assert hq["control_relative_drop"] == pytest.approx(0.05 / 0.75)
+    assert hq["p_deact_vs_control"] == pytest.approx(2 * 0.5**28)
     assert hq["p_control_vs_base"] == pytest.approx(0.5)  # 2 discordant: 2 * 0.25
     pf = inter["per_relation"]["person_father"]
-    assert pf["base"] == 0.05 and not pf["eligible"]
+    assert pf["base"] == 1 / 40 and not pf["eligible"]
     s = inter["summary"]
     assert (s["n_eligible"], s["n_total"]) == (4, 5)
     assert s["absolute"]["mean_own"] == pytest.approx(0.75)
-    assert s["absolute"]["mean_control"] == pytest.approx(0.1 / 4)
-    assert s["absolute"]["mean_difference"] == pytest.approx(0.75 - 0.025)
+    assert s["absolute"]["mean_control"] == pytest.approx(0.05 / 4)
+    assert s["absolute"]["mean_difference"] == pytest.approx(0.75 - 0.0125)
     assert s["relative"]["mean_own"] == pytest.approx(1.0)
     assert (s["n_significant_drop"], s["n_significant_vs_control"]) == (4, 4)
     assert s["n_control_significant_drop"] == 0
