@@ -617,6 +617,8 @@ def test_end_to_end_on_a_tiny_llama(tiny, tmp_path, capsys):
         str(out),
         "--limit",
         "2",
+        "--limit-own",
+        "3",
         "--reasoning-limit",
         "2",
         "--ks",
@@ -645,7 +647,7 @@ def test_end_to_end_on_a_tiny_llama(tiny, tmp_path, capsys):
     ev = results["meta"]["evaluations"]
     assert ev["lm_eval_calls"] > 0 and ev["task_results_reused"] == 0
     for r, cell in results["interference"]["per_relation"].items():
-        assert cell["n_docs"] == 2
+        assert cell["n_docs"] == 3  # --limit-own
         assert cell["n_units"] == cell["n_units_control"] == 10, r  # size-matched control
     assert results["reasoning"]["coverage"]["n_with_neurons"] == 2
     # the interventions reached the model: some generations differ from the base run's
