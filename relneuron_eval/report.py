@@ -100,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="40",
         help="two-hop chains (evenly spread over all chains; 'none' = all)",
     )
+    parser.add_argument(
+        "--reasoning-chains",
+        default="with-neurons",
+        choices=["with-neurons", "all"],
+        help="spread the two-hop sample over the chains whose bridge fact has knowledge "
+        "neurons (default), or over all chains",
+    )
     parser.add_argument("--metric", default="acc_prefix2", choices=METRICS)
     parser.add_argument(
         "--min-base",
@@ -314,6 +321,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         limit=limit,
         reasoning_limit=reasoning_limit,
         limit_own=limit_own,
+        reasoning_chains=args.reasoning_chains,
         metric=args.metric,
         min_base=args.min_base,
         matrix=_subset(args.matrix_relations, relations, "--matrix-relations"),
@@ -478,6 +486,7 @@ def _meta(
         "limit": setup.limit,
         "limit_own": setup.limit_own,
         "reasoning_limit": setup.reasoning_limit,
+        "reasoning_chains": setup.reasoning_chains,
         "top_k": setup.top_k,
         "ks": [str(k) for k in setup.ks],
         "seeds": setup.seeds,

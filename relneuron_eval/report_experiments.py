@@ -73,6 +73,7 @@ class Setup:
     matrix: list[str] | int  # explicit relations, or N = the N best-known relations
     cumulativity: list[str] | int
     langs: dict[str, list[str]] = field(default_factory=dict)  # relation -> languages
+    reasoning_chains: str = "with-neurons"  # or "all": which chains the sample spreads over
     kn_set_path: str | None = None
     kn_set: NeuronSet | None = None
     kn_hash: str | None = None
@@ -105,8 +106,19 @@ class Setup:
         own task in the specificity experiment); two-hop chains spread evenly."""
         n = count_docs(task)
         if task in TWOHOP_TASKS:
-            return evenly_spaced(n, self.reasoning_limit)
+            pool = self.chain_pool()
+            return [pool[i] for i in evenly_spaced(len(pool), self.reasoning_limit)]
         return first(n, self.limit_own if own else self.limit)
+
+    def chain_pool(self) -> list[int]:
+        """Chains the reasoning sample is spread over: those whose bridge fact has
+        knowledge neurons (``with-neurons``; the others would run unmodified), or all."""
+        n = count_docs("relfacts_2hop")
+        if self.reasoning_chains == "all" or self.kn_set is None:
+            return list(range(n))
+        groups = set(self.kn_set.groups())
+        rows = task_rows("relfacts_2hop")["test"]
+        return [i for i in range(n) if rows[i]["hop1_fact"] in groups]
 
     def group_size(self, relation: str) -> int:
         if self._sizes is None:
@@ -554,7 +566,13 @@ def kn_coverage(setup: Setup) -> dict[str, Any]:
     sizes = [
         sum(1 for n in setup.kn_set.neurons if n.group == rows[i]["hop1_fact"]) for i in with_kn
     ]
+    covered = [r for r in rows if r["hop1_fact"] in groups]
     return {
+        "chains_total": len(rows),
+        "chains_total_with_neurons": len(covered),
+        "bridge_facts_total": len({r["hop1_fact"] for r in rows}),
+        "bridge_facts_with_neurons": len({r["hop1_fact"] for r in covered}),
+        "sampled_from": setup.reasoning_chains,
         "n_chains": len(docs),
         "n_with_neurons": len(with_kn),
         "n_without_neurons": len(docs) - len(with_kn),

@@ -113,7 +113,14 @@ def _settings(results: dict[str, Any]) -> list[str]:
                 f"`{kn['path']}` ({kn['groups']} groups, {kn['neurons']} neurons)",
             ]
         )
-        rows.append(["two-hop chains", f"{meta['reasoning_limit'] or 'all'} (evenly spread)"])
+        pool = (
+            "chains whose bridge fact has knowledge neurons"
+            if meta.get("reasoning_chains") == "with-neurons"
+            else "all chains"
+        )
+        rows.append(
+            ["two-hop chains", f"{meta['reasoning_limit'] or 'all'}, evenly spread over {pool}"]
+        )
     settings = meta.get("settings") or {}
     if settings:
         rows.append([" / ".join(settings), " / ".join(str(v) for v in settings.values())])
@@ -394,10 +401,13 @@ def _reasoning(results: dict[str, Any]) -> list[str]:
         f"Two-hop chains with the knowledge neurons of their bridge (first-hop) fact "
         f"suppressed (×0), enhanced (×{rs['factor']:g}) or left alone, per document "
         f"(`per_doc=hop1_fact`); controls: the same number of random units per chain, "
-        f"layer and site. {cov['n_chains']} chains ({cov['n_bridge_facts']} bridge facts); "
-        f"{cov['n_with_neurons']} have knowledge neurons "
-        f"(mean {cov['mean_neurons_per_chain'] or 0:.1f} per chain), "
-        f"{cov['n_without_neurons']} have none and run unmodified.",
+        f"layer and site. Of all {cov['chains_total']} chains "
+        f"({cov['bridge_facts_total']} bridge facts), {cov['chains_total_with_neurons']} "
+        f"({cov['bridge_facts_with_neurons']} bridge facts) have knowledge neurons in the "
+        f"set; the others would run unmodified. Evaluated: {cov['n_chains']} chains "
+        f"({cov['n_bridge_facts']} bridge facts), {cov['n_with_neurons']} with knowledge "
+        f"neurons (mean {cov['mean_neurons_per_chain'] or 0:.1f} per chain), "
+        f"{cov['n_without_neurons']} without.",
         "",
         "![reasoning](reasoning.png)",
         "",

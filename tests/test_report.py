@@ -367,6 +367,8 @@ def hand_report(tmp_path_factory):
         "20",
         "--reasoning-limit",
         "8",
+        "--reasoning-chains",
+        "all",
         "--matrix-relations",
         "country_capital_city,landmark_in_country,company_hq,person_father",
         "--cumulativity-relations",
@@ -485,6 +487,29 @@ def test_crosslingual_and_reasoning_by_hand(hand_report):
     assert direct["all"]["deactivate"]["kn"] == pytest.approx(
         (6 - sum(d % 4 != 3 for d in with_kn)) / 8
     )
+
+
+def test_reasoning_sample_spreads_over_chains_with_neurons(hand_report):
+    from relneuron_eval.report_experiments import kn_coverage
+    from relneuron_eval.task_data import rows_for
+
+    setup = hand_report["setup"]
+    chains = rows_for("2hop")["test"]
+    covered = [i for i, c in enumerate(chains) if c["hop1_fact"] in hand_report["kn_facts"]]
+    assert len(covered) >= 2
+    try:
+        setup.reasoning_chains = "with-neurons"
+        assert setup.chain_pool() == covered
+        docs = setup.docs("relfacts_2hop")
+        assert docs == covered[:8] if len(covered) <= 8 else set(docs) <= set(covered)
+        cov = kn_coverage(setup)
+        assert cov["n_with_neurons"] == cov["n_chains"] == len(docs)
+        assert cov["chains_total"] == len(chains) and cov["chains_total_with_neurons"] == len(
+            covered
+        )
+        assert cov["bridge_facts_with_neurons"] == 2
+    finally:
+        setup.reasoning_chains = "all"
 
 
 def test_outputs_agree_and_second_run_evaluates_nothing(hand_report):
