@@ -414,6 +414,7 @@ def run_report(
 ) -> tuple[dict[str, Any], Runner]:
     """Plan, evaluate (what is not cached), analyse and write the report files."""
     started = time.perf_counter()
+    notes = list(notes or [])
     setup.save_controls()
     runner = Runner(
         setup.out / "runs", setup.model_key, evaluate, progress=progress, fingerprint=fingerprint
@@ -440,16 +441,14 @@ def run_report(
         if cumul:
             results["cumulativity"] = analyze_cumulativity(setup, runner, cumul)
         else:
-            (notes := notes or []).append(
-                f"cumulativity: no relation has base accuracy >= {setup.min_base}"
-            )
+            notes.append(f"cumulativity: no relation has base accuracy >= {setup.min_base}")
     if "versatility" in setup.experiments:
         results["versatility"] = {"overlap": analyze_overlap(setup)}
         if setup.langs:
             results["versatility"]["crosslingual"] = analyze_crosslingual(setup, runner)
     if "reasoning" in setup.experiments:
         results["reasoning"] = analyze_reasoning(setup, runner)
-    results["meta"] = _meta(setup, runner, notes or [], settings or {}, started)
+    results["meta"] = _meta(setup, runner, notes, settings or {}, started)
     write_outputs(setup.out, results)
     return results, runner
 
