@@ -7,6 +7,7 @@ ones use the embedded SmolLM2-135M itself.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -155,6 +156,16 @@ def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, tmp_pat
     assert sanitize_model_name(load_results(variant)["model_name"]) == variant.name
 
 
+def _same_responses(left: list, right: list) -> bool:
+    """Equal responses; log-likelihoods may differ in the last float32 bits between kernels."""
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_same_responses, left, right))
+    try:
+        return math.isclose(float(left), float(right), rel_tol=1e-5, abs_tol=1e-6)
+    except ValueError:
+        return left == right
+
+
 def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
     """Each document gets exactly its own group's neurons, even when batched together."""
     groups = ["capital/0", "capital/1", "capital/2"]
@@ -179,7 +190,7 @@ def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
                 "--model",
                 "relneuron-hf",
                 "--model_args",
-                base + f",groups={group}",
+                base + f",groups={group},strategy=hook",
                 *_common(toy_tasks, out),
             ]
         )
@@ -187,7 +198,7 @@ def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
             alone = load_samples(out, task)
             for row, ref in zip(rows, alone, strict=True):
                 if row["doc"]["fact"] == group:
-                    assert row["resps"] == ref["resps"], (task, group, row["doc_id"])
+                    assert _same_responses(row["resps"], ref["resps"]), (task, group, row["doc_id"])
 
 
 def test_positions_last_runs_and_differs_from_all(tiny_model_dir, toy_tasks, tmp_path):
