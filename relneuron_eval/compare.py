@@ -875,6 +875,13 @@ def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
     return path
 
 
+def _short_label(name: str, base: str, width: int = 48) -> str:
+    """A variant's name without the base model's prefix, keeping its distinctive end."""
+    if name.startswith(f"{base}__"):
+        name = name[len(base) + 2 :]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
 def render_heatmap(comparison: Comparison) -> bytes:
     """Variants (rows) by task/metric (columns), colour = change; × = not compared."""
     try:
@@ -902,13 +909,16 @@ def render_heatmap(comparison: Comparison) -> bytes:
                 data[i, j] = cell.delta
     finite = np.abs(data[np.isfinite(data)])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    width = max(4.0, 0.8 * len(rows) + 3.0)
+    width = max(6.0, 0.8 * len(rows) + 5.0)
     height = max(2.5, 0.6 * len(comparison.variants) + 2.0)
     fig, ax = plt.subplots(figsize=(min(width, 40.0), min(height, 30.0)))
     cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(rows)), columns, rotation=60, ha="right", fontsize=8)
-    labels = [f"V{i}: {name[:50]}" for i, name in enumerate(comparison.variants, start=1)]
+    labels = [
+        f"V{i}: {_short_label(name, comparison.base)}"
+        for i, name in enumerate(comparison.variants, start=1)
+    ]
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for j, row in enumerate(rows):
         for i, cell in enumerate(row.cells):
@@ -916,10 +926,11 @@ def render_heatmap(comparison: Comparison) -> bytes:
                 text = "×"
             else:
                 text = f"{cell.delta:+.2f}" + ("*" if cell.significant else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            dark = cell.delta is not None and abs(cell.delta) > 0.6 * vmax
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
     fig.colorbar(image, ax=ax, label="variant − base")
     ax.set_title(
-        f"change vs. base {comparison.base[:60]} (* p < {comparison.alpha}, × not compared)",
+        f"change vs. base {comparison.base[:60]}\n(* p < {comparison.alpha}, × not compared)",
         fontsize=9,
     )
     fig.tight_layout()

@@ -161,6 +161,26 @@ def export(
     raise RelNeuronError(f"unknown export format {fmt!r}", hint=f"use one of {list(FORMATS)}")
 
 
+def _prepare(
+    model: str | Path,
+    intervention: Intervention,
+    out: str | Path,
+    fmt: str,
+    *,
+    force: bool,
+    dtype: str,
+) -> tuple[Path, Path, Any]:
+    """Every check that can fail before anything is written: (out, model path, meta)."""
+    check_supported(intervention, fmt)
+    _check_dtype(dtype)
+    out = check_out(out, force=force, model_path=model)
+    path = _resolve_model(model)  # builds the embedded model's cache on first use
+    check_out(out, force=force, model_path=path)
+    meta = _meta_model(path, model)
+    _check_model(meta, intervention)
+    return out, path, meta
+
+
 def export_peft(
     model: str | Path,
     intervention: Intervention,
@@ -170,13 +190,7 @@ def export_peft(
     dtype: str = "auto",
 ) -> Path:
     """Write ``intervention`` as a PEFT IA³ adapter for ``model``; returns the folder."""
-    check_supported(intervention, "peft")
-    _check_dtype(dtype)
-    out = check_out(out, force=force, model_path=model)
-    path = _resolve_model(model)  # builds the embedded model's cache on first use
-    check_out(out, force=force, model_path=path)
-    meta = _meta_model(path, model)
-    _check_model(meta, intervention)
+    out, path, meta = _prepare(model, intervention, out, "peft", force=force, dtype=dtype)
     plan = plan_ia3(meta, intervention)
     return _write_peft(meta, plan, intervention, model, path, out, dtype)
 
@@ -190,13 +204,7 @@ def export_checkpoint(
     dtype: str = "auto",
 ) -> Path:
     """Write ``model`` with ``intervention`` folded into its weights; returns the folder."""
-    check_supported(intervention, "model")
-    _check_dtype(dtype)
-    out = check_out(out, force=force, model_path=model)
-    path = _resolve_model(model)  # builds the embedded model's cache on first use
-    check_out(out, force=force, model_path=path)
-    meta = _meta_model(path, model)
-    _check_model(meta, intervention)
+    out, path, meta = _prepare(model, intervention, out, "model", force=force, dtype=dtype)
     _check_quantization(meta, model)
     edits = plan_fold(meta, intervention)
     return _write_checkpoint(path, edits, intervention, model, out, dtype)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.variant import INTERVENTION_KEYS
 
 SCHEMA_VERSION = 1
 DEFAULT_MODEL = "smollm2-135m"
@@ -35,22 +36,6 @@ TOP_KEYS = (
     "expect",
 )
 DEFAULT_KEYS = ("batch_size", "limit", "device", "num_fewshot", "bootstrap_iters")
-INTERVENTION_KEYS = (
-    "neuron_set",
-    "groups",
-    "mode",
-    "factor",
-    "value",
-    "top_k",
-    "fraction",
-    "positions",
-    "control",
-    "seed",
-    "per_doc",
-    "layers",
-    "sites",
-    "strategy",
-)
 MODES = ("deactivate", "enhance", "scale", "set")  # mirrors interventions.MODES (no torch here)
 KINDS = ("drop", "within", "drop_below", "control_drop_below", "raises", "compare")
 COMMON_KEYS = ("task", "tasks", "except", "metric", "over", "relative", "id")

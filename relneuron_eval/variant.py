@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-_INTERVENTION_KEYS = (
+# The model args of relneuron-hf that define an intervention (relcheck validates against
+# this list too). ``strategy`` changes how, not what, so it is not part of a name.
+INTERVENTION_KEYS = (
     "neuron_set",
     "groups",
     "mode",
@@ -27,8 +29,9 @@ _INTERVENTION_KEYS = (
     "per_doc",
     "layers",
     "sites",
-    "name",
+    "strategy",
 )
+_NAME_KEYS = (*(k for k in INTERVENTION_KEYS if k != "strategy"), "name")
 
 
 def _clean(text: str, limit: int = 60) -> str:
@@ -110,7 +113,7 @@ def variant_name_from_model_args(model_args: Any, base: str | None) -> str | Non
         return None
     if not any(args.get(k) not in (None, "") for k in ("neuron_set", "name")):
         return None
-    kwargs = {k: args.get(k) for k in _INTERVENTION_KEYS if k in args}
+    kwargs = {k: args.get(k) for k in _NAME_KEYS if k in args}
     kwargs.setdefault("groups", "*")
     kwargs.setdefault("mode", "deactivate")
     kwargs.setdefault("positions", "all")

@@ -88,3 +88,41 @@ metric_list:
 """
     )
     return folder
+
+
+def save_tiny_llama(
+    folder: Path, *, hidden: int, intermediate: int, layers: int, mlp_std: float | None = None
+) -> Path:
+    """A seeded random-weight Llama with the real SmolLM2 tokenizer, saved like any checkpoint.
+
+    ``mlp_std`` re-draws the MLP weights larger than the default init, so that a few
+    units move the logits visibly.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from relneuron_eval.embedded import ensure_local
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    if mlp_std is not None:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                    proj.weight.normal_(0.0, mlp_std)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

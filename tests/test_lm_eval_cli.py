@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from lm_eval_helpers import load_results, load_samples, responses, run_lm_eval, write_toy_task
+from lm_eval_helpers import (
+    load_results,
+    load_samples,
+    responses,
+    run_lm_eval,
+    save_tiny_llama,
+    write_toy_task,
+)
 
 from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header, save
 
@@ -24,29 +31,8 @@ CAPITALS = ["Paris", "Berlin", "Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Sant
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the real SmolLM2 tokenizer, saved like any checkpoint."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from relneuron_eval.embedded import ensure_local
-
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, hidden=32, intermediate=48, layers=2)
 
 
 @pytest.fixture(scope="module")

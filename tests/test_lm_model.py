@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from lm_eval_helpers import save_tiny_llama
 
 from relneuron_eval.architectures import site_module
 from relneuron_eval.lm_model import RelNeuronLM
@@ -29,33 +30,10 @@ CONTINUATIONS = [" Paris", " Japan and nothing else", " padding."]
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from relneuron_eval.embedded import ensure_local
-
     folder = tmp_path_factory.mktemp("tiny-llama-lm")
-    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=INTERMEDIATE,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
+    return save_tiny_llama(
+        folder, hidden=HIDDEN, intermediate=INTERMEDIATE, layers=LAYERS, mlp_std=0.4
     )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # big MLP weights so that a few units move the logits visibly
-        for layer in model.model.layers:
-            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                proj.weight.normal_(0.0, 0.4)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

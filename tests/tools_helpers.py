@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lm_eval_helpers import save_tiny_llama
+
 TINY = {"num_layers": 2, "intermediate_size": 128, "hidden_size": 64}
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree", "river", "stone"]
 
@@ -42,35 +44,15 @@ def env() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def tiny_model() -> Path:
     """A 2-layer random Llama (seeded) saved with the SmolLM2 tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from relneuron_eval.embedded import resolve_pretrained
-
     out = workdir() / "tiny-llama"
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained("smollm2-135m"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TINY["hidden_size"],
-        intermediate_size=TINY["intermediate_size"],
-        num_hidden_layers=TINY["num_layers"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+    out.mkdir(parents=True, exist_ok=True)
+    return save_tiny_llama(
+        out,
+        hidden=TINY["hidden_size"],
+        intermediate=TINY["intermediate_size"],
+        layers=TINY["num_layers"],
+        mlp_std=0.3,
     )
-    model = LlamaForCausalLM(config)
-    # Larger MLP weights than the default init so that interventions visibly move logits.
-    with torch.no_grad():
-        for layer in model.model.layers:
-            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-                proj.weight.normal_(0.0, 0.3)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,7 +65,9 @@ def toy_tasks() -> Path:
         rows = []
         for i in range(20):
             choices = rng.sample(WORDS, 3)
-            rows.append({"q": f"Item {i} of {name}: pick", "choices": choices, "label": rng.randrange(3)})
+            rows.append(
+                {"q": f"Item {i} of {name}: pick", "choices": choices, "label": rng.randrange(3)}
+            )
         (folder / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (folder / f"{name}.yaml").write_text(
             f"task: {name}\n"
@@ -125,13 +109,34 @@ def make_neuron_set(path: Path, groups: dict[str, int], seed: int = 1) -> Path:
     return path
 
 
-def run_lm_eval(model: str, model_args: str, out: Path, tasks: str = "toy_group", limit: int = 15,
-                extra: list[str] | None = None) -> Path:
+def run_lm_eval(
+    model: str,
+    model_args: str,
+    out: Path,
+    tasks: str = "toy_group",
+    limit: int = 15,
+    extra: list[str] | None = None,
+) -> Path:
     """Run the real lm_eval CLI; return the results_*.json it wrote."""
     cmd = [
-        sys.executable, "-m", "lm_eval", "--model", model, "--model_args", model_args,
-        "--tasks", tasks, "--include_path", str(toy_tasks()), "--output_path", str(out),
-        "--log_samples", "--device", "cpu", "--batch_size", "8",
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        model,
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--include_path",
+        str(toy_tasks()),
+        "--output_path",
+        str(out),
+        "--log_samples",
+        "--device",
+        "cpu",
+        "--batch_size",
+        "8",
     ]
     if limit:
         cmd += ["--limit", str(limit)]
