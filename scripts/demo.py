@@ -3,7 +3,7 @@
 Runs the plain ``lm_eval`` CLI three times on the embedded SmolLM2-135M (base, the
 relation-specific neurons of one relation deactivated, a size-matched random control)
 on three relfacts tasks, then ``relneuron compare`` prints the table and writes a
-heatmap. About five minutes on a 2-core CPU. Everything goes to ``out/demo/``.
+heatmap. About two minutes on a 2-core CPU. Everything goes to ``out/demo/``.
 """
 
 from __future__ import annotations
