@@ -1,10 +1,13 @@
 """Run-time cost of an intervention: relneuron-hf (folded, hooked) vs plain hf.
 
-The same lm-eval requests (built by the real tasks) go through three models of the
-same checkpoint and batch size: plain ``hf``, ``relneuron-hf`` with a seeded random
-3,000-unit ``mlp.act`` deactivation folded into the weights, and the same deactivation
-applied with forward hooks. Model loading is not timed; each arm's ``loglikelihood`` /
-``generate_until`` calls are, interleaved over several rounds.
+The same lm-eval requests (built by the real tasks) go through models of the same
+checkpoint and batch size: plain ``hf``; ``relneuron-hf`` with a seeded random
+3,000-unit ``mlp.act`` deactivation folded into the weights (``fold``), the same
+deactivation with forward hooks (``hook``), only at the last prompt token
+(``positions=last``, hooks by necessity), and per document (``per_doc=relation``: each
+document gets the 3,000 units of its own relation's group, batched). Model loading is
+not timed; each arm's ``loglikelihood`` / ``generate_until`` calls are, interleaved
+over several rounds.
 """
 
 from __future__ import annotations
@@ -47,16 +50,30 @@ def _requests(tasks: list[str], include_path: str | None, limit: int) -> dict[st
     return by_type
 
 
-def _random_set(model: Any, count: int, path: Path) -> Path:
+def _random_set(model: Any, count: int, groups: list[str], path: Path) -> Path:
+    """``count`` seeded random ``mlp.act`` units for each group."""
     from relneuron_eval.architectures import model_card, model_shape
     from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
 
     shape = model_shape(model)
     rng = random.Random(0)
-    units = rng.sample(range(shape.num_layers * shape.intermediate_size), count)
-    neurons = [Neuron("random", "mlp.act", *divmod(u, shape.intermediate_size), 0.0) for u in units]
+    neurons = []
+    for group in groups:
+        units = rng.sample(range(shape.num_layers * shape.intermediate_size), count)
+        neurons += [
+            Neuron(group, "mlp.act", *divmod(u, shape.intermediate_size), 0.0) for u in units
+        ]
     header = make_header(model=model_card(model), method={"name": "benchmark-random"})
     return NeuronSet(header, neurons).save(path)
+
+
+def _relations(requests: dict[str, list[Any]]) -> list[str]:
+    """The ``relation`` field of the requests' documents, in first-seen order."""
+    seen: dict[str, None] = {}
+    for reqs in requests.values():
+        for instance in reqs:
+            seen.setdefault(str(instance.doc["relation"]), None)
+    return list(seen)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,40 +84,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     pretrained = str(resolve_pretrained(args.model))
     requests = _requests([t for t in args.tasks.split(",") if t], args.include_path, args.limit)
+    relations = _relations(requests)
     common = {"pretrained": pretrained, "batch_size": args.batch_size, "device": args.device}
     plain = HFLM(**common, dtype="float32")
     with tempfile.TemporaryDirectory() as tmp:
-        neuron_set = str(_random_set(plain.model, args.neurons, Path(tmp) / "random.jsonl"))
-        folded = RelNeuronLM(**common, dtype="float32", neuron_set=neuron_set, strategy="fold")
-        hooked = RelNeuronLM(**common, dtype="float32", neuron_set=neuron_set, strategy="hook")
+        path = _random_set(plain.model, args.neurons, relations, Path(tmp) / "random.jsonl")
+        variant = {**common, "dtype": "float32", "neuron_set": str(path)}
+        one = {**variant, "groups": relations[0]}
+        arms = {
+            "hf": plain,
+            "fold": RelNeuronLM(**one, strategy="fold"),
+            "hook": RelNeuronLM(**one, strategy="hook"),
+            "last": RelNeuronLM(**one, positions="last"),
+            "per_doc": RelNeuronLM(**variant, per_doc="relation"),
+        }
 
     def evaluate(lm: Any) -> Any:
         return lambda: [
             getattr(lm, kind)(reqs, disable_tqdm=True) for kind, reqs in requests.items()
         ]
 
-    outputs = {
-        name: evaluate(lm)() for name, lm in (("hf", plain), ("fold", folded), ("hook", hooked))
-    }
-    times = interleaved(
-        {"hf": evaluate(plain), "fold": evaluate(folded), "hook": evaluate(hooked)},
-        rounds=args.rounds,
-    )
+    outputs = {name: evaluate(lm)() for name, lm in arms.items()}
+    times = interleaved({name: evaluate(lm) for name, lm in arms.items()}, rounds=args.rounds)
     ratio = ratios(times, "hf")
     counts = {kind: len(reqs) for kind, reqs in requests.items()}
     return {
         "requests": counts,
         "batch_size": args.batch_size,
         "units": args.neurons,
+        "per_doc_groups": relations,
         "median_seconds": {k: round(median(v), 4) for k, v in times.items()},
         "ratio_vs_hf": ratio,
         "fold_vs_hook": _agreement(outputs["fold"], outputs["hook"]),
-        "intervention_changes_outputs": outputs["fold"] != outputs["hf"],
+        "intervention_changes_outputs": {
+            name: outputs[name] != outputs["hf"] for name in arms if name != "hf"
+        },
         "summary": [
-            f"requests: {counts}, batch size {args.batch_size}, {args.neurons} units deactivated",
+            f"requests: {counts}, batch size {args.batch_size}, {args.neurons} units deactivated"
+            f" (per_doc: {args.neurons} per relation of {relations})",
             "median seconds: " + ", ".join(f"{k} {median(v):.3f}" for k, v in times.items()),
-            f"ratio vs hf: folded {ratio['fold']:.3f} (goal <= 1.02), "
-            f"hooked {ratio['hook']:.3f} (goal <= 1.10)",
+            f"ratio vs hf: folded {ratio['fold']:.3f} (goal <= 1.02), hooked {ratio['hook']:.3f}, "
+            f"positions=last {ratio['last']:.3f}, per_doc {ratio['per_doc']:.3f} "
+            "(goal <= 1.10 with hooks)",
         ],
     }
 
