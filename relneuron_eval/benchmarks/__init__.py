@@ -5,7 +5,9 @@ benchmark interleaves its arms and reports medians and ratios. Subcommands:
 ``overhead`` (relneuron-hf vs hf), ``load`` (cached vs first load of the embedded model),
 ``startup`` (interpreter start-up with the plugin's hook), ``ap-scale`` (relation-specific
 ranking at Llama-2-7B scale on synthetic activations), ``ig`` (batched integrated
-gradients vs the plain loop), ``all``.
+gradients vs the plain loop), ``discovery`` (the relation-specific statistics pass vs a
+plain forward, and its memory as prompts grow), ``dp`` (lm-eval with 2 ``accelerate``
+CPU processes vs 1), ``all`` (overhead, load and startup).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any
 
 from relneuron_eval.atomic import atomic_write
 
-HELP = "benchmarks (ratios against a same-run baseline): overhead, load, startup, ap-scale, ig"
+HELP = (
+    "benchmarks (ratios against a same-run baseline): "
+    "overhead, load, startup, ap-scale, ig, discovery, dp"
+)
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args) -> dict
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -32,6 +37,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "relation-specific ranking at Llama-2-7B scale (835,584 units) on synthetic data",
     ),
     "ig": ("relneuron_eval.benchmarks.ig", "batched integrated gradients vs the plain loop"),
+    "discovery": (
+        "relneuron_eval.benchmarks.discovery",
+        "relation-specific statistics pass vs a plain forward; its memory as prompts grow",
+    ),
+    "dp": (
+        "relneuron_eval.benchmarks.data_parallel",
+        "lm-eval with accelerate launch, 2 CPU processes vs 1 (wall time)",
+    ),
 }
 
 
