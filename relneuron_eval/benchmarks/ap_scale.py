@@ -1,7 +1,7 @@
 """Relation-specific ranking at the paper's scale, on synthetic activations.
 
 Llama-2-7B shape: 32 layers x (11008 gate + 11008 up + 4096 down) = 835,584 units;
-12 relations x 400 discovery prompts. Activations are written to the same on-disk
+12 relations x 500 discovery prompts. Activations are written to the same on-disk
 store a real run uses (float16 memory maps), with 5 planted relation-specific units
 per relation and layer; the benchmark reports time, peak memory (the issue's bound is
 24 GB of host memory) and whether the planted units are found.
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intermediate", type=int, default=11008)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--relations", type=int, default=12)
-    parser.add_argument("--prompts", type=int, default=400, help="discovery prompts per relation")
+    parser.add_argument("--prompts", type=int, default=500, help="discovery prompts per relation")
     parser.add_argument("--top-k", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="keep the synthetic store here")
