@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -410,6 +411,7 @@ def run_report(
     notes: list[str] | None = None,
     progress: bool = True,
     settings: dict[str, Any] | None = None,
+    command: str | None = None,
     fingerprint: Any = task_fingerprint,
 ) -> tuple[dict[str, Any], Runner]:
     """Plan, evaluate (what is not cached), analyse and write the report files."""
@@ -449,6 +451,7 @@ def run_report(
     if "reasoning" in setup.experiments:
         results["reasoning"] = analyze_reasoning(setup, runner)
     results["meta"] = _meta(setup, runner, notes, settings or {}, started)
+    results["meta"]["command"] = command
     write_outputs(setup.out, results)
     return results, runner
 
@@ -554,7 +557,12 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads or "default",
     }
     results, runner = run_report(
-        setup, evaluator, notes=notes, progress=not args.no_progress, settings=settings
+        setup,
+        evaluator,
+        notes=notes,
+        progress=not args.no_progress,
+        settings=settings,
+        command=shlex.join(["relneuron", *sys.argv[1:]]),
     )
     seconds = time.perf_counter() - started
     print(
