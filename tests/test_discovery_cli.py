@@ -76,21 +76,10 @@ def _run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _launch_two(args: list[str]) -> subprocess.CompletedProcess:
-    accelerate = Path(sys.executable).with_name("accelerate")
+    from relneuron_eval.benchmarks.data_parallel import accelerate_prefix
+
     cmd = [
-        str(accelerate),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "relneuron_eval.cli",
+        *accelerate_prefix(2, module="relneuron_eval.cli"),
         *args,
         "--device",
         "cpu",

@@ -336,7 +336,6 @@ def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_task
     """`accelerate launch -m lm_eval --model relneuron-hf` with 2 CPU processes (gloo)."""
     import os
     import subprocess
-    import sys
 
     neuron_set = _neuron_set(
         tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
@@ -345,22 +344,11 @@ def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_task
     run_lm_eval(
         ["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, tmp_path / "one")]
     )
-    accelerate = Path(sys.executable).with_name("accelerate")
+    from relneuron_eval.benchmarks.data_parallel import accelerate_prefix
+
     proc = subprocess.run(
         [
-            str(accelerate),
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "lm_eval",
+            *accelerate_prefix(2),
             "--model",
             "relneuron-hf",
             "--model_args",

@@ -54,7 +54,11 @@ def lm_eval_args(args: argparse.Namespace, output: Path) -> list[str]:
     ]
 
 
-def accelerate_prefix(processes: int = 2) -> list[str]:
+def accelerate_prefix(processes: int = 2, module: str = "lm_eval") -> list[str]:
+    """``accelerate launch`` of ``python -m module`` on ``processes`` local processes.
+
+    On a CPU-only machine set ``ACCELERATE_USE_CPU=1`` in the environment (gloo backend).
+    """
     accelerate = Path(sys.executable).with_name("accelerate")
     return [
         str(accelerate),
@@ -69,7 +73,7 @@ def accelerate_prefix(processes: int = 2) -> list[str]:
         "--dynamo_backend",
         "no",
         "-m",
-        "lm_eval",
+        module,
     ]
 
 
