@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.arglists import parse_names
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.report_analysis import parse_ks
+from relneuron_eval.report_analysis import canonical_top_k, parse_ks
 from relneuron_eval.report_experiments import (
     EXPERIMENTS,
     LANGS,
@@ -142,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ================================================================ validation
 def _csv(text: str) -> list[str]:
-    return [p.strip() for p in str(text).split(",") if p.strip()]
+    return parse_names(text) or []
 
 
 def _limit(text: str, name: str) -> int | None:
@@ -390,7 +391,7 @@ def _check_controls(setup: Setup) -> None:
         ks += setup.ks
     for r in setup.relations:
         for k in ks:
-            top_k = setup.deact(r, k).lm_args().get("top_k")
+            top_k = canonical_top_k(k, setup.group_size(r))
             selection = setup.neuron_set.select([r], top_k=top_k)
             for seed in setup.seeds:
                 try:

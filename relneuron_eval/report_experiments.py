@@ -10,6 +10,7 @@ comparison is paired by document.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,34 +123,32 @@ class Setup:
 
     def group_size(self, relation: str) -> int:
         if self._sizes is None:
-            self._sizes = {}
-            for n in self.neuron_set.neurons:
-                self._sizes[n.group] = self._sizes.get(n.group, 0) + 1
+            self._sizes = Counter(n.group for n in self.neuron_set.neurons)
         return self._sizes.get(relation, 0)
 
     # ------------------------------------------------------------- variants
     def deact(self, relation: str, k: KValue | None) -> Variant:
-        top_k = canonical_top_k(k, self.group_size(relation))
-        return Variant.make(
-            f"deact {relation} k={top_k or 'all'}",
-            self.neuron_set_path,
-            self.set_hash,
-            groups=relation,
-            mode="deactivate",
-            top_k=top_k,
-        )
+        return self._deactivation(relation, k)
 
     def control(self, relation: str, k: KValue | None, seed: int) -> Variant:
+        return self._deactivation(relation, k, seed)
+
+    def _deactivation(self, relation: str, k: KValue | None, seed: int | None = None) -> Variant:
+        """Relation's top-k deactivated, or (with a seed) its size-matched random control."""
         top_k = canonical_top_k(k, self.group_size(relation))
+        label = f"deact {relation} k={top_k or 'all'}"
+        control = {}
+        if seed is not None:
+            label = f"control {relation} k={top_k or 'all'} s={seed}"
+            control = {"control": "random", "seed": seed}
         return Variant.make(
-            f"control {relation} k={top_k or 'all'} s={seed}",
+            label,
             self.neuron_set_path,
             self.set_hash,
             groups=relation,
             mode="deactivate",
             top_k=top_k,
-            control="random",
-            seed=seed,
+            **control,
         )
 
     def kn(self, mode: str, seed: int | None = None) -> Variant:

@@ -57,15 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------- shared parts
 def load_model(name: str) -> tuple[Any, Any]:
-    """float32 on CPU, as ``relneuron find`` loads it (its default dtype)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """float32 on CPU, loaded exactly as ``relneuron find`` loads it (its default dtype)."""
+    from relneuron_eval.discovery.cli import load_model as load_for_discovery
 
-    from relneuron_eval.embedded import resolve_pretrained
-
-    path = str(resolve_pretrained(name))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model, tokenizer, _ = load_for_discovery(name, "cpu", "float32")
     return model, tokenizer
 
 

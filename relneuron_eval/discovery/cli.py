@@ -134,7 +134,8 @@ def _distributed(cpu: bool) -> tuple[int, int, Callable[[], None], Any]:
     return state.process_index, state.num_processes, state.wait_for_everyone, state.device
 
 
-def _load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
+def load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
+    """Model (eval mode, on ``device``), tokenizer and the id recorded in the set's header."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -203,7 +204,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         relations, fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts
     )
     rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
-    model, tokenizer, model_id = _load_model(
+    model, tokenizer, model_id = load_model(
         args.model, args.device or device or _auto(), args.dtype
     )
     result = find_relation_specific(
@@ -300,7 +301,7 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
         max_facts=args.max_facts,
     )
     rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
-    model, tokenizer, model_id = _load_model(
+    model, tokenizer, model_id = load_model(
         args.model, args.device or device or _auto(), args.dtype
     )
     if args.stop_after is not None:  # simulated interruption (tests)
