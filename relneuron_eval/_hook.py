@@ -4,7 +4,8 @@ lm-eval 0.4.13 has no plugin discovery, so ``relneuron_eval.pth`` imports this m
 at interpreter start-up. It only installs a tiny ``sys.meta_path`` finder: nothing
 else is imported until lm-eval itself is. When one of the watched lm-eval modules
 finishes executing, ``relneuron_eval.plugin`` registers the ``relneuron-hf`` model,
-the task directory and the variant-aware output naming. Set
+the task directory, the variant-aware output naming and the one-line errors of the
+``lm_eval`` command (every entry point builds ``lm_eval._cli.harness.HarnessCLI``). Set
 ``RELNEURON_EVAL_NO_AUTOLOAD=1`` to switch this off.
 """
 
@@ -17,6 +18,8 @@ _WATCHED = {
     "lm_eval.tasks.manager": "on_task_manager_loaded",
     "lm_eval.loggers.evaluation_tracker": "on_evaluation_tracker_loaded",
     "lm_eval.models.huggingface": "on_huggingface_loaded",
+    "lm_eval._cli.harness": "on_cli_loaded",
+    "accelerate.commands.launch": "on_accelerate_launch_loaded",
 }
 
 

@@ -11,29 +11,72 @@ from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
 
+# Without a model to check against, ranges are still bounded before they are expanded,
+# so that a typo like 0-1000000000 is an error instead of a billion-element list.
+MAX_LAYERS = 10_000
+
 
 def _parts(value: Any) -> list[str]:
     return [p.strip() for p in str(value).replace(",", "|").split("|") if p.strip()]
 
 
-def parse_layers(value: Any, name: str = "layers") -> list[int] | None:
-    """``3|5|10-20`` (commas also accepted) -> ``[3, 5, 10, ..., 20]``; empty -> None."""
-    if value is None or str(value).strip() == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    out: list[int] = []
+def _bounds(part: str, name: str, value: Any) -> tuple[int, int]:
+    """``"10-20"`` -> (10, 20), ``"7"`` -> (7, 7); only syntax is checked here."""
+    head, dash, tail = part[1:].partition("-")
     try:
-        for part in _parts(value):
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
+        if dash:
+            return int(part[0] + head), int(tail)
+        return int(part), int(part)
     except ValueError:
         raise RelNeuronError(
             f"{name} must be integers separated by '|' (ranges like 10-20 allowed), got {value!r}"
         ) from None
+
+
+def _check_range(part: str, lo: int, hi: int, name: str, num_layers: int | None) -> None:
+    """Refuse reversed and out-of-range ranges before anything is expanded."""
+    if lo > hi:
+        raise RelNeuronError(
+            f"{name}={part} is a reversed range", hint=f"write the lower layer first: {hi}-{lo}"
+        )
+    top = MAX_LAYERS if num_layers is None else num_layers
+    if lo < 0 or hi >= top:
+        where = (
+            f"this model's layers 0-{num_layers - 1}"
+            if num_layers is not None
+            else f"0-{MAX_LAYERS - 1}, the layers any model could have"
+        )
+        raise RelNeuronError(
+            f"{name}={part} is outside {where}",
+            hint="layers count from 0; e.g. layers=0-3|10",
+        )
+
+
+def parse_layers(
+    value: Any, name: str = "layers", num_layers: int | None = None
+) -> list[int] | None:
+    """``3|5|10-20`` (commas also accepted) -> ``[3, 5, 10, ..., 20]``; empty -> None.
+
+    A list of integers is accepted as is. With ``num_layers`` (the model's layer count)
+    every layer must lie in ``0 .. num_layers-1``; the error names that range.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, bool):
+        raise RelNeuronError(f"{name} must be layer numbers, got {value!r}")
+    if isinstance(value, (list, tuple, range)):
+        items = [
+            str(v) if isinstance(v, int) and not isinstance(v, bool) else repr(v) for v in value
+        ]
+        if not items:
+            return []
+    else:
+        items = _parts(value)
+    out: list[int] = []
+    for part in items:
+        lo, hi = _bounds(part, name, value)
+        _check_range(part, lo, hi, name, num_layers)
+        out.extend(range(lo, hi + 1))
     return out
 
 

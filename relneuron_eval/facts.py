@@ -8,6 +8,12 @@ The shipped relations are described by ``tasks/relfacts/relations.yaml`` (a user
 has the same format). Raw facts are cleaned at load time (double-escaped strings,
 whitespace, repeated subjects merged, noise objects dropped), so the shipped copy of the
 source data stays byte-identical to what was downloaded. Pure Python: no torch, no lm_eval.
+
+Splits stay honest when data grows: a relation's ``facts:`` files (LRE, as when the
+shipped neuron sets were discovered) are split by rank of a hash, exactly as before;
+``added_facts:`` files (generated from GeoNames/CLDR by ``relneuron datagen``) only add
+subjects and are split by a hash threshold that ignores every other fact, so no base fact
+ever changes split (tests/test_facts.py compares against a snapshot taken before).
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from relneuron_eval.errors import RelNeuronError
 
 RELATIONS: tuple[str, ...] = (
     "city_in_country",
+    "city_on_continent",
     "company_ceo",
     "company_hq",
     "country_capital_city",
     "country_currency",
     "country_language",
     "country_largest_city",
+    "country_on_continent",
     "food_from_country",
     "landmark_in_country",
     "landmark_on_continent",
@@ -49,9 +57,10 @@ RELATIONS: tuple[str, ...] = (
 )
 SPLITS = ("discovery", "fewshot", "test")
 
-# Split sizes: facts are ordered by a hash of (relation, normalised subject); the first
-# FEWSHOT_SHARE (at least MIN_FEWSHOT) go to `fewshot`, the next DISCOVERY_SHARE to
-# `discovery`, the rest to `test`.
+# Split sizes: base facts (`facts:`) are ordered by a hash of (relation, normalised
+# subject); the first FEWSHOT_SHARE (at least MIN_FEWSHOT) go to `fewshot`, the next
+# DISCOVERY_SHARE to `discovery`, the rest to `test`. Facts of `added_facts:` files get
+# the same shares by a hash threshold (fact_sources.added_split), so base splits never move.
 DISCOVERY_SHARE = 0.5
 FEWSHOT_SHARE = 0.05
 MIN_FEWSHOT = 4
@@ -60,6 +69,7 @@ MIN_FACTS = 10
 RELATION_KEYS = {
     "name",
     "facts",
+    "added_facts",
     "templates",
     "closed_set",
     "aliases",
@@ -314,6 +324,7 @@ class _Raw:
     answers: tuple[str, ...]
     number: int = 0  # fact number: index of the line in the concatenated facts files
     first_file: bool = True
+    added: bool = False  # from `added_facts:` (split by hash threshold, see fact_sources)
 
 
 def _read_jsonl(path: Path, relation: str) -> tuple[list[_Raw], int]:
@@ -406,7 +417,24 @@ def check_template(doc: _Located, template: str, *key: Any, fields=TEMPLATE_FIEL
         )
 
 
+def _paths(doc: _Located, entry: dict, field_name: str, name: str, key: tuple) -> list[str]:
+    value = entry[field_name]
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise doc.error(
+            f"{name}: {field_name!r} must be a path or a list of paths", *key, field_name
+        )
+    return paths
+
+
 def _assign_splits(relation: str, merged: list[dict]) -> None:
+    """Splits by hash: rank within the base facts, a threshold for added ones.
+
+    Base facts (``facts:``) are ordered by a hash of (relation, subject key) and cut by
+    rank, as when the shipped neuron sets were discovered. Facts of ``added_facts:``
+    files that are not base subjects get ``fact_sources.added_split`` (a threshold on
+    their own hash), so adding facts never moves a base fact or an earlier added one.
+    """
     explicit = [m for m in merged if m["split"] is not None]
     if explicit and len(explicit) != len(merged):
         missing = next(m for m in merged if m["split"] is None)
@@ -418,7 +446,13 @@ def _assign_splits(relation: str, merged: list[dict]) -> None:
         )
     if explicit:
         return
-    order = sorted(merged, key=lambda m: (_stable_hash(relation, m["key"]), m["key"]))
+    from relneuron_eval.fact_sources import added_split
+
+    for m in merged:
+        if m["added"]:
+            m["split"] = added_split(relation, m["key"])
+    base = [m for m in merged if not m["added"]]
+    order = sorted(base, key=lambda m: (_stable_hash(relation, m["key"]), m["key"]))
     n = len(order)
     n_few = max(MIN_FEWSHOT, round(FEWSHOT_SHARE * n))
     n_disc = round(DISCOVERY_SHARE * n)
@@ -478,20 +512,20 @@ def _build_relation(doc: _Located, index: int, entry: Any, defaults: dict) -> Re
             if not isinstance(entry[opt], str):
                 raise doc.error(f"{name}: {opt} must be a string", *key, opt)
             check_template(doc, entry[opt], *key, opt)
-    facts_value = entry["facts"]
-    paths = [facts_value] if isinstance(facts_value, str) else facts_value
-    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-        raise doc.error(f"{name}: 'facts' must be a path or a list of paths", *key, "facts")
+    paths = _paths(doc, entry, "facts", name, key)
+    added_paths = _paths(doc, entry, "added_facts", name, key) if "added_facts" in entry else []
     raw: list[_Raw] = []
     offset = 0
-    for i, value in enumerate(paths):
+    for i, value in enumerate([*paths, *added_paths]):
+        field_name = "facts" if i < len(paths) else "added_facts"
         facts_path = (doc.path.parent / value).resolve()
         if not facts_path.is_file():
-            raise doc.error(f"{name}: facts file {value!r} not found", *key, "facts")
+            raise doc.error(f"{name}: facts file {value!r} not found", *key, field_name)
         rows, n_lines = _read_jsonl(facts_path, name)
         for r in rows:
             r.number = offset + r.line - 1
             r.first_file = i == 0
+            r.added = i >= len(paths)
         raw += rows
         offset += n_lines
     facts_path = (doc.path.parent / paths[0]).resolve()
@@ -582,6 +616,7 @@ def _build_relation(doc: _Located, index: int, entry: Any, defaults: dict) -> Re
                 "answers": list(r.answers),
                 "split": r.split,
                 "split_line": r.line,
+                "added": r.added,
             }
             continue
         if r.split != m["split"]:
@@ -743,7 +778,7 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
             raise doc.error(f"language {code!r}: needs a name and a column", "languages", code)
         delim = info.get("target_delimiter", " ")
         languages[code] = Language(code, info["name"], delim, delim == "")
-    names: dict[str, dict[str, str]] = {}
+    names, short_names = _generated_names(doc, data.get("generated_names"), columns)
     for english, row in data["names"].items():
         if not isinstance(row, list) or len(row) != len(columns):
             raise doc.error(
@@ -751,18 +786,21 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
                 "names",
                 english,
             )
+        # a hand-written row wins over the generated table (Hong Kong: a city too)
         names[clean_text(str(english))] = {
             c: clean_text(v)
             for c, v in zip(columns, row, strict=True)
             if isinstance(v, str) and v.strip()
         }
-    aliases: dict[str, dict[str, list[str]]] = {}
+    aliases: dict[str, dict[str, list[str]]] = {c: dict(short_names.get(c, {})) for c in columns}
     for code, table in (data.get("aliases") or {}).items():
         if code not in languages:
             raise doc.error(f"aliases: unknown language {code!r}", "aliases", code)
-        aliases[code] = {
-            clean_text(k): _str_list(doc, v, "aliases", code, k) for k, v in table.items()
-        }
+        for k, v in table.items():
+            aliases[code][clean_text(k)] = [
+                *aliases[code].get(clean_text(k), []),
+                *_str_list(doc, v, "aliases", code, k),
+            ]
     english = load_spec(spec_path)
     out: dict[str, dict[str, Relation]] = {}
     for code, rels in data["relations"].items():
@@ -790,11 +828,23 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
                 for s, v in (opts.get("answers") or {}).items()
             }
             base = english[rel_name]
-            keep_subject = bool(opts.get("keep_subject", False))
+            keep_subject = opts.get("keep_subject", False)
+            if keep_subject not in (True, False, "fallback"):
+                raise doc.error(
+                    f"{code}.{rel_name}: keep_subject is true, false or fallback",
+                    "relations",
+                    code,
+                    rel_name,
+                    "keep_subject",
+                )
             facts = []
             for fact in base.facts:
-                subject = fact.subject if keep_subject else names.get(fact.subject, {}).get(code)
-                obj = names.get(fact.object, {}).get(code)
+                subject = names.get(fact.subject, {}).get(code)
+                if keep_subject is True or (keep_subject == "fallback" and subject is None):
+                    subject = fact.subject
+                # the object in this language: the first of the fact's answers with a name
+                # (an ambiguous English object such as "Dollar" has none; "US Dollar" has)
+                obj = next((names[a][code] for a in fact.answers if code in names.get(a, {})), None)
                 if subject is None or obj is None:
                     continue
                 answers = [obj, *aliases.get(code, {}).get(obj, [])]
@@ -827,6 +877,26 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
                 source=str(path),
             )
     return {"languages": languages, "relations": out}
+
+
+def _generated_names(doc: _Located, value: Any, columns: list) -> tuple[dict, dict]:
+    """The generated name table(s) named by ``generated_names:`` (paths beside the YAML)."""
+    from relneuron_eval.fact_sources import NAME_COLUMNS, read_names
+
+    names: dict[str, dict[str, str]] = {}
+    short: dict[str, dict[str, list[str]]] = {}
+    if value is None:
+        return names, short
+    if columns != list(NAME_COLUMNS):
+        raise doc.error(f"generated names need columns {list(NAME_COLUMNS)}", "columns")
+    for i, rel_path in enumerate([value] if isinstance(value, str) else value):
+        if not isinstance(rel_path, str) or not (doc.path.parent / rel_path).is_file():
+            raise doc.error(f"generated_names: {rel_path!r} not found", "generated_names", i)
+        table, forms = read_names(doc.path.parent / rel_path)
+        names.update(table)
+        for lang, by_name in forms.items():
+            short.setdefault(lang, {}).update(by_name)
+    return names, short
 
 
 @functools.lru_cache(maxsize=4)

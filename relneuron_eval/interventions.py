@@ -15,6 +15,7 @@ exception: folded slices are written back from saved copies (bit-exact), hooks r
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from relneuron_eval.architectures import SiteSpec, model_shape, site_module, unwrap
+from relneuron_eval.arglists import parse_layers
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.neuron_set import NeuronSet, load
 
@@ -60,58 +62,59 @@ class Intervention:
         *,
         mode: str = "deactivate",
         factor: float | None = None,
-        value: float = 0.0,
+        value: float | None = None,
         top_k: int | None = None,
         fraction: float | None = None,
         positions: str = "all",
         control: str | None = None,
-        seed: int = 0,
-        layers: list[int] | None = None,
+        seed: int | None = None,
+        layers: Any = None,
         sites: list[str] | None = None,
     ) -> Intervention:
-        """Validate the arguments, load and select the neurons, draw the control if asked."""
-        check_mode(mode)
-        if positions not in POSITIONS:
-            raise RelNeuronError(
-                f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
-            )
-        if control not in (None, "", "none", "random"):
-            raise RelNeuronError(
-                f"unknown control {control!r}",
-                hint="use control=random (size-matched random units)",
-            )
-        if factor is None:
-            factor = 2.0
-        for name, number in (("factor", factor), ("value", value)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise RelNeuronError(f"{name} must be a number, got {number!r}")
+        """Validate the arguments, load and select the neurons, draw the control if asked.
+
+        Every entry point (``relneuron-hf`` model args, ``relneuron export``, the Python
+        API) comes through here, so a value is refused the same way everywhere. ``layers``
+        is a list or the ``3|10-20`` text; it is checked against the set's layer count
+        before any range is expanded.
+        """
+        args = check_arguments(
+            mode=mode, factor=factor, value=value, positions=positions, control=control, seed=seed
+        )
         full = neuron_set if isinstance(neuron_set, NeuronSet) else load(neuron_set)
-        selection = full.select(groups, top_k=top_k, fraction=fraction, layers=layers, sites=sites)
+        layer_list = parse_layers(layers, num_layers=full.shape.num_layers)
+        selection = full.select(
+            groups, top_k=top_k, fraction=fraction, layers=layer_list, sites=sites
+        )
         if len(selection) == 0:
             raise RelNeuronError(
                 "the selection is empty: no neuron matches these groups/layers/sites",
                 path=full.source,
+                hint=f"layers with neurons of these groups: {_layers_of(full, groups)}",
             )
-        if control == "random":
-            selection = selection.random_control(seed)
+        if args["control"]:
+            selection = selection.random_control(args["seed"])
         return cls(
             selection=selection,
             mode=mode,
-            factor=float(factor),
-            value=float(value),
+            factor=args["factor"],
+            value=args["value"],
             positions=positions,
             description={
                 "neuron_set": full.source,
                 "groups": selection.header.get("selection", {}).get("groups"),
                 "mode": mode,
-                "factor": float(factor) if mode in ("enhance", "scale") else None,
-                "value": float(value) if mode == "set" else None,
+                "factor": args["factor"] if mode in ("enhance", "scale") else None,
+                "value": args["value"] if mode == "set" else None,
                 "top_k": top_k,
                 "fraction": fraction,
+                "layers": layer_list,
                 "positions": positions,
-                "control": "random" if control == "random" else None,
-                "seed": seed if control == "random" else None,
+                "control": args["control"],
+                "seed": args["seed"] if args["control"] else None,
                 "num_units": len(selection.units()),
+                "units_per_layer": selection.units_per_layer(),
+                "neuron_set_sha256": full.file_sha256,  # of the file's bytes
             },
         )
 
@@ -129,6 +132,79 @@ class Intervention:
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise RelNeuronError(f"unknown mode {mode!r}", hint=f"use one of {list(MODES)}")
+
+
+def _finite(name: str, number: Any) -> float:
+    """A finite float: NaN or infinity would silently turn every logit into NaN."""
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise RelNeuronError(f"{name} must be a number, got {number!r}", hint=f"e.g. {name}=2.0")
+    try:
+        result = float(number)
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result):
+        raise RelNeuronError(f"{name} must be a finite number, got {number!r}")
+    return result
+
+
+def check_arguments(
+    *,
+    mode: str = "deactivate",
+    factor: Any = None,
+    value: Any = None,
+    positions: str = "all",
+    control: Any = None,
+    seed: Any = None,
+) -> dict[str, Any]:
+    """Validated scalar arguments of an intervention (the one place that checks them).
+
+    Returns ``factor`` and ``value`` as finite floats (defaults 2.0 and 0.0), ``control``
+    as "random" or None and ``seed`` as an int (default 0). An argument the mode or the
+    control would ignore is refused, as relcheck files refuse it.
+    """
+    check_mode(mode)
+    if positions not in POSITIONS:
+        raise RelNeuronError(
+            f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
+        )
+    if control not in (None, "", "none", "random"):
+        raise RelNeuronError(
+            f"unknown control {control!r}", hint="use control=random (size-matched random units)"
+        )
+    if factor is not None and mode not in ("enhance", "scale"):
+        raise RelNeuronError(
+            f"factor only applies to mode enhance or scale, not {mode}",
+            hint="drop factor, or use mode=enhance / mode=scale",
+        )
+    if value is not None and mode != "set":
+        raise RelNeuronError(
+            f"value only applies to mode set, not {mode}", hint="drop value, or use mode=set"
+        )
+    if seed is not None and control != "random":
+        raise RelNeuronError(
+            "seed only applies to control=random",
+            hint="add control=random for a seeded random control, or drop seed",
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise RelNeuronError(
+            f"seed must be an integer >= 0, got {seed!r}", hint="e.g. control=random,seed=1"
+        )
+    return {
+        "factor": _finite("factor", 2.0 if factor is None else factor),
+        "value": _finite("value", 0.0 if value is None else value),
+        "control": "random" if control == "random" else None,
+        "seed": 0 if seed is None else seed,
+    }
+
+
+def _layers_of(neuron_set: NeuronSet, groups: Any) -> str:
+    """Compact list of the layers that hold neurons of ``groups`` (for error hints)."""
+    try:
+        wanted = set(neuron_set._resolve_groups(groups))
+    except RelNeuronError:
+        return "?"
+    layers = sorted({n.layer for n in neuron_set.neurons if n.group in wanted})
+    return "none" if not layers else "|".join(map(str, layers))
 
 
 def multiplier_for(mode: str, factor: float) -> float | None:

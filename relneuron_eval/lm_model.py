@@ -18,22 +18,22 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from relneuron_eval.arglists import parse_layers, parse_names
+from relneuron_eval.arglists import parse_names
 from relneuron_eval.embedded import is_embedded, resolve_pretrained
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.interventions import (
-    POSITIONS,
     HookState,
     Intervention,
     UnitKey,
     apply_intervention,
-    check_mode,
+    check_arguments,
     check_model,
     edits_for,
     install_hooks,
     prompt_only,
 )
-from relneuron_eval.neuron_set import NeuronSet, load
+from relneuron_eval.neuron_set import NeuronSet
+from relneuron_eval.prefix_cache import PrefixCache, parse_flag
 from relneuron_eval.variant import variant_name
 
 log = logging.getLogger(__name__)
@@ -59,17 +59,18 @@ class RelNeuronLM(HFLM):
         groups: str | None = "*",
         mode: str = "deactivate",
         factor: float | None = None,
-        value: float = 0.0,
+        value: float | None = None,
         top_k: int | None = None,
         fraction: float | None = None,
         positions: str = "all",
         control: str | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         per_doc: str | None = None,
         layers: Any = None,
         sites: Any = None,
         strategy: str = "auto",
         name: str | None = None,
+        prefix_cache: Any = True,
         **kwargs: Any,
     ) -> None:
         # Validate everything cheap before the (slow) model load.
@@ -80,50 +81,56 @@ class RelNeuronLM(HFLM):
         self._rn_known_inputs: dict[tuple[int, ...], int] | None = None
         self._rn_state: HookState | None = None
         self._rn_pretrained_arg = pretrained
-        check_mode(mode)
-        if positions not in POSITIONS:
-            raise RelNeuronError(
-                f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
-            )
+        self._rn_prefix = PrefixCache(enabled=parse_flag("prefix_cache", prefix_cache))
         if strategy not in ("auto", "fold", "hook"):
             raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
-        if neuron_set is None and (per_doc or control):
-            raise RelNeuronError("per_doc= and control= need a neuron_set=")
+        optional = {
+            "factor": factor,
+            "value": value,
+            "top_k": top_k,
+            "fraction": fraction,
+            "control": control,
+            "seed": seed,
+            "per_doc": per_doc,
+            "layers": layers,
+            "sites": sites,
+        }
+        given = [k for k, v in optional.items() if v not in (None, "")]
+        if neuron_set is None and given:
+            raise RelNeuronError(
+                f"{', '.join(k + '=' for k in given)} need(s) a neuron_set=",
+                hint="add neuron_set=FILE, or drop them to run the plain model",
+            )
+        check_arguments(
+            mode=mode, factor=factor, value=value, positions=positions, control=control, seed=seed
+        )
         groups_arg = "*" if groups in (None, "") else str(groups)
-        layer_list = parse_layers(layers)
-        site_list = parse_names(sites)
         if neuron_set is not None:
-            full = load(neuron_set)
+            if per_doc and control:
+                raise RelNeuronError(
+                    "control=random with per_doc= is not supported",
+                    hint="draw a control set with `relneuron` and pass it as neuron_set=",
+                )
+            self._rn = Intervention.build(
+                neuron_set,
+                groups_arg,
+                mode=mode,
+                factor=factor,
+                value=value,
+                top_k=top_k,
+                fraction=fraction,
+                positions=positions,
+                control=control,
+                seed=seed,
+                layers=layers,
+                sites=parse_names(sites),
+            )
             if per_doc:
-                if control:
-                    raise RelNeuronError(
-                        "control=random with per_doc= is not supported",
-                        hint="draw a control set with `relneuron` and pass it as neuron_set=",
-                    )
-                wanted = full.select(groups_arg, layers=layer_list, sites=site_list)
-                for group in wanted.groups():
-                    self._rn_group_sets[group] = wanted.select(
-                        [group], top_k=top_k, fraction=fraction
-                    )
-                self._rn = Intervention.build(
-                    wanted, "*", mode=mode, factor=factor, value=value, positions=positions
-                )
+                # top_k/fraction apply per group, so each group's own units are its part
+                # of the selection
+                selection = self._rn.selection
+                self._rn_group_sets = {g: selection.select([g]) for g in selection.groups()}
                 self._rn.description.update(per_doc=per_doc, num_groups=len(self._rn_group_sets))
-            else:
-                self._rn = Intervention.build(
-                    full,
-                    groups_arg,
-                    mode=mode,
-                    factor=factor,
-                    value=value,
-                    top_k=top_k,
-                    fraction=fraction,
-                    positions=positions,
-                    control=control,
-                    seed=int(seed),
-                    layers=layer_list,
-                    sites=site_list,
-                )
             self._rn.description["variant"] = variant_name(
                 base=_base_name(pretrained),
                 neuron_set=neuron_set,
@@ -135,7 +142,7 @@ class RelNeuronLM(HFLM):
                 fraction=fraction,
                 positions=positions,
                 control=control,
-                seed=seed,
+                seed=0 if seed is None else seed,
                 per_doc=per_doc,
                 layers=layers,
                 sites=sites,
@@ -173,13 +180,19 @@ class RelNeuronLM(HFLM):
         return self._run(super().loglikelihood_rolling, requests, disable_tqdm)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._run(super().generate_until, requests, disable_tqdm)
+        return self._run(self._generate_until, requests, disable_tqdm)
+
+    def _generate_until(self, requests, disable_tqdm: bool = False):
+        """HFLM's, with this call's (one intervention state's) shared prompt prefixes."""
+        with self._rn_prefix.session(self, requests):
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         if self._rn is not None:
             info["relneuron"] = dict(self._rn.description)
-            info["relneuron"]["neuron_set_hash"] = self._rn.selection.content_hash()[:12]
+            # neuron_set_sha256 (in the description) is the file's; this is what was applied
+            info["relneuron"]["selection_sha256"] = self._rn.selection.content_hash()
             info["relneuron"]["method"] = self._rn.selection.method
         return info
 
@@ -264,6 +277,11 @@ class RelNeuronLM(HFLM):
             self._rn_known_inputs = None
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        return self._rn_prefix.generate(
+            self, self._plain_generate, context, max_length, stop, generation_kwargs, self._rn_state
+        )
+
+    def _plain_generate(self, context, max_length, stop, **generation_kwargs):
         state = self._rn_state
         if state is None or state.positions != "last":
             return super()._model_generate(context, max_length, stop, **generation_kwargs)

@@ -17,6 +17,7 @@ imports torch, so the CLI can reject a bad file before any model is loaded.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import json
@@ -78,6 +79,9 @@ class NeuronSet:
     header: dict[str, Any]
     neurons: list[Neuron] = field(default_factory=list)
     source: str | None = None
+    # SHA-256 of the file's bytes as read by ``load`` (None for sets built in memory or
+    # derived by select/union/control: those are not that file).
+    file_sha256: str | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -113,6 +117,11 @@ class NeuronSet:
         for n in self.neurons:
             out[(n.site, n.layer)].add(n.index)
         return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def units_per_layer(self) -> dict[str, int]:
+        """Distinct units per layer (string keys, as they appear in JSON results)."""
+        counts = Counter(layer for _site, layer, _index in self.units())
+        return {str(layer): counts[layer] for layer in sorted(counts)}
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical content (header + neurons), stable across gzip/whitespace."""
@@ -260,17 +269,18 @@ class NeuronSet:
         for n in self.neurons:
             counts[(n.group, n.site, n.layer)] += 1
         drawn: list[Neuron] = []
-        used: set[tuple[str, int, int]] = set(taken)
+        used: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for site, layer, index in taken:
+            used[(site, layer)].add(index)
         for (group, site, layer), count in sorted(counts.items()):
-            size = shape.site_size(site)
-            pool = [i for i in range(size) if (site, layer, i) not in used]
+            pool = _FreeIndices(shape.site_size(site), used[(site, layer)])
             if count > len(pool):
                 raise RelNeuronError(
                     f"cannot draw {count} random units at {site} layer {layer}: only {len(pool)} free",
                     hint="the selection covers almost the whole layer; use a smaller top_k",
                 )
             for index in sorted(rng.sample(pool, count)):
-                used.add((site, layer, index))
+                used[(site, layer)].add(index)
                 drawn.append(Neuron(group, site, layer, index, 0.0))
         return self.with_neurons(
             drawn, control={"kind": "random", "seed": seed, "of": self.content_hash()[:12]}
@@ -300,6 +310,33 @@ class NeuronSet:
 
     def save(self, path: str | Path) -> Path:
         return save(self, path)
+
+
+class _FreeIndices(Sequence[int]):
+    """``[i for i in range(size) if i not in taken]`` without building it.
+
+    ``random.sample`` only needs ``len`` and indexing, and draws exactly what it would
+    from the list, so controls stay identical while a header claiming a billion units
+    per layer costs nothing (it is refused against the model afterwards).
+    """
+
+    def __init__(self, size: int, taken: set[int]) -> None:
+        self._size = size
+        taken_sorted = sorted(i for i in taken if 0 <= i < size)
+        # the j-th free index is j + (number of taken indices t with t - rank(t) <= j)
+        self._shifted = [t - rank for rank, t in enumerate(taken_sorted)]
+
+    def __len__(self) -> int:
+        return self._size - len(self._shifted)
+
+    def __getitem__(self, j):  # type: ignore[override]
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if j < 0:
+            j += len(self)
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        return j + bisect.bisect_right(self._shifted, j)
 
 
 # ============================================================================ I/O
@@ -385,6 +422,15 @@ def _check_neuron(obj: Any, shape: ModelShape, path: str, line: int) -> Neuron:
         raise RelNeuronError(
             f"neuron line lacks field(s) {missing}", path=path, line=line, hint=FORMAT_HINT
         )
+    unknown = [f for f in obj if f not in NEURON_FIELDS]
+    if unknown:
+        raise RelNeuronError(
+            f"unknown field(s) {unknown[:5]} in a neuron line",
+            path=path,
+            line=line,
+            hint=f"a neuron line has exactly the fields {list(NEURON_FIELDS)}; "
+            "put anything else in the header",
+        )
     group, site, layer, index, score = (obj[f] for f in NEURON_FIELDS)
     if not isinstance(group, str) or not group:
         raise RelNeuronError(
@@ -407,12 +453,24 @@ def _check_neuron(obj: Any, shape: ModelShape, path: str, line: int) -> Neuron:
         raise RelNeuronError(
             f"index {index} out of range [0, {size - 1}] for {site}", path=path, line=line
         )
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        raise RelNeuronError(f"score must be a finite number, got {score!r}", path=path, line=line)
+    if not _is_finite_number(score):
+        shown = repr(score) if len(repr(score)) <= 40 else repr(score)[:37] + "..."
+        raise RelNeuronError(f"score must be a finite number, got {shown}", path=path, line=line)
     return Neuron(group, site, layer, index, float(score))
 
 
-def _read_text(path: Path) -> str:
+def _is_finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float (a 400-digit integer is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text (gunzipped when gzip) and the SHA-256 of its bytes."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -421,13 +479,14 @@ def _read_text(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise RelNeuronError(f"cannot read neuron-set file: {exc.strerror}", path=path) from None
+    digest = hashlib.sha256(raw).hexdigest()
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise RelNeuronError(f"corrupt gzip data ({exc})", path=path) from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), digest
     except UnicodeDecodeError as exc:
         raise RelNeuronError(
             f"not UTF-8 text (byte {exc.start})", path=path, hint="neuron sets are JSON Lines"
@@ -441,7 +500,7 @@ def load(path: str | Path) -> NeuronSet:
     path = resolve_shipped(path)
     if path.is_dir():
         raise RelNeuronError("is a folder, not a neuron-set file", path=path)
-    text = _read_text(path)
+    text, digest = _read_text(path)
     where = str(path)
     lines = text.splitlines()
     first = next((i for i, s in enumerate(lines) if s.strip()), None)
@@ -470,7 +529,7 @@ def load(path: str | Path) -> NeuronSet:
             )
         seen[key] = number
         neurons.append(neuron)
-    return NeuronSet(header=header, neurons=neurons, source=where)
+    return NeuronSet(header=header, neurons=neurons, source=where, file_sha256=digest)
 
 
 def dumps_lines(neuron_set: NeuronSet) -> Iterable[str]:

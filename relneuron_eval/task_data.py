@@ -12,6 +12,9 @@ with it the model arguments) as keywords too.
 from __future__ import annotations
 
 import hashlib
+import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
@@ -101,6 +104,27 @@ def rows_for(
     return relation_rows(rel, family)
 
 
+def resolve_spec(spec: str, config_source: Any = None) -> str:
+    """A user spec named by a task YAML: absolute, or relative to the YAML's folder.
+
+    ``relneuron taskgen --spec`` writes the relative form, so a task folder that moves
+    (another machine, a CI checkout) together with its spec keeps working. lm-eval
+    passes the YAML's path to ``custom_dataset`` as the metadata key ``config_source``.
+    """
+    path = Path(spec).expanduser()
+    source = str(config_source) if config_source and config_source != "inline" else None
+    if not path.is_absolute():
+        path = (Path(source).parent if source else Path.cwd()) / path
+    if not path.is_file():
+        raise RelNeuronError(
+            f"the relation spec {spec!r} of this task is not at {path}",
+            path=source,
+            hint="keep the spec where it was relative to the task folder, or regenerate the "
+            "tasks with `relneuron taskgen --spec SPEC --out DIR`",
+        )
+    return str(path)
+
+
 def load(
     relfacts_family: str = "gen",
     relfacts_relation: str | None = None,
@@ -111,7 +135,44 @@ def load(
     """``custom_dataset`` entry point: a ``datasets.DatasetDict`` with test and fewshot."""
     import datasets
 
-    rows = rows_for(relfacts_family, relfacts_relation, relfacts_lang, relfacts_spec)
+    spec = resolve_spec(relfacts_spec, _metadata.get("config_source")) if relfacts_spec else None
+    rows = rows_for(relfacts_family, relfacts_relation, relfacts_lang, spec)
     return datasets.DatasetDict(
         {split: datasets.Dataset.from_list(items) for split, items in rows.items()}
     )
+
+
+# lm-eval 0.4.13 (api/task.py, ConfigurableTask.download) logs this two-line hint for
+# every task whose ``custom_dataset`` is a function, whether or not it reads metadata.
+# Ours read none, so each relfacts task printed two useless lines (160+ with a glob).
+_METADATA_HINT = "Custom kwargs can be passed to `--metadata`"
+
+
+def _downloading_our_task(depth: int = 12) -> bool:
+    """Whether the caller's stack is a task's ``download`` whose dataset comes from ``load``."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        task = frame.f_locals.get("self") if frame.f_code.co_name == "download" else None
+        if task is not None:
+            return getattr(getattr(task, "config", None), "custom_dataset", None) is load
+        frame = frame.f_back
+    return False
+
+
+class _MetadataHintFilter(logging.Filter):
+    """Drops lm-eval's ``--metadata`` hint for relfacts tasks; other tasks keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _METADATA_HINT not in str(record.msg) or not _downloading_our_task()
+
+
+def _install_metadata_hint_filter() -> None:
+    """Idempotent; runs at import, i.e. when lm-eval resolves ``!function ...load``."""
+    logger = logging.getLogger("lm_eval.api.task")
+    if not any(isinstance(f, _MetadataHintFilter) for f in logger.filters):
+        logger.addFilter(_MetadataHintFilter())
+
+
+_install_metadata_hint_filter()

@@ -225,3 +225,219 @@ def test_ranking_matches_sklearn_by_hand(tmp_path):
         assert all(relations[i] != rel for i in negatives)
         assert len(negatives) == min(20, 2 * int(lab.positive.sum()))
     assert json.dumps(store.meta)  # the store's metadata stays JSON
+
+
+# ------------------------------------------- tiny model: checkpoints, few-shot, help
+TINY_TEMPLATES = {
+    "alpha": "{subject} is linked to",
+    "beta": "The home of {subject} is",
+    "gamma": "{subject} works with",
+}
+TINY_ARGS = ["find", "relation-specific", "--top-k", "20", "--min-positives", "2"]
+TINY_ARGS += ["--batch-size", "4", "--no-progress"]
+
+
+def _write_tiny_spec(folder: Path, objects: dict[str, str]) -> None:
+    """Three relations of 40 made-up facts; ``objects`` overrides the default 'zzz'."""
+    ok, every = ["relations:"], ["relations:"]
+    for rel, template in TINY_TEMPLATES.items():
+        rows = [
+            {"subject": f"{rel.title()} item {i}", "object": objects.get(f"{rel}/{i}", "zzz")}
+            for i in range(40)
+        ]
+        (folder / f"{rel}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        entry = [
+            f"  - name: {rel}",
+            f"    facts: {rel}.jsonl",
+            "    templates:",
+            f'      discovery: ["{template}"]',
+            f'      eval: ["Also: {template}"]',
+        ]
+        every += entry
+        ok += entry if rel != "gamma" else []
+    (folder / "spec_ok.yaml").write_text("\n".join(ok) + "\n")
+    (folder / "spec_all.yaml").write_text("\n".join(every) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory) -> tuple[Path, Path]:
+    """(model, folder): a tiny random Llama and a spec whose facts it partly "knows".
+
+    Two of every three discovery facts of alpha and beta get the model's own greedy
+    answer (to the CLI's default 3-shot prompts) as their object; gamma gets none.
+    """
+    import torch
+    from tools_helpers import tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relneuron_eval import facts
+    from relneuron_eval.discovery.activations import _next_tokens
+    from relneuron_eval.discovery.data import discovery_prompts
+
+    model_path = tiny_model()
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    folder = tmp_path_factory.mktemp("tiny-spec")
+    _write_tiny_spec(folder, {})
+    prompts = discovery_prompts(
+        facts.load_spec(folder / "spec_all.yaml"), fewshot=None, demos="per-relation"
+    )
+    objects = {}
+    with torch.no_grad():
+        for p in prompts:
+            ids = tokenizer(p.text)["input_ids"]
+            first = _next_tokens(model, [ids], 0)[0]
+            answer = tokenizer.decode([first, _next_tokens(model, [[*ids, first]], 0)[0]]).strip()
+            number = int(p.fact_id.rsplit("/", 1)[1])
+            if p.relation != "gamma" and number % 3 and answer == facts.clean_text(answer):
+                objects[p.fact_id] = answer
+    _write_tiny_spec(folder, objects)
+    return model_path, folder
+
+
+def _tiny(tiny_spec, out: Path, *extra: str, spec: str = "spec_ok.yaml", check: bool = True):
+    model, folder = tiny_spec
+    args = [*TINY_ARGS, "--model", str(model), "--relations", str(folder / spec)]
+    return _run([*args, "--out", str(out), *extra], check=check)
+
+
+def _interrupted(tiny_spec, out: Path, *extra: str) -> Path:
+    """The work folder of a run stopped after one batch."""
+    proc = _tiny(tiny_spec, out, "--stop-after", "1", *extra, check=False)
+    assert proc.returncode != 0 and not out.exists()
+    work = out.with_name(f".{out.name}.work")
+    assert 0 < np.load(work / "done.npy").sum() < len(np.load(work / "done.npy"))
+    return work
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tiny_spec, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-ref") / "ref.jsonl"
+    _tiny(tiny_spec, out)
+    return out
+
+
+def _truncate_layer(work: Path) -> str:
+    victim = work / "layer_001.npy"
+    victim.write_bytes(victim.read_bytes()[:-1000])
+    return "layer_001.npy is damaged"
+
+
+def _truncate_meta(work: Path) -> str:
+    victim = work / "meta.json"
+    victim.write_text(victim.read_text()[:40])
+    return "meta.json is unreadable"
+
+
+def _flip_a_finished_row(work: Path) -> str:
+    row = int(np.flatnonzero(np.load(work / "done.npy"))[0])
+    layer = np.load(work / "layer_000.npy", mmap_mode="r+")
+    layer[row, 5] += 1.0  # in place: the file keeps its size and header
+    layer.flush()
+    return "1 of 4 finished prompts fail their checksum"
+
+
+@pytest.mark.parametrize("damage", [_truncate_layer, _truncate_meta, _flip_a_finished_row])
+def test_damaged_checkpoint_is_noticed_and_recomputed(tiny_spec, tiny_reference, tmp_path, damage):
+    out = tmp_path / "resumed.jsonl"
+    notice = damage(_interrupted(tiny_spec, out))
+    proc = _tiny(tiny_spec, out)
+    assert "Traceback" not in proc.stderr
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("notice:")]
+    assert len(notices) == 1 and notice in notices[0], proc.stderr
+    assert _lines(out) == _lines(tiny_reference)
+
+
+def test_options_that_keep_the_activations_keep_the_checkpoint(tiny_spec, tmp_path):
+    out = tmp_path / "changed.jsonl"
+    work = _interrupted(tiny_spec, out)
+    finished = int(np.load(work / "done.npy").sum())
+    # everything after the stored numbers may change: no recomputation, no notice
+    again = ["--skip-unscorable", "--batch-size", "2", "--top-k", "10", "--min-positives", "1"]
+    proc = _tiny(tiny_spec, out, *again, "--negatives-ratio", "2")
+    assert "notice" not in proc.stderr, proc.stderr
+    params = load(out).method["params"]
+    assert params["batch_size"] == {"2": 40 - finished, "4": finished}  # kept rows: size 4
+    assert (params["top_k"], params["ratio"], params["skip_unscorable"]) == (10, 2, True)
+    # what does change the stored numbers still starts afresh, and says so
+    work = _interrupted(tiny_spec, tmp_path / "dtype.jsonl")
+    proc = _tiny(tiny_spec, tmp_path / "dtype.jsonl", "--store-dtype", "float16")
+    assert "made for other inputs (config, dtype differ); starting afresh" in proc.stderr
+    assert load(tmp_path / "dtype.jsonl").method["params"]["batch_size"] == 4
+
+
+def test_too_few_positives_names_every_option_before_the_activation_pass(tiny_spec, tmp_path):
+    out = tmp_path / "x.jsonl"
+    proc = _tiny(tiny_spec, out, spec="spec_all.yaml", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("error:") == 1
+    assert "gamma: 0 of 20 discovery prompts answered correctly, 2 needed" in proc.stderr
+    for option in ("--fewshot", "--min-positives", "--skip-unscorable"):
+        assert option in proc.stderr
+    done = np.load(out.with_name(".x.jsonl.work") / "done.npy")
+    assert done.sum() == 0  # stopped by the answers-only check: no activations computed
+    proc = _tiny(tiny_spec, out, "--skip-unscorable", spec="spec_all.yaml")
+    neuron_set = load(out)
+    assert neuron_set.groups() == ["alpha", "beta"]
+    assert neuron_set.method["data"]["relations_skipped"] == ["gamma"]
+
+
+def test_fewshot_default_is_the_tasks_prompting(tiny_reference):
+    from relneuron_eval.cli import build_parser
+    from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
+
+    params = load(tiny_reference).method["params"]
+    assert (params["fewshot"], params["demos"]) == (3, "per-relation")  # the tasks' 3-shot
+    parse = build_parser(["find"]).parse_args
+    base = ["find", "relation-specific", "--out", "x.jsonl"]
+    assert (parse(base).fewshot, parse(base).demos) == (None, "per-relation")
+    assert (
+        parse([*base, "--fewshot", "0"]).fewshot,
+        parse([*base, "--fewshot", "task"]).fewshot,
+    ) == (0, None)
+    relations = resolve_relations("country_capital_city,landmark_on_continent")
+    default = discovery_prompts(relations, fewshot=None, demos="per-relation")
+    assert all(p.text.count("\n") == 3 for p in default)
+    for rel in relations.values():  # the same 3 demos, all from the fewshot split
+        demos = {
+            p.text.rsplit("\n", 1)[0]
+            for p in default
+            if p.relation == rel.name and p.template_index == 0
+        }
+        assert len(demos) == 1
+        subjects = {f.subject for f in rel.facts_in("fewshot")}
+        assert all(any(s in line for s in subjects) for line in demos.pop().split("\n"))
+    # the old settings stay reproducible with explicit options
+    zero = discovery_prompts(relations, fewshot=0)
+    assert all("\n" not in p.text for p in zero)
+    shipped = discovery_prompts(relations, fewshot=3, demos="per-prompt")
+    assert shipped == discovery_prompts(relations, fewshot=3)  # the library's old default
+    assert len({p.text.rsplit("\n", 1)[0] for p in shipped}) > 1  # demos drawn per prompt
+
+
+def test_help_shows_defaults_for_every_subcommand():
+    proc = _run(["find", "relation-specific", "--help"])
+    text = " ".join(proc.stdout.split())
+    for expected in (
+        "(default: task)",
+        "(default: per-relation)",
+        "(default: 10)",
+        "(default: 16)",
+    ):
+        assert expected in text
+    import argparse
+
+    from relneuron_eval.cli import SUBCOMMANDS, build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    for name in SUBCOMMANDS:
+        for parser in parsers(build_parser([name])):
+            help_text = " ".join(parser.format_help().split())
+            assert "default: None" not in help_text and "default: False" not in help_text
+            assert "(default: " in help_text or parser.prog in ("relneuron", "relneuron bench")

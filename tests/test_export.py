@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -489,7 +493,22 @@ def test_non_empty_folder_and_base_folder_are_refused(llama_setup, tmp_path, cap
         ("peft", ["--mode", "boost"], "unknown mode 'boost'"),
         ("peft", ["--top-k", "0"], "top_k must be a positive integer"),
         ("peft", ["--sites", "mlp.attn"], "unknown site(s) ['mlp.attn']"),
-        ("peft", ["--layers", "1-x"], "--layers must be integers"),
+        ("peft", ["--layers", "1-x"], "layers must be integers"),
+        # non-finite numbers wrote a checkpoint of NaN weights (exit 0)
+        (
+            "model",
+            ["--mode", "scale", "--factor", "nan"],
+            "factor must be a finite number, got nan",
+        ),
+        ("model", ["--mode", "enhance", "--factor", "inf"], "factor must be a finite number"),
+        ("model", ["--mode", "set", "--value", "nan"], "value must be a finite number, got nan"),
+        ("peft", ["--fraction", "nan"], "fraction must be in (0, 1]"),
+        # ignored arguments are refused, as in a relcheck file
+        ("peft", ["--factor", "3"], "factor only applies to mode enhance or scale"),
+        ("peft", ["--seed", "3"], "seed only applies to control=random"),
+        # "the selection is empty" (0-1000000000: MemoryError) before
+        ("peft", ["--layers", "7"], "layers=7 is outside this model's layers 0-2"),
+        ("peft", ["--layers", "0-1000000000"], "layers=0-1000000000 is outside this model's"),
         ("peft", ["--control", "shuffled"], "unknown control 'shuffled'"),
         ("peft", [], "both live on module model.layers.0.mlp.down_proj"),
     ],
@@ -563,3 +582,150 @@ def test_act_and_down_proj_of_one_layer_export_as_checkpoint(saved, tmp_path):
     with pytest.raises(RelNeuronError, match=r"mlp.act and mlp.down_proj both live on module"):
         export_peft(folder, iv, tmp_path / "adapter")
     _assert_equivalent(_routes(model, folder, iv, tmp_path, peft=False))
+
+
+# ------------------------------------------------- interrupted exports, --force
+# Runs `relneuron export` in a child process that stops itself (``sig``) just before
+# writing the model card, i.e. after every weight file is in the temporary folder.
+_INTERRUPT = """
+import os, signal, sys
+def hook(event, args):
+    if event == "open" and str(args[0]).endswith("README.md") and ".tmp" in str(args[0]):
+        os.kill(os.getpid(), signal.{sig})
+sys.addaudithook(hook)
+from relneuron_eval.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _interrupted_export(sig: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    code = _INTERRUPT.format(sig=sig)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "export", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _temporaries(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.glob(".out.*.tmp") if p.name != ".out.mine.tmp")
+
+
+def _stopped(proc: subprocess.Popen) -> bool:
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def test_killed_export_is_cleaned_up_by_the_next_one(llama_setup, tmp_path, capsys):
+    """Before: every killed export left its hidden temporary folder behind for good."""
+    folder, set_path = llama_setup
+    out = tmp_path / "out"
+    common = ["--model", str(folder), "--neuron-set", str(set_path), "--sites", "mlp.act"]
+    # A writer that is still alive (stopped, not dead) keeps its folder.
+    running = _interrupted_export("SIGSTOP", "model", *common, "--out", str(out))
+    try:
+        deadline = time.monotonic() + 300
+        while not _stopped(running):
+            assert time.monotonic() < deadline and running.poll() is None
+            time.sleep(0.2)
+        (alive,) = _temporaries(tmp_path)
+        killed = _interrupted_export("SIGKILL", "model", *common, "--out", str(out))
+        assert killed.wait(timeout=300) == -9
+        (stale,) = [p for p in _temporaries(tmp_path) if p != alive]
+        assert (stale / "model.safetensors").is_file() and not out.exists()
+        mine = tmp_path / ".out.mine.tmp"  # not written by an export: never touched
+        mine.mkdir()
+        (mine / "keep.txt").write_text("mine")
+        code, err = _export_cli(capsys, "model", *common, "--out", str(out))
+        assert code == 0, err
+        assert f"removed {stale}" in err and "interrupted export" in err
+        assert _temporaries(tmp_path) == [alive] and (mine / "keep.txt").read_text() == "mine"
+    finally:
+        running.kill()
+        running.wait(timeout=60)
+    code, err = _export_cli(capsys, "peft", *common, "--out", str(out), "--force")
+    assert code == 0 and f"removed {alive}" in err
+    assert _temporaries(tmp_path) == [] and (mine / "keep.txt").read_text() == "mine"
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_force_replaces_only_what_a_previous_export_wrote(llama_setup, tmp_path, capsys):
+    """Before: --force deleted the user's notes.txt and sub/data.csv along with the export."""
+    folder, set_path = llama_setup
+    out = tmp_path / "out"
+    common = ["--model", str(folder), "--neuron-set", str(set_path), "--sites", "mlp.act"]
+    assert _export_cli(capsys, "model", *common, "--out", str(out))[0] == 0
+    listed = read_manifest(out)["files"]
+    assert listed == sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    (out / "notes.txt").write_text("mine")
+    (out / "sub").mkdir()
+    (out / "sub" / "data.csv").write_text("a,b\n")
+    before = _tree_bytes(out)
+    code, err = _export_cli(capsys, "peft", *common, "--out", str(out), "--force")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "did not write (notes.txt, sub/data.csv)" in err and "nothing was written" in err
+    assert _tree_bytes(out) == before
+    # A model folder of the user's own (no relneuron.json) is refused as well.
+    own = tmp_path / "own-model"
+    own.mkdir()
+    for path in folder.iterdir():
+        (own / path.name).write_bytes(path.read_bytes())
+    own_before = _tree_bytes(own)
+    code, err = _export_cli(capsys, "peft", *common, "--out", str(own), "--force")
+    assert code == 2 and "was not written by relneuron export" in err
+    assert _tree_bytes(own) == own_before
+    # Only the export's own files: replaced, also for a manifest without a file list.
+    (out / "notes.txt").unlink()
+    (out / "sub" / "data.csv").unlink()
+    (out / "sub").rmdir()
+    manifest = json.loads((out / "relneuron.json").read_text())
+    del manifest["files"]
+    (out / "relneuron.json").write_text(json.dumps(manifest))
+    assert _export_cli(capsys, "peft", *common, "--out", str(out), "--force")[0] == 0
+    assert read_manifest(out)["kind"] == "peft-ia3" and not (out / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "holds a previous `relneuron export` and nothing else" in help_text
+    assert "refused, never deleted" in help_text
+
+
+def test_random_control_checks_the_header_before_allocating(llama_setup, tmp_path):
+    """A header claiming intermediate_size 1e9 made --control random grow past 6.6 GB.
+
+    Run under a 2 GiB address-space limit (the export itself needs ~0.4 GB), so the old
+    behaviour fails fast with MemoryError instead of eating the machine.
+    """
+    import resource
+    import subprocess
+    import sys
+
+    folder, set_path = llama_setup
+    lines = set_path.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["model"]["intermediate_size"] = 10**9
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    limit = 2 * 2**30
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "relneuron_eval.cli", "export", "peft"),
+            *("--model", str(folder), "--neuron-set", str(huge)),
+            *("--sites", "mlp.act", "--control", "random", "--out", str(out)),
+        ],
+        preexec_fn=cap,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "another shape: intermediate_size 1000000000 in the file vs 24" in proc.stderr
+    assert not out.exists()

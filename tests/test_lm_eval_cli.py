@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,115 @@ def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_task
         assert [r["doc_id"] for r in two] == [r["doc_id"] for r in one]
         assert [r["filtered_resps"] for r in two] == [r["filtered_resps"] for r in one]
     assert load_results(tmp_path / "two")["results"] == load_results(tmp_path / "one")["results"]
+
+
+# ----------------------------------------------------------------- relfacts task suite
+def _shipped_relfacts_tasks() -> set[str]:
+    from relneuron_eval import taskgen
+
+    return {
+        line.split(": ", 1)[1]
+        for text in taskgen.generate_shipped().values()
+        for line in text.splitlines()
+        if line.startswith("task: ")
+    }
+
+
+def _samples_by_task(output: Path) -> dict[str, list[dict]]:
+    """Every samples file under ``output``, by task (a task's name is followed by a date)."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(output.rglob("samples_*.jsonl")):
+        match = re.fullmatch(r"samples_(.+)_\d{4}-\d\d-\d\dT[\d.-]+\.jsonl", path.name)
+        assert match, path.name
+        assert match[1] not in out, f"two samples files for {match[1]}"
+        out[match[1]] = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return out
+
+
+def test_relfacts_glob_runs_every_task_exactly_once(tmp_path):
+    """The README's headline `--tasks 'relfacts_*'` (issue 9: a duplicate-task ValueError).
+
+    Same command shape (relneuron-hf, a neuron set, one group deactivated), on the tiny
+    model so that every relfacts task fits in the test.
+    """
+    from tools_helpers import make_neuron_set, tiny_model
+
+    neuron_set = make_neuron_set(tmp_path / "set.jsonl", {"landmark_on_continent": 30})
+    args = (
+        f"pretrained={tiny_model()},neuron_set={neuron_set},"
+        "groups=landmark_on_continent,mode=deactivate"
+    )
+    run_lm_eval(
+        ["--model", "relneuron-hf", "--model_args", args, "--tasks", "relfacts_*",
+         "--device", "cpu", "--limit", "1", "--batch_size", "16", "--log_samples",
+         "--output_path", str(tmp_path / "out")]
+    )  # fmt: skip
+    expected = _shipped_relfacts_tasks()
+    results = load_results(tmp_path / "out")
+    assert set(results["results"]) == expected  # every task, and no group
+    assert set(results["n-samples"]) == expected
+    samples = _samples_by_task(tmp_path / "out")
+    assert set(samples) == expected
+    assert all(len(rows) == 1 for rows in samples.values())
+
+
+# Few-shot tasks of every family: generation, multiple choice, multilingual, two-hop (CoT).
+FEWSHOT_TASKS = (
+    "relfacts_country_capital_city",
+    "relfacts_mc_landmark_on_continent",
+    "relfacts_de_country_capital_city",
+    "relfacts_2hop_cot",
+)
+
+
+def _prompts(output: Path) -> dict[str, dict[str, str]]:
+    """task -> document identity (fact or chain id) -> the exact requests sent to the model."""
+    return {
+        task: {
+            row["doc"].get("fact_id") or row["doc"]["chain_id"]: json.dumps(row["arguments"])
+            for row in rows
+        }
+        for task, rows in _samples_by_task(output).items()
+    }
+
+
+def test_fewshot_prompts_do_not_depend_on_processes_limit_or_selection(tiny_model_dir, tmp_path):
+    """Issue 11: lm-eval's default sampler gave other demos on 2 processes and per selection."""
+    import os
+    import subprocess
+
+    from relneuron_eval.benchmarks.data_parallel import accelerate_prefix
+
+    def common(out: str) -> list[str]:
+        return ["--model", "hf", "--model_args", f"pretrained={tiny_model_dir}",
+                "--tasks", ",".join(FEWSHOT_TASKS), "--device", "cpu", "--batch_size", "8",
+                "--log_samples", "--output_path", str(tmp_path / out)]  # fmt: skip
+
+    run_lm_eval([*common("one"), "--limit", "6"])
+    run_lm_eval([*common("short"), "--limit", "2"])
+    picked = json.dumps({task: [5, 3] for task in FEWSHOT_TASKS})
+    run_lm_eval([*common("picked"), "--samples", picked])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(
+        [*accelerate_prefix(2), *common("two"), "--limit", "6"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "on rank 1" in proc.stderr  # really two processes, each with its own shard
+    one = _prompts(tmp_path / "one")
+    assert set(one) == set(FEWSHOT_TASKS) and all(len(docs) == 6 for docs in one.values())
+    assert _prompts(tmp_path / "two") == one  # byte-identical at 1 and 2 processes
+    for run, size in (("short", 2), ("picked", 2)):
+        other = _prompts(tmp_path / run)
+        for task, docs in other.items():
+            assert len(docs) == size and all(one[task][key] == text for key, text in docs.items())
+    # the same demos for every document of a relation: one shared prompt prefix per task
+    for task, rows in _samples_by_task(tmp_path / "one").items():
+        field = "prompt_cot" if task == "relfacts_2hop_cot" else "prompt"
+        prefixes = set()
+        for row in rows:
+            prompt = row["arguments"]["gen_args_0"]["arg_0"]
+            assert prompt.endswith(row["doc"][field]), task
+            prefixes.add(prompt[: -len(row["doc"][field])])
+        assert len(prefixes) == 1 and prefixes.pop().count("\n") >= 3, task

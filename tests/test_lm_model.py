@@ -16,6 +16,7 @@ from lm_eval.api.instance import Instance
 from lm_eval_helpers import save_tiny_llama
 
 from relneuron_eval.architectures import site_module
+from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.lm_model import RelNeuronLM
 from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
 
@@ -236,3 +237,82 @@ def test_model_is_clean_after_each_request_type(tiny_dir, neuron_file):
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lm.model.modules())
+
+
+# ------------------------------------------------------------------ model args
+BAD_MODEL_ARGS = [
+    # lm-eval turns "nan"/"inf" into floats; these used to run with every logit NaN
+    ("mode=enhance,factor=nan", "factor must be a finite number, got nan"),
+    ("mode=scale,factor=inf", "factor must be a finite number, got inf"),
+    ("mode=scale,factor=-inf", "factor must be a finite number, got -inf"),
+    ("mode=set,value=nan", "value must be a finite number, got nan"),
+    # a bare ValueError from int("abc") before
+    ("control=random,seed=abc", "seed must be an integer >= 0, got 'abc'"),
+    # silently ignored before (a relcheck file refuses them)
+    ("seed=abc", "seed only applies to control=random"),
+    ("seed=3", "seed only applies to control=random"),
+    ("factor=3", "factor only applies to mode enhance or scale, not deactivate"),
+    ("mode=enhance,value=1", "value only applies to mode set"),
+    ("top_k=0", "top_k must be a positive integer"),
+    ("top_k=-5", "top_k must be a positive integer"),
+    ("fraction=nan", r"fraction must be in \(0, 1\]"),
+    # "the selection is empty" before (0-1000000000: MemoryError)
+    ("layers=99", "layers=99 is outside this model's layers 0-1"),
+    ("layers=5-3", "layers=5-3 is a reversed range"),
+    ("layers=-3", "layers=-3 is outside this model's layers 0-1"),
+    ("layers=0-1000000000", "layers=0-1000000000 is outside this model's layers 0-1"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_MODEL_ARGS)
+def test_bad_model_args_are_refused_before_loading(tiny_dir, neuron_file, extra, message):
+    """Parsed exactly as ``lm_eval --model_args`` parses them (strings to numbers)."""
+    args = f"pretrained={tiny_dir / 'missing'},neuron_set={neuron_file},{extra}"
+    with pytest.raises(RelNeuronError, match=message):  # before the (missing) model is read
+        RelNeuronLM.create_from_arg_string(args, {"device": "cpu"})
+
+
+def test_intervention_args_without_a_neuron_set_are_refused(tiny_dir):
+    with pytest.raises(RelNeuronError, match=r"factor=, seed= need\(s\) a neuron_set="):
+        RelNeuronLM.create_from_arg_string(f"pretrained={tiny_dir},factor=3,seed=1", {})
+
+
+def test_per_doc_applies_top_k_per_group(tiny_dir, neuron_file, tmp_path):
+    two = NeuronSet.load(neuron_file)
+    neurons = [*two.neurons, *(Neuron("h", n.site, n.layer, n.index, 0.5) for n in two)]
+    path = two.with_neurons(neurons).save(tmp_path / "two.jsonl")
+    lm = RelNeuronLM(
+        pretrained=str(tiny_dir), device="cpu", neuron_set=str(path), per_doc="fact", top_k=5
+    )
+    assert {g: len(s) for g, s in lm._rn_group_sets.items()} == {"g": 5, "h": 5}
+    assert lm._rn.description["top_k"] == 5
+
+
+def test_lm_eval_results_record_file_hash_selection_hash_and_layer_counts(
+    tiny_dir, neuron_file, tmp_path
+):
+    """The README promises file hash, units and per-layer counts in ``config.relneuron``."""
+    import hashlib
+
+    from lm_eval_helpers import load_results, run_lm_eval, write_toy_task
+
+    tasks = write_toy_task(
+        tmp_path / "task",
+        [{"question": f"Q{i} is", "answer": " a", "choices": [" a", " b"]} for i in range(3)],
+    )
+    args = f"pretrained={tiny_dir},neuron_set={neuron_file},layers=1,top_k=7"
+    out = tmp_path / "out"
+    run_lm_eval(
+        [
+            *("--model", "relneuron-hf", "--model_args", args, "--tasks", "toy_mc"),
+            *("--include_path", str(tasks), "--device", "cpu", "--limit", "2"),
+            *("--output_path", str(out)),
+        ]
+    )
+    info = load_results(out)["config"]["relneuron"]
+    assert info["neuron_set_sha256"] == hashlib.sha256(neuron_file.read_bytes()).hexdigest()
+    selection = NeuronSet.load(neuron_file).select("*", top_k=7, layers=[1])
+    assert info["selection_sha256"] == selection.content_hash()
+    assert info["units_per_layer"] == {"1": 7}
+    assert info["num_units"] == 7
+    assert "neuron_set_hash" not in info  # was the selection's hash under a file-like name

@@ -136,6 +136,24 @@ def test_random_control_is_matched_and_disjoint():
             2,
         ),
         ([HEADER, {**GOOD, "score": "high"}], "score must be a finite number", 2),
+        (
+            [HEADER, '{"group": "r", "site": "mlp.act", "layer": 1, "index": 2, "score": 1e999}'],
+            "score must be a finite number, got inf",
+            2,
+        ),
+        # a 400-digit integer score raised OverflowError
+        (
+            [
+                HEADER,
+                '{"group": "r", "site": "mlp.act", "layer": 1, "index": 2, "score": 1'
+                + "0" * 400
+                + "}",
+            ],
+            "score must be a finite number",
+            2,
+        ),
+        # unknown fields were silently dropped
+        ([HEADER, GOOD, {**GOOD, "index": 3, "rank": 1}], r"unknown field\(s\) \['rank'\]", 3),
         ([HEADER, GOOD, GOOD], "duplicate neuron", 3),
         ([HEADER, [1, 2]], "must be a JSON object", 2),
     ],
@@ -248,3 +266,54 @@ def test_saved_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_load_records_the_file_digest(tmp_path):
+    import hashlib
+
+    path = save(_set([Neuron("a", "mlp.act", 0, 1, 0.5)]), tmp_path / "s.jsonl.gz")
+    loaded = load(path)
+    assert loaded.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.select("a").file_sha256 is None  # a selection is not that file
+    assert loaded.units_per_layer() == {"0": 1}
+
+
+def test_random_control_equals_drawing_from_the_full_list():
+    """The control draws from a lazy list of free units; it must equal the plain list."""
+    import random
+
+    from relneuron_eval.neuron_set import _FreeIndices
+
+    rng = random.Random(0)
+    for _ in range(200):
+        size = rng.randint(1, 60)
+        taken = set(rng.sample(range(size), rng.randint(0, size)))
+        free = [i for i in range(size) if i not in taken]
+        lazy = _FreeIndices(size, taken)
+        assert len(lazy) == len(free) and list(lazy) == free
+        k = rng.randint(0, len(free))
+        assert random.Random(k).sample(lazy, k) == random.Random(k).sample(free, k)
+
+
+def test_random_control_of_a_huge_header_needs_no_memory(tmp_path):
+    """intermediate_size 1e9 in a header made the control list a billion indices (6.6 GB+).
+
+    Run under a 1 GiB address-space limit, so the old behaviour fails fast (MemoryError)
+    instead of eating the machine.
+    """
+    import subprocess
+    import sys
+
+    model = {**MODEL, "intermediate_size": 10**9}
+    header = {**HEADER, "model": model}
+    path = _write(tmp_path / "huge.jsonl", [header, GOOD, {**GOOD, "layer": 2, "index": 7}])
+    code = f"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
+from relneuron_eval.neuron_set import load
+control = load({str(path)!r}).random_control(seed=1)
+assert len(control) == 2 and not control.units() & load({str(path)!r}).units()
+print(sorted(control.units()))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

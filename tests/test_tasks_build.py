@@ -6,17 +6,21 @@ point is that every task builds, renders its few-shot prompts and is scored).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from lm_eval_helpers import run_lm_eval as run_lm_eval_cli
 from tools_helpers import make_neuron_set, tiny_model
 
 from relneuron_eval import facts, task_data, task_metrics, taskgen, twohop
 from relneuron_eval.cli import main as cli_main
+from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.resources import tasks_dir
 
 SHIPPED = facts.shipped_dir()
@@ -44,7 +48,8 @@ def test_task_families_and_names(shipped_files):
     tasks, groups = _names(shipped_files, "task"), _names(shipped_files, "group")
     assert len(tasks) == len(set(tasks)) and not set(tasks) & set(groups)
     english = [t for t in tasks if t.removeprefix("relfacts_") in facts.RELATIONS]
-    assert len(english) == 19
+    assert sorted(english) == sorted(f"relfacts_{r}" for r in facts.RELATIONS)
+    assert len(english) >= 19
     mc = [t for t in tasks if t.startswith("relfacts_mc_")]
     closed = [n for n, r in facts.load_relations().items() if r.closed_set]
     assert sorted(mc) == sorted(f"relfacts_mc_{n}" for n in closed) and len(mc) >= 10
@@ -52,7 +57,10 @@ def test_task_families_and_names(shipped_files):
         mine = [t for t in tasks if t.startswith(f"relfacts_{lang}_")]
         assert len(mine) >= (8 if lang in ("de", "es", "fr") else 4), lang
     assert set(twohop.TASKS) <= set(tasks)
-    assert {"relfacts", "relfacts_mc", "relfacts_multilingual", "relfacts_2hop_all"} <= set(groups)
+    assert {"relfacts", "relfacts-mc", "relfacts-multilingual", "relfacts-2hop"} <= set(groups)
+    # `--tasks 'relfacts_*'` selects every task and no group (issue 9)
+    assert all(fnmatch.fnmatchcase(t, taskgen.TASK_GLOB) for t in tasks)
+    assert not any(fnmatch.fnmatchcase(g, taskgen.TASK_GLOB) for g in groups)
     for path, text in shipped_files.items():
         if not path.startswith("_base"):
             assert "\nmetadata:\n  version: " in text, path
@@ -114,7 +122,7 @@ def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2
 
 def test_every_task_builds_and_scores_with_hf(shipped_files):
     task_metrics.set_tokenizer(None)
-    groups = ["relfacts", "relfacts_mc", "relfacts_multilingual", "relfacts_2hop_all"]
+    groups = ["relfacts", "relfacts-mc", "relfacts-multilingual", "relfacts-2hop"]
     out = _evaluate("hf", f"pretrained={tiny_model()}", groups)
     results = out["results"]
     for task in _names(shipped_files, "task"):
@@ -155,15 +163,15 @@ def test_relneuron_hf_per_doc_uses_the_bridge_fact(tmp_path):
     assert "acc_match,none" in out["results"]["relfacts_2hop_hop1"]
 
 
-def test_user_spec_becomes_tasks(tmp_path):
-    data = tmp_path / "spec"
-    data.mkdir()
+def _write_spec(folder: Path) -> Path:
+    """A user's spec with one closed-set relation of 24 facts."""
+    folder.mkdir(parents=True, exist_ok=True)
     rows = [
         {"subject": f"Gadget {i}", "object": ["Acme", "Globex", "Initech"][i % 3]}
         for i in range(24)
     ]
-    (data / "made_by.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "mine.yaml").write_text(
+    (folder / "made_by.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "mine.yaml").write_text(
         "relations:\n"
         "  - name: gadget_maker\n"
         "    facts: made_by.jsonl\n"
@@ -172,19 +180,59 @@ def test_user_spec_becomes_tasks(tmp_path):
         '      discovery: ["{subject} is built by"]\n'
         '      eval: ["{subject} comes from the company", "The maker of {subject} is"]\n'
     )
+    return folder / "mine.yaml"
+
+
+def test_user_spec_becomes_tasks(tmp_path):
+    spec = _write_spec(tmp_path / "spec")
     out = tmp_path / "tasks"
-    assert cli_main(["taskgen", "--spec", str(data / "mine.yaml"), "--out", str(out)]) == 0
+    assert cli_main(["taskgen", "--spec", str(spec), "--out", str(out)]) == 0
     assert (out / "relfacts_gadget_maker.yaml").is_file()
     assert (out / "relfacts_mc_gadget_maker.yaml").is_file()
     # regenerating is a no-op; --check agrees
-    assert (
-        cli_main(["taskgen", "--spec", str(data / "mine.yaml"), "--out", str(out), "--check"]) == 0
-    )
+    assert cli_main(["taskgen", "--spec", str(spec), "--out", str(out), "--check"]) == 0
     res = _evaluate(
-        "hf", f"pretrained={tiny_model()}", ["relfacts_custom", "relfacts_custom_mc"], include=[out]
+        "hf", f"pretrained={tiny_model()}", ["relfacts-custom", "relfacts-custom-mc"], include=[out]
     )
     assert res["results"]["relfacts_gadget_maker"]["sample_len"] == 2
     assert "acc,none" in res["results"]["relfacts_mc_gadget_maker"]
+
+
+def test_user_tasks_move_with_their_spec(tmp_path):
+    """Task YAMLs name the spec relative to their folder (they held its absolute path)."""
+    project = tmp_path / "project"
+    spec = _write_spec(project / "spec")
+    assert cli_main(["taskgen", "--spec", str(spec), "--out", str(project / "tasks")]) == 0
+    for path in (project / "tasks").glob("*.yaml"):
+        assert str(tmp_path) not in path.read_text(), path
+    moved = shutil.move(project, tmp_path / "elsewhere")  # e.g. a CI checkout of the repo
+    proc = run_lm_eval_cli(
+        ["--model", "hf", "--model_args", f"pretrained={tiny_model()}",
+         "--include_path", str(Path(moved) / "tasks"),
+         "--tasks", "relfacts-custom,relfacts-custom-mc",
+         "--limit", "2", "--device", "cpu", "--batch_size", "8",
+         "--output_path", str(tmp_path / "out")],
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())
+    assert results["n-samples"]["relfacts_gadget_maker"]["effective"] == 2
+    assert results["n-samples"]["relfacts_mc_gadget_maker"]["effective"] == 2
+
+
+def test_user_task_without_its_spec_names_the_yaml(tmp_path):
+    spec = _write_spec(tmp_path / "spec")
+    out = tmp_path / "tasks"
+    assert cli_main(["taskgen", "--spec", str(spec), "--out", str(out)]) == 0
+    yaml_path = out / "relfacts_gadget_maker.yaml"
+    rows = task_data.load("gen", "gadget_maker", None, "../spec/mine.yaml", config_source=yaml_path)
+    assert len(rows["test"]) > 0
+    (tmp_path / "ci").mkdir()
+    shutil.move(out, tmp_path / "ci" / "tasks")  # the tasks moved, the spec did not
+    moved = tmp_path / "ci" / "tasks" / "relfacts_gadget_maker.yaml"
+    with pytest.raises(RelNeuronError) as err:
+        task_data.load("gen", "gadget_maker", None, "../spec/mine.yaml", config_source=moved)
+    assert str(moved) in str(err.value) and "relneuron taskgen --spec" in str(err.value)
 
 
 def test_user_spec_errors_before_writing(tmp_path, capsys):
@@ -200,12 +248,50 @@ def test_user_spec_errors_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.yaml:5:" in err and "{colour}" in err
     assert not out.exists()
-    (tmp_path / "clash.yaml").write_text(
-        "relations:\n  - name: country_language\n    facts: f.jsonl\n    templates:\n"
-        '      eval: ["{subject} speaks"]\n'
+
+
+def test_name_clash_names_the_spec_line_and_a_fix_that_works(tmp_path, capsys):
+    """Issue 9: the clash error had no FILE:LINE and suggested --group, which fails the same."""
+    (tmp_path / "f.jsonl").write_text(
+        "".join(json.dumps({"subject": f"S{i}", "object": "o"}) + "\n" for i in range(20))
     )
-    assert cli_main(["taskgen", "--spec", str(tmp_path / "clash.yaml"), "--out", str(out)]) == 2
-    assert "relfacts_country_language" in capsys.readouterr().err
+    relation = '    facts: f.jsonl\n    templates:\n      eval: ["{subject} speaks"]\n'
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(
+        f"relations:\n  - name: mine\n{relation}  - name: country_language\n{relation}"
+    )
+    out = tmp_path / "out"
+    for extra in ([], ["--group", "my-tasks"]):
+        assert cli_main(["taskgen", "--spec", str(clash), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{clash}:6:" in err and "relfacts_country_language" in err, err
+        assert "rename the relation" in err and "--group" not in err
+    # the fix the message names works
+    clash.write_text(clash.read_text().replace("country_language", "my_language"))
+    assert cli_main(["taskgen", "--spec", str(clash), "--out", str(out)]) == 0
+    # two relations of the spec giving one task name: the second one's line
+    (tmp_path / "twice.yaml").write_text(
+        f"relations:\n  - name: mc_x\n{relation}  - name: x\n    closed_set: true\n{relation}"
+    )
+    assert cli_main(["taskgen", "--spec", str(tmp_path / "twice.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "twice.yaml:6:" in err and "relfacts_mc_x" in err and "'mc_x'" in err
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        ("relfacts-mc", "pass another --group"),
+        ("relfacts_mine", "--group relfacts-mine"),
+        ("a,b", "not a usable task group name"),
+    ],
+)
+def test_bad_group_names_are_refused(tmp_path, capsys, group, message):
+    spec = _write_spec(tmp_path / "spec")
+    out = tmp_path / "out"
+    assert cli_main(["taskgen", "--spec", str(spec), "--out", str(out), "--group", group]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.slow
@@ -214,7 +300,7 @@ def test_plain_lm_eval_cli_runs_two_hop_and_gap_reads_it(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [
         sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-        "--model_args", f"pretrained={tiny_model()}", "--tasks", "relfacts_2hop_all",
+        "--model_args", f"pretrained={tiny_model()}", "--tasks", "relfacts-2hop",
         "--limit", "3", "--log_samples", "--output_path", str(tmp_path / "out"),
         "--device", "cpu", "--batch_size", "4",
     ]  # fmt: skip

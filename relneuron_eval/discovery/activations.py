@@ -3,14 +3,20 @@
 The table ``[n_prompts, n_units]`` for a 7B model (835k units, thousands of prompts)
 does not belong in RAM, so it lives in one ``.npy`` memory map per layer inside a work
 folder. Batches are written as they finish and a ``done`` flag per prompt is flushed
-after the data, which is what makes a killed run resumable. Batches are formed from
+after the data and a per-row checksum, which is what makes a killed run resumable; a
+resumed store is verified first (see ``ActivationStore``). Batches are formed from
 the whole prompt list before sharding, so every prompt sees exactly the same padding
-(and hence the same floating-point result) whatever the number of processes.
+(and hence the same floating-point result) whatever the number of processes. Another
+batch size changes the padding and so the last bits (measured on a tiny Llama: up to
+1e-5, same answers), so a resume may use another ``--batch-size``: each row keeps the
+one it was computed with, and the neuron set's header lists them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 
 from relneuron_eval.architectures import model_shape, site_module
+from relneuron_eval.atomic import atomic_write
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.neuron_set import SITES, ModelShape
 
@@ -67,7 +74,11 @@ class Layout:
 class ActivationStore:
     """Per-layer memory maps ``layer_NNN.npy`` of shape ``[n_prompts, units_per_layer]``.
 
-    Also holds, per prompt, a ``done`` flag and whether the model answered correctly.
+    Also holds, per prompt, a ``done`` flag, whether the model answered correctly, and
+    a CRC-32 of the row's stored values in every layer plus its ``correct`` flag
+    (``checksums.npy``). A resumed store is verified before it is trusted: a piece with
+    the wrong size or header starts the store afresh, a finished row whose checksum no
+    longer matches is computed again; each says so in one line on stderr.
     """
 
     def __init__(self, root: Path, layout: Layout, n_prompts: int, meta: dict[str, Any]):
@@ -84,40 +95,104 @@ class ActivationStore:
         meta: dict[str, Any],
         dtype: str = "float32",
         create: bool = True,
+        notice: Callable[[str], None] | None = None,
     ) -> ActivationStore:
-        """Open the store at ``root``; a store made for other inputs is started afresh."""
-        root = Path(root)
+        """Open the store at ``root``, verified; one made for other inputs starts afresh.
+
+        ``create=False`` (the other processes of a launch, after rank 0 opened it)
+        only checks that the store is the one for these inputs.
+        """
         meta = {
             **meta,
             "layout": [layout.num_layers, list(layout.sites), list(layout.sizes)],
             "n_prompts": n_prompts,
             "dtype": dtype,
         }
-        meta_path = root / "meta.json"
-        fresh = True
-        if meta_path.exists():
-            fresh = json.loads(meta_path.read_text()) != meta
-        if fresh:
-            if not create:
+        store = cls(Path(root), layout, n_prompts, meta)
+        if not create:
+            if read_json_object(store.root / "meta.json") != meta:
                 raise RelNeuronError("no matching checkpoint", path=root)
-            root.mkdir(parents=True, exist_ok=True)
-            for old in root.glob("*.npy"):
-                old.unlink()
-            for layer in range(layout.num_layers):
-                np.lib.format.open_memmap(
-                    root / f"layer_{layer:03d}.npy",
-                    mode="w+",
-                    dtype=dtype,
-                    shape=(n_prompts, layout.units_per_layer),
-                ).flush()
-            np.lib.format.open_memmap(
-                root / "done.npy", mode="w+", dtype=np.int8, shape=(n_prompts,)
-            ).flush()
-            np.lib.format.open_memmap(
-                root / "correct.npy", mode="w+", dtype=np.int8, shape=(n_prompts,)
-            ).flush()
-            meta_path.write_text(json.dumps(meta, sort_keys=True))
-        return cls(root, layout, n_prompts, meta)
+            return store
+        say = notice or notice_line
+        reason = store._reuse_problem()
+        if reason is not None:
+            if reason:
+                say(f"checkpoint {store.root}: {reason}")
+            store._create()
+            return store
+        bad, finished = store.verify_rows()
+        if bad:
+            say(
+                f"checkpoint {store.root}: {bad} of {finished} finished prompts fail their "
+                "checksum; computing them again"
+            )
+        return store
+
+    def _pieces(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """File name -> (shape, dtype) of every piece of the store."""
+        n, dtype = self.n_prompts, self.meta["dtype"]
+        pieces = {
+            f"layer_{layer:03d}.npy": ((n, self.layout.units_per_layer), dtype)
+            for layer in range(self.layout.num_layers)
+        }
+        pieces.update(
+            {
+                "done.npy": ((n,), "int8"),
+                "correct.npy": ((n,), "int8"),
+                "checksums.npy": ((n,), "uint32"),
+                "batch_size.npy": ((n,), "int32"),
+            }
+        )
+        return pieces
+
+    def _reuse_problem(self) -> str | None:
+        """None if the store can be resumed; else why not ('' for no store at all)."""
+        meta_path = self.root / "meta.json"
+        if not meta_path.exists():
+            started = self.root.is_dir() and any(self.root.glob("*.npy"))
+            return "incomplete (no meta.json); starting afresh" if started else ""
+        old = read_json_object(meta_path)
+        if old is None:
+            return "meta.json is unreadable; starting afresh"
+        if old != self.meta:
+            keys = sorted(k for k in set(old) | set(self.meta) if old.get(k) != self.meta.get(k))
+            return f"made for other inputs ({', '.join(keys)} differ); starting afresh"
+        for name, (shape, dtype) in self._pieces().items():
+            problem = _piece_problem(self.root / name, shape, dtype)
+            if problem:
+                return f"{name} is damaged ({problem}); starting afresh"
+        return None
+
+    def _create(self) -> None:
+        """Empty pieces, then ``meta.json`` (atomically, last: it marks a usable store)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "meta.json").unlink(missing_ok=True)
+        for old in self.root.glob("*.npy"):
+            old.unlink()
+        for name, (shape, dtype) in self._pieces().items():
+            np.lib.format.open_memmap(self.root / name, mode="w+", dtype=dtype, shape=shape).flush()
+        with atomic_write(self.root / "meta.json") as handle:
+            handle.write(json.dumps(self.meta, sort_keys=True))
+
+    def verify_rows(self, chunk: int = 256) -> tuple[int, int]:
+        """Clear the ``done`` flag of finished rows whose checksum fails: (failed, finished)."""
+        done = self.done()
+        rows = np.flatnonzero(np.asarray(done) != 0)
+        if not len(rows):
+            return 0, 0
+        sums = np.zeros(len(rows), dtype=np.uint32)
+        for layer in range(self.layout.num_layers):
+            block = self.read_layer(layer)
+            for start in range(0, len(rows), chunk):
+                part = slice(start, start + chunk)
+                _update_sums(sums[part], np.asarray(block[rows[part]]))
+            del block
+        _update_sums(sums, np.asarray(self.correct())[rows][:, None])
+        bad = rows[sums != np.asarray(np.load(self.root / "checksums.npy"))[rows]]
+        if len(bad):
+            done[bad] = 0
+            done.flush()
+        return len(bad), len(rows)
 
     def layer(self, layer: int, mode: str = "r+") -> np.memmap:
         key = layer if mode == "r+" else -1 - layer
@@ -135,25 +210,90 @@ class ActivationStore:
     def correct(self) -> np.ndarray:
         return np.load(self.root / "correct.npy", mmap_mode="r+")
 
+    def batch_sizes(self) -> np.ndarray:
+        """The ``--batch-size`` each row was computed with (0: not recorded)."""
+        return np.load(self.root / "batch_size.npy", mmap_mode="r")
+
     def write_batch(
-        self, rows: Sequence[int], per_layer: dict[int, np.ndarray], correct: Sequence[bool]
+        self,
+        rows: Sequence[int],
+        per_layer: dict[int, np.ndarray],
+        correct: Sequence[bool],
+        batch_size: int = 0,
     ) -> None:
-        """Write one batch: data first, then the ``done`` flags (so a crash never lies)."""
+        """Write one batch: data and checksums first, then the ``done`` flags (so a crash
+        never lies). ``per_layer`` must hold every layer. ``batch_size`` (the setting, not
+        this batch's length) is kept per row: padding changes the last bits of a float."""
         rows = np.asarray(rows)
-        for layer, values in per_layer.items():
+        flags = np.asarray(correct, dtype=np.int8)
+        sums = np.zeros(len(rows), dtype=np.uint32)
+        for layer in range(self.layout.num_layers):
             mm = self.layer(layer)
+            values = np.ascontiguousarray(per_layer[layer], dtype=mm.dtype)
             mm[rows] = values
+            _update_sums(sums, values)
+        _update_sums(sums, flags[:, None])
         for mm in list(self._layers.values()):
             mm.flush()
-        corr = self.correct()
-        corr[rows] = np.asarray(correct, dtype=np.int8)
-        corr.flush()
+        sizes = np.full(len(rows), batch_size, dtype=np.int32)
+        for name, values in (
+            ("correct.npy", flags),
+            ("checksums.npy", sums),
+            ("batch_size.npy", sizes),
+        ):
+            piece = np.load(self.root / name, mmap_mode="r+")
+            piece[rows] = values
+            piece.flush()
         done = self.done()
         done[rows] = 1
         done.flush()
 
     def close(self) -> None:
         self._layers.clear()
+
+
+def notice_line(message: str) -> None:
+    """One ``notice:`` line on stderr: something was repaired, the run goes on."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The store's metadata, or None when it is missing or unreadable."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _piece_problem(path: Path, shape: tuple[int, ...], dtype: str) -> str | None:
+    """Why ``path`` is not an intact ``.npy`` of this shape and dtype (None if it is)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            got_shape, fortran, got_dtype = read(handle)
+            offset = handle.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as exc:
+        return f"unreadable header: {exc}"
+    if tuple(got_shape) != tuple(shape) or fortran or got_dtype != np.dtype(dtype):
+        return f"shape {tuple(got_shape)} {got_dtype}, expected {tuple(shape)} {dtype}"
+    size, expected = path.stat().st_size, offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size != expected:
+        return f"{size:,} bytes, expected {expected:,}"
+    return None
+
+
+def _update_sums(sums: np.ndarray, values: np.ndarray) -> None:
+    """Extend each row's running CRC-32 by that row's bytes (``values``: one row per sum)."""
+    for j in range(len(sums)):
+        sums[j] = zlib.crc32(np.ascontiguousarray(values[j]), int(sums[j]))
 
 
 # ---------------------------------------------------------------- model side
@@ -305,6 +445,57 @@ def _next_tokens(model: Any, seqs: list[list[int]], pad: int) -> list[int]:
     return model.get_output_embeddings()(last).argmax(-1).tolist()
 
 
+def _finish(
+    model: Any,
+    tokenizer: Any,
+    seqs: list[list[int]],
+    first: list[int],
+    targets: Sequence[Sequence[str]],
+    new_tokens: int,
+) -> list[bool]:
+    """Whether each greedy answer is right, given its first token.
+
+    Later greedy tokens come from hook-free forwards, only for rows whose answer is
+    still open.
+    """
+    pad = _pad_id(tokenizer)
+    generated = [[t] for t in first]
+    for _ in range(new_tokens - 1):
+        open_rows = [
+            i for i, g in enumerate(generated) if _undecided(tokenizer.decode(g), targets[i])
+        ]
+        if not open_rows:
+            break
+        more = _next_tokens(model, [seqs[i] + generated[i] for i in open_rows], pad)
+        for i, token in zip(open_rows, more, strict=True):
+            generated[i].append(token)
+    return [
+        answer_matches(tokenizer.decode(g), tg) for g, tg in zip(generated, targets, strict=True)
+    ]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+@torch.no_grad()
+def answers_correct(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    targets: Sequence[Sequence[str]],
+    new_tokens: int = 2,
+) -> list[bool]:
+    """Whether each greedy answer is right, with no activations recorded.
+
+    The cheap check that lets a run stop before its activation pass when a relation
+    cannot get enough positives.
+    """
+    seqs = [tokenizer(t)["input_ids"] for t in texts]
+    first = _next_tokens(model, seqs, _pad_id(tokenizer))
+    return _finish(model, tokenizer, seqs, first, targets, new_tokens)
+
+
 @torch.no_grad()
 def run_batch(
     model: Any,
@@ -319,30 +510,16 @@ def run_batch(
 
     ``average_last[i]`` limits row i's mean to its last that many tokens (the query of a
     few-shot prompt); None averages over every token. Right padding keeps default
-    position ids correct and lets no real token see a pad. Later greedy tokens come
-    from hook-free forwards, only for rows whose answer is still open.
+    position ids correct and lets no real token see a pad.
     """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     seqs = [tokenizer(t)["input_ids"] for t in texts]
-    _, mask = _pad_right(seqs, pad)
+    _, mask = _pad_right(seqs, _pad_id(tokenizer))
     hooks.begin(_average_mask(mask, average_last))
     try:
-        generated = [[t] for t in _next_tokens(model, seqs, pad)]
+        first = _next_tokens(model, seqs, _pad_id(tokenizer))
     finally:
         per_layer = hooks.end()
-    for _ in range(new_tokens - 1):
-        open_rows = [
-            i for i, g in enumerate(generated) if _undecided(tokenizer.decode(g), targets[i])
-        ]
-        if not open_rows:
-            break
-        more = _next_tokens(model, [seqs[i] + generated[i] for i in open_rows], pad)
-        for i, token in zip(open_rows, more, strict=True):
-            generated[i].append(token)
-    correct = [
-        answer_matches(tokenizer.decode(g), tg) for g, tg in zip(generated, targets, strict=True)
-    ]
-    return per_layer, correct
+    return per_layer, _finish(model, tokenizer, seqs, first, targets, new_tokens)
 
 
 def collect(
@@ -388,7 +565,7 @@ def collect(
                 [targets[i] for i in batch],
                 average_last=None if average_last is None else [average_last[i] for i in batch],
             )
-            store.write_batch(batch, per_layer, correct)
+            store.write_batch(batch, per_layer, correct, batch_size)
             ran += 1
     finally:
         hooks.remove()

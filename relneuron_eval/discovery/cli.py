@@ -25,6 +25,21 @@ HELP = (
 
 
 # ------------------------------------------------------------------- arguments
+def _fewshot(text: str) -> int | None:
+    """``--fewshot``: a number of demos, or ``task`` (None): each relation's task setting."""
+    if text.strip().lower() in ("task", "tasks"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 0 or 'task', got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'task', got {text!r}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
@@ -39,8 +54,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", default=None, help="checkpoint folder (default: next to --out)"
     )
-    parser.add_argument("--fewshot", type=int, default=0, help="few-shot demos per prompt")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fewshot",
+        type=_fewshot,
+        default="task",
+        help="few-shot demos per prompt, from the fewshot split with the prompt's template; "
+        "'task': as many as the relation's lm-eval task shows (num_fewshot, 3 unless the "
+        "spec says otherwise); 0: zero-shot, as earlier versions did by default",
+    )
+    parser.add_argument(
+        "--demos",
+        default="per-relation",
+        choices=["per-relation", "per-prompt"],
+        help="per-relation: every prompt of a relation shows the same demos (a seeded "
+        "choice per relation, like the tasks); per-prompt: each prompt draws its own (how "
+        "the shipped neuron sets were made)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the demos, negatives and fact samples"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -63,24 +95,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="mlp.gate_proj,mlp.up_proj,mlp.down_proj",
         help="comma-separated sites (the paper's: gate_proj, up_proj, down_proj outputs)",
     )
-    rs.add_argument("--negatives-ratio", type=int, default=4)
+    rs.add_argument("--negatives-ratio", type=int, default=4, help="negatives per positive prompt")
     rs.add_argument(
         "--average-over",
         default="query",
         choices=["query", "prompt"],
         help="token-mean over the query line only, or the whole few-shot prompt",
     )
-    rs.add_argument("--min-positives", type=int, default=10)
+    rs.add_argument(
+        "--min-positives",
+        type=int,
+        default=10,
+        help="correctly answered prompts a relation needs (checked before the activation pass)",
+    )
     rs.add_argument(
         "--skip-unscorable",
         action="store_true",
         help="leave out relations with too few correct answers instead of failing",
     )
     rs.add_argument(
-        "--max-facts", type=int, default=None, help="seeded sample of at most N facts per relation"
+        "--max-facts",
+        type=int,
+        default=None,
+        help="seeded sample of at most N facts per relation (default: every fact)",
     )
-    rs.add_argument("--batch-size", type=int, default=16)
-    rs.add_argument("--store-dtype", default="float32", choices=["float32", "float16"])
+    rs.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="prompts per forward pass (does not change the result; resume with any)",
+    )
+    rs.add_argument(
+        "--store-dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="dtype of the activation checkpoint on disk",
+    )
 
     kn = sub.add_parser(
         "knowledge-neurons",
@@ -90,7 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "two-hop tasks instead (with their discovery templates).",
     )
     _common(kn)
-    kn.add_argument("--split", default="discovery", choices=["discovery", "fewshot", "test"])
+    kn.add_argument(
+        "--split",
+        default="discovery",
+        choices=["discovery", "fewshot", "test"],
+        help="facts of this split of --relations",
+    )
     kn.add_argument(
         "--twohop-bridges",
         action="store_true",
@@ -101,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="at most this many facts (per relation; with --twohop-bridges: in all, "
-        "taken round-robin over the chains' relation pairs)",
+        "taken round-robin over the chains' relation pairs; default: every fact)",
     )
     kn.add_argument("--steps", type=int, default=20, help="integration steps")
     kn.add_argument("--layers", default=None, help="only these layers, e.g. '20-29' (default: all)")
@@ -113,7 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="also relation-level neurons shared by this share of a relation's facts (0: off)",
     )
-    kn.add_argument("--top-k", type=int, default=None, help="at most this many neurons per fact")
+    kn.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="at most this many neurons per fact (default: no limit)",
+    )
     kn.add_argument(
         "--method",
         dest="ig_method",
@@ -173,19 +233,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> int:
-    from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
+    from relneuron_eval.discovery.data import discovery_prompts, fewshot_record, resolve_relations
     from relneuron_eval.discovery.relation_specific import (
         RelationSpecificConfig,
         find_relation_specific,
         validate_config,
     )
 
+    relations = resolve_relations(args.relations)
     config = RelationSpecificConfig(
         top_k=args.top_k,
         sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
         ratio=args.negatives_ratio,
         seed=args.seed,
-        fewshot=args.fewshot,
+        fewshot=fewshot_record(relations, args.fewshot),
+        demos=args.demos,
         average_over=args.average_over,
         min_positives=args.min_positives,
         skip_unscorable=args.skip_unscorable,
@@ -193,7 +255,6 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         store_dtype=args.store_dtype,
     )
     validate_config(config)
-    relations = resolve_relations(args.relations)
     if len(relations) < 2:
         raise RelNeuronError(
             "relation-specific neurons need at least 2 relations (negatives come from the others)"
@@ -201,7 +262,11 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
     if args.max_facts is not None and args.max_facts < 1:
         raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
     prompts = discovery_prompts(
-        relations, fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts
+        relations,
+        fewshot=args.fewshot,
+        seed=args.seed,
+        max_facts=args.max_facts,
+        demos=args.demos,
     )
     rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
     model, tokenizer, model_id = load_model(
@@ -252,7 +317,12 @@ def _auto() -> str:
 
 def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> int:
     from relneuron_eval.discovery import knowledge_neurons as kn
-    from relneuron_eval.discovery.data import bridge_facts, resolve_relations
+    from relneuron_eval.discovery.data import (
+        bridge_facts,
+        fewshot_record,
+        relation_prompts,
+        resolve_relations,
+    )
 
     p: float | str = args.p
     if p != "auto":
@@ -276,13 +346,19 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     if args.max_facts is not None and args.max_facts < 1:
         raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
     if args.twohop_bridges:
-        pairs = bridge_facts(fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts)
+        pairs = bridge_facts(
+            fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts, demos=args.demos
+        )
         data = {"facts": "first-hop (bridge) facts of the relfacts_2hop chains", "split": "test"}
+        names = list(dict.fromkeys(prompts[0].relation for _, prompts in pairs))
+        relations = resolve_relations(names) if names else {}
     else:
         relations = resolve_relations(args.relations)
         pairs = []
         for relation in relations.values():
-            prompts = relation.prompts(args.split, fewshot=args.fewshot, seed=args.seed)
+            prompts = relation_prompts(
+                relation, args.split, fewshot=args.fewshot, seed=args.seed, demos=args.demos
+            )
             by_fact: dict[str, list] = {}
             for prompt in prompts:
                 by_fact.setdefault(prompt.fact_id, []).append(prompt)
@@ -296,7 +372,8 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     ]
     data.update(
         templates="discovery",
-        fewshot=args.fewshot,
+        fewshot=fewshot_record(relations, args.fewshot),
+        demos=args.demos,
         facts_count=len(facts),
         max_facts=args.max_facts,
     )

@@ -9,6 +9,7 @@ answer (see docs/CONTRACTS.md).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
@@ -59,22 +60,79 @@ def resolve_relations(relations: str | list[str]) -> dict[str, facts.Relation]:
     return facts.load_relations(list(dict.fromkeys(names)))
 
 
+def fewshot_for(relation: facts.Relation, fewshot: int | None) -> int:
+    """Demos per prompt: ``fewshot``, or with None the relation's task setting.
+
+    The tasks show ``num_fewshot`` demos (3 unless the spec says otherwise) from the
+    ``fewshot`` split; None gives discovery the same prompting.
+    """
+    return relation.num_fewshot if fewshot is None else fewshot
+
+
+def fewshot_record(relations: dict[str, facts.Relation], fewshot: int | None) -> int | dict:
+    """The demos per prompt for a header: one number, or per relation where they differ."""
+    counts = {name: fewshot_for(rel, fewshot) for name, rel in relations.items()}
+    values = set(counts.values())
+    return values.pop() if len(values) == 1 else counts
+
+
+DEMOS = ("per-relation", "per-prompt")
+
+
+def relation_prompts(
+    relation: facts.Relation,
+    split: str,
+    *,
+    fewshot: int | None = 0,
+    seed: int = 0,
+    demos: str = "per-prompt",
+) -> list[facts.Prompt]:
+    """Prompts of one split with every discovery template, after few-shot demos.
+
+    Demos (``fewshot``; None: the relation's task setting) are facts of the ``fewshot``
+    split asked with the prompt's template. ``per-relation``: every prompt of the
+    relation shows the first demos of one order of that split seeded by (seed, relation)
+    (its own fact skipped), like the tasks' sampler; ``per-prompt``: each prompt draws
+    its own, seeded by (seed, fact, template), the policy of the shipped neuron sets.
+    Neither depends on the other relations in the run or on the number of processes.
+    """
+    if demos not in DEMOS:
+        raise RelNeuronError(f"unknown demos policy {demos!r}", hint=f"use one of {DEMOS}")
+    n = fewshot_for(relation, fewshot)
+    if demos == "per-prompt" or n == 0:
+        return relation.prompts(split, template_key="discovery", fewshot=n, seed=seed)
+    base = relation.prompts(split, template_key="discovery", fewshot=0, seed=seed)
+    pool = sorted(relation.facts_in("fewshot"), key=lambda f: f.fact_id)
+    if n > len(pool) - (split == "fewshot"):
+        raise RelNeuronError(
+            f"{relation.name}: {n} few-shot demos asked for, the fewshot split has {len(pool)}"
+        )
+    random.Random(f"discovery-demos:{seed}:{relation.name}").shuffle(pool)
+    templates = relation.templates["discovery"]
+    out = []
+    for p in base:
+        chosen = [d for d in pool if d.fact_id != p.fact_id][:n]
+        lines = [relation.demo(d, templates[p.template_index]) for d in chosen]
+        out.append(dataclasses.replace(p, text="\n".join([*lines, p.text])))
+    return out
+
+
 def discovery_prompts(
     relations: dict[str, facts.Relation],
     *,
-    fewshot: int = 0,
+    fewshot: int | None = 0,
     seed: int = 0,
     max_facts: int | None = None,
+    demos: str = "per-prompt",
 ) -> list[DiscoveryPrompt]:
     """Every discovery-split fact with every discovery template, relation by relation.
 
-    ``max_facts`` keeps a seeded sample of at most that many facts per relation.
+    ``fewshot`` and ``demos``: see ``relation_prompts``. ``max_facts`` keeps a seeded
+    sample of at most that many facts per relation.
     """
     out = []
     for relation in relations.values():
-        prompts = relation.prompts(
-            "discovery", template_key="discovery", fewshot=fewshot, seed=seed
-        )
+        prompts = relation_prompts(relation, "discovery", fewshot=fewshot, seed=seed, demos=demos)
         if max_facts is not None:
             ids = list(dict.fromkeys(p.fact_id for p in prompts))
             if len(ids) > max_facts:
@@ -92,9 +150,10 @@ def discovery_prompts(
 def bridge_facts(
     fact_ids: list[str] | None = None,
     *,
-    fewshot: int = 0,
+    fewshot: int | None = 0,
     seed: int = 0,
     max_facts: int | None = None,
+    demos: str = "per-prompt",
 ) -> list[tuple[str, list[DiscoveryPrompt]]]:
     """The first-hop facts of the two-hop chains with their discovery-template prompts.
 
@@ -127,7 +186,9 @@ def bridge_facts(
     for fact_id in wanted:
         prompts = [
             DiscoveryPrompt(p.relation, p.fact_id, p.text, p.object, p.answers, p.template_index)
-            for p in _fact_prompts(relation_of[fact_id], fact_id, fewshot=fewshot, seed=seed)
+            for p in _fact_prompts(
+                relation_of[fact_id], fact_id, fewshot=fewshot, seed=seed, demos=demos
+            )
         ]
         out.append((fact_id, prompts))
     return out
@@ -144,13 +205,12 @@ def _round_robin(queues: list[list[str]]) -> list[str]:
 
 
 def _fact_prompts(
-    relation: facts.Relation, fact_id: str, *, fewshot: int, seed: int
+    relation: facts.Relation, fact_id: str, *, fewshot: int | None, seed: int, demos: str
 ) -> list[facts.Prompt]:
     """One fact's discovery-template prompts, whatever split it is in."""
     fact = relation.fact(fact_id)
-    return [
-        p for p in relation.prompts(fact.split, fewshot=fewshot, seed=seed) if p.fact_id == fact_id
-    ]
+    prompts = relation_prompts(relation, fact.split, fewshot=fewshot, seed=seed, demos=demos)
+    return [p for p in prompts if p.fact_id == fact_id]
 
 
 def prompts_fingerprint(prompts: list[DiscoveryPrompt]) -> str:
@@ -158,4 +218,12 @@ def prompts_fingerprint(prompts: list[DiscoveryPrompt]) -> str:
     digest = hashlib.sha256()
     for p in prompts:
         digest.update(f"{p.relation}\t{p.fact_id}\t{p.text}\t{p.object}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def answers_fingerprint(prompts: list[DiscoveryPrompt]) -> str:
+    """Hash of every prompt's accepted answers (they decide the stored ``correct`` flags)."""
+    digest = hashlib.sha256()
+    for p in prompts:
+        digest.update(("\t".join(p.answers) + "\n").encode())
     return digest.hexdigest()[:16]

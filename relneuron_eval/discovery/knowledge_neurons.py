@@ -299,6 +299,18 @@ def _forward(model: Any, ids: torch.Tensor, keep: int, **kwargs: Any) -> Any:
     return model(input_ids=ids, **kwargs)
 
 
+def _cache_arg(forward: Callable) -> str:
+    """The keyword a forward takes its KV cache by: ``cache`` in current transformers 5.x
+    (``past_key_values`` warns there and goes in 5.40), ``past_key_values`` in older ones."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache of a model output under either name, without the deprecated access."""
+    name = "cache" if "cache" in getattr(out, "__dataclass_fields__", {}) else "past_key_values"
+    return getattr(out, name, None)
+
+
 def gold_probability(logits: torch.Tensor, answer_ids: Sequence[int]) -> torch.Tensor:
     """P(answer) per row from ``[B, q, V]`` logits at the answer positions (float32)."""
     q = len(answer_ids)
@@ -372,7 +384,7 @@ def _clean_pass(
             h.remove()
     prefix = None
     if cache:
-        kv = _cache_kv(getattr(out, "past_key_values", None), len(layers), len(ids))
+        kv = _cache_kv(_output_cache(out), len(layers), len(ids))
         if kv is not None:
             prefix = [(k[:, :, :pos], v[:, :, :pos]) for k, v in kv]
     logp = float(gold_probability(out.logits, answer_ids)[0].log())
@@ -465,7 +477,7 @@ class _Runner:
             cache = _dynamic_cache(self.clean.prefix, b)
             ids = torch.tensor([self.ids[self.pos :]], device=self.device).expand(b, -1)
             hook = _replace_at(w, 0)
-            kwargs = {"past_key_values": cache, "use_cache": True}
+            kwargs = {_cache_arg(unwrap(self.model).forward): cache, "use_cache": True}
         else:
             ids = torch.tensor([self.ids], device=self.device).expand(w.shape[0], -1)
             hook = _replace_at(w, self.pos)
@@ -483,15 +495,15 @@ class _Runner:
         mid = self.clean.mids[layer]
         h = mid.unsqueeze(0) + layers[layer].mlp.down_proj(w.to(mid.dtype))
         h = h.unsqueeze(1)
-        cache = _PrefixCache(self.clean.prefix, b)
+        cache = {_cache_arg(layers[-1].forward): _PrefixCache(self.clean.prefix, b)}
         for j in range(layer + 1, self.n_layers):
             out = layers[j](
                 h,
                 attention_mask=None,
                 position_ids=self.pos_ids,
-                past_key_values=cache,
                 use_cache=False,
                 position_embeddings=self.pos_emb,
+                **cache,
             )
             h = out[0] if isinstance(out, tuple) else out
         logits = self.lm_head(self.norm(h))
@@ -709,9 +721,15 @@ def _run_meta(model: Any, config: IGConfig, model_id: str | None) -> dict[str, A
 
 
 def _open_checkpoint(root: Path, meta: dict[str, Any]) -> None:
+    """Check (or write) ``run.json``; an unreadable one is rewritten, as fact files carry
+    a key derived from it and stale ones are simply computed again."""
+    from relneuron_eval.discovery.activations import notice_line, read_json_object
+
     path = root / "run.json"
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = read_json_object(path) if path.exists() else None
+    if path.exists() and old is None:
+        notice_line(f"checkpoint {path} is unreadable; writing it again")
+    elif old is not None:
         if old != meta:
             diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
             raise RelNeuronError(
@@ -730,13 +748,16 @@ def _fact_key(fact: KnowledgeFact, meta: dict[str, Any]) -> str:
 
 
 def _is_done(root: Path, fact: KnowledgeFact, meta: dict[str, Any]) -> bool:
-    """A current result exists (an unreadable or stale file is simply redone)."""
+    """A current result exists (an unreadable or stale file is redone, damage with a notice)."""
+    from relneuron_eval.discovery.activations import notice_line
+
     path = _fact_path(root, fact.fact_id)
     if not path.exists():
         return False
     try:
         return FactResult.load(path).fingerprint == _fact_key(fact, meta)
     except RelNeuronError:
+        notice_line(f"checkpoint {path} ({fact.fact_id}) is damaged; computing it again")
         return False
 
 
@@ -882,9 +903,15 @@ def load_results(
 ) -> tuple[dict[str, Any], list[FactResult]]:
     """The run's metadata and every fact's result; missing or stale facts are an error."""
     root = Path(checkpoint)
-    if not (root / "run.json").exists():
-        raise RelNeuronError("not a knowledge-neuron checkpoint (no run.json)", path=root)
-    meta = json.loads((root / "run.json").read_text())
+    from relneuron_eval.discovery.activations import read_json_object
+
+    meta = read_json_object(root / "run.json")
+    if meta is None:
+        raise RelNeuronError(
+            "not a knowledge-neuron checkpoint (no readable run.json)",
+            path=root,
+            hint="run the attribution step again (it resumes) before merging",
+        )
     results, missing = [], []
     for fact in facts:
         path = _fact_path(root, fact.fact_id)

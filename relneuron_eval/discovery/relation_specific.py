@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +38,36 @@ class Labelling:
     positive: np.ndarray  # bool, aligned with rows
 
 
+TOO_FEW_HINT = (
+    "options that help: --fewshot N (few-shot demos, as the tasks use), a lower "
+    "--min-positives, --skip-unscorable (leave these relations out), more facts per relation "
+    "(--max-facts, or a larger discovery split)"
+)
+
+
+def _too_few(rel: str, positives: int, prompts: int, min_positives: int) -> str:
+    return (
+        f"{rel}: {positives} of {prompts} discovery prompts answered correctly, "
+        f"{min_positives} needed"
+    )
+
+
+def _report_problems(
+    problems: list[str], any_scorable: bool, skip_unscorable: bool, hint: str | None, warn: bool
+) -> None:
+    """Raise for unscorable relations, or (``skip_unscorable``) warn and go on."""
+    if not problems:
+        return
+    if skip_unscorable and any_scorable:
+        for problem in problems if warn else []:
+            log.warning("skipping %s", problem)
+        return
+    raise RelNeuronError(
+        "too few correctly answered discovery prompts: " + "; ".join(problems),
+        hint=hint or TOO_FEW_HINT,
+    )
+
+
 def make_labellings(
     prompt_relations: Sequence[str],
     correct: Sequence[bool],
@@ -45,6 +77,7 @@ def make_labellings(
     seed: int = 0,
     min_positives: int = 10,
     skip_unscorable: bool = False,
+    hint: str | None = None,
 ) -> dict[str, Labelling]:
     """Positives and seeded negatives per relation; too few positives is an error
     (or, with ``skip_unscorable``, the relation is left out with a warning).
@@ -61,10 +94,7 @@ def make_labellings(
         mine = [i for i, r in enumerate(prompt_relations) if r == rel]
         pos = [i for i in mine if correct[i]]
         if len(pos) < min_positives:
-            problems.append(
-                f"{rel}: {len(pos)} of {len(mine)} discovery prompts answered correctly, "
-                f"{min_positives} needed"
-            )
+            problems.append(_too_few(rel, len(pos), len(mine), min_positives))
             continue
         others = [i for i, r in enumerate(prompt_relations) if r != rel]
         if not others:
@@ -74,15 +104,53 @@ def make_labellings(
         neg = rng.sample(others, min(len(others), ratio * len(pos)))
         rows = np.array(sorted(pos + neg))
         out[rel] = Labelling(rel, rows, np.isin(rows, pos))
-    if problems and skip_unscorable and out:
-        for problem in problems:
-            log.warning("skipping %s", problem)
-    elif problems:
-        raise RelNeuronError(
-            "too few correctly answered discovery prompts: " + "; ".join(problems),
-            hint="lower --min-positives, add facts, or leave these relations out",
-        )
+    _report_problems(problems, bool(out), skip_unscorable, hint, warn=True)
     return out
+
+
+def check_answerable(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    store: ActivationStore,
+    config: RelationSpecificConfig,
+    *,
+    hint: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Fail before the activation pass when a relation cannot reach ``min_positives``.
+
+    Greedy answers only (no activations), relation by relation, stopping as soon as a
+    relation has enough correct ones; answers already in a resumed store count. The
+    activation pass computes the same answers again for the labels it uses.
+    """
+    from tqdm.auto import tqdm
+
+    from relneuron_eval.discovery.activations import answers_correct
+
+    done = np.asarray(store.done()) != 0
+    correct = np.asarray(store.correct()).astype(bool) & done
+    relations = list(dict.fromkeys(p.relation for p in prompts))
+    problems = []
+    for rel in tqdm(relations, desc="checking answers", disable=not progress, unit="relation"):
+        mine = [i for i, p in enumerate(prompts) if p.relation == rel]
+        todo = [i for i in mine if not done[i]]
+        for start in range(0, len(todo), config.batch_size):
+            if correct[mine].sum() >= config.min_positives:
+                break
+            batch = todo[start : start + config.batch_size]
+            correct[batch] = answers_correct(
+                model,
+                tokenizer,
+                [prompts[i].text for i in batch],
+                [prompts[i].answers for i in batch],
+            )
+        if correct[mine].sum() < config.min_positives:
+            problems.append(
+                _too_few(rel, int(correct[mine].sum()), len(mine), config.min_positives)
+            )
+    scorable = len(problems) < len(relations)
+    _report_problems(problems, scorable, config.skip_unscorable, hint, warn=False)
 
 
 class TopK:
@@ -151,13 +219,18 @@ METHOD_NAME = "relation-specific"
 
 @dataclass(frozen=True)
 class RelationSpecificConfig:
-    """Everything that changes the result (and so invalidates a checkpoint)."""
+    """Everything that changes the result, as recorded in the set's header.
+
+    Only the fields in ``ACTIVATION_KEYS`` (with the model, the prompts and their
+    accepted answers) change the stored activations, so only they key the checkpoint.
+    """
 
     top_k: int = 3000
     sites: tuple[str, ...] = PAPER_SITES
     ratio: int = 4
     seed: int = 0
-    fewshot: int = 0
+    fewshot: int | dict[str, int] = 0  # demos per prompt; per relation where they differ
+    demos: str = "per-prompt"  # how demos are chosen (data.relation_prompts)
     average_over: str = "query"  # "query": the prompt's last line; "prompt": every token
     min_positives: int = 10
     skip_unscorable: bool = False
@@ -198,7 +271,8 @@ def validate_config(config: RelationSpecificConfig, total_units: int | None = No
         )
     if config.ratio < 1 or config.min_positives < 1 or config.batch_size < 1:
         raise RelNeuronError("--negatives-ratio, --min-positives and --batch-size must be >= 1")
-    if config.fewshot < 0:
+    counts = config.fewshot.values() if isinstance(config.fewshot, dict) else [config.fewshot]
+    if any(n < 0 for n in counts):
         raise RelNeuronError(f"--fewshot must be >= 0, got {config.fewshot}")
     if config.average_over not in ("query", "prompt"):
         raise RelNeuronError(
@@ -206,6 +280,65 @@ def validate_config(config: RelationSpecificConfig, total_units: int | None = No
         )
     if config.store_dtype not in ("float32", "float16"):
         raise RelNeuronError(f"unknown store dtype {config.store_dtype!r}")
+
+
+ACTIVATION_KEYS = ("sites", "average_over", "store_dtype")
+
+
+def checkpoint_key(model: Any, card: dict, prompts: list, config: RelationSpecificConfig) -> dict:
+    """What the stored activations and answers depend on, and nothing else.
+
+    Not in it: ``top_k``, ``ratio``, ``seed``, ``min_positives`` and ``skip_unscorable``
+    (they only act on the stored numbers), ``fewshot`` (the prompts' text carries it) and
+    ``batch_size`` (stored statistics are bit-identical across batch sizes on CPU; see
+    tests/test_discovery_cli.py).
+    """
+    from relneuron_eval.discovery.data import answers_fingerprint, prompts_fingerprint
+
+    return {
+        "model": card,
+        "weights": weights_fingerprint(model),
+        "prompts": prompts_fingerprint(prompts),
+        "answers": answers_fingerprint(prompts),
+        "config": {k: config.as_dict()[k] for k in ACTIVATION_KEYS},
+    }
+
+
+def weights_fingerprint(model: Any) -> str:
+    """Dtype and rounded sum of every parameter: another checkpoint at the same path differs."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            total = float(param.sum(dtype=torch.float64))
+            digest.update(f"{name}:{param.dtype}:{tuple(param.shape)}:{total:.8e}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def too_few_hint(config: RelationSpecificConfig, max_facts: int | None) -> str:
+    """Every option that can give a relation enough positives, with its current value."""
+    more = f"--max-facts, now {max_facts}, or " if max_facts is not None else ""
+    return (
+        f"options that help: --fewshot N (few-shot demos; now {config.fewshot}), a lower "
+        f"--min-positives (now {config.min_positives}), --skip-unscorable to leave these "
+        f"relations out, or more facts per relation ({more}a larger discovery split)"
+    )
+
+
+def _open_store(workdir, layout, prompts, meta, config, rank, barrier) -> ActivationStore:
+    """Rank 0 opens (verifies, or starts) the store; the others open it after it did."""
+    from pathlib import Path
+
+    workdir = Path(workdir)
+    if rank == 0:
+        store = ActivationStore.open(workdir, layout, len(prompts), meta, dtype=config.store_dtype)
+    barrier()
+    if rank != 0:
+        store = ActivationStore.open(
+            workdir, layout, len(prompts), meta, dtype=config.store_dtype, create=False
+        )
+    return store
 
 
 def find_relation_specific(
@@ -228,38 +361,24 @@ def find_relation_specific(
 
     ``prompts`` are ``DiscoveryPrompt`` objects of the discovery split. Returns
     ``(NeuronSet, [RelationSummary])`` on rank 0 and None elsewhere. The work folder
-    holds a resumable activation store; it is removed after a successful save.
+    holds a resumable activation store; it is removed after a successful save. Before
+    the activation pass, a cheap answers-only pass stops a run whose relations cannot
+    get ``min_positives`` positives.
     """
     import shutil
-    from pathlib import Path
 
     from relneuron_eval.architectures import model_card, model_shape
     from relneuron_eval.discovery.activations import Layout, collect, query_token_counts
-    from relneuron_eval.discovery.data import prompts_fingerprint
-    from relneuron_eval.neuron_set import NeuronSet, make_header
 
     layout = Layout.for_shape(model_shape(model), config.sites)
     validate_config(config, layout.total_units)
     barrier = barrier or (lambda: None)
     card = model_card(model, model_id)
     texts = [p.text for p in prompts]
-    meta = {
-        "model": card,
-        "prompts": prompts_fingerprint(prompts),
-        "config": {
-            k: v
-            for k, v in config.as_dict().items()
-            if k not in ("top_k", "ratio", "min_positives")
-        },
-    }
-    workdir = Path(workdir)
-    if rank == 0:
-        store = ActivationStore.open(workdir, layout, len(prompts), meta, dtype=config.store_dtype)
-    barrier()
-    if rank != 0:
-        store = ActivationStore.open(
-            workdir, layout, len(prompts), meta, dtype=config.store_dtype, create=False
-        )
+    meta = checkpoint_key(model, card, prompts, config)
+    store = _open_store(workdir, layout, prompts, meta, config, rank, barrier)
+    hint = too_few_hint(config, (data or {}).get("max_facts_per_relation"))
+    check_answerable(model, tokenizer, prompts, store, config, hint=hint, progress=progress)
     average_last = query_token_counts(tokenizer, texts) if config.average_over == "query" else None
     collect(
         model,
@@ -295,11 +414,24 @@ def find_relation_specific(
         seed=config.seed,
         min_positives=config.min_positives,
         skip_unscorable=config.skip_unscorable,
+        hint=hint,
     )
-    skipped = [r for r in relations if r not in labellings]
     best = rank_units(store, labellings, config.top_k, progress=progress)
-    neurons = to_neurons(best, store)
+    neuron_set = _neuron_set(
+        store, best, card, config, meta, data, skipped=[r for r in relations if r not in labellings]
+    )
     store.close()
+    neuron_set.save(out)
+    summaries = _summaries(prompt_relations, correct, labellings, best)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return neuron_set, summaries
+
+
+def _neuron_set(store, best, card, config, meta, data, *, skipped: list[str]):
+    """The set with its header: how it was made, including the batch sizes used."""
+    from relneuron_eval.neuron_set import NeuronSet, make_header
+
+    sizes = Counter(int(b) for b in np.asarray(store.batch_sizes()))
     header = make_header(
         model=card,
         method={
@@ -307,27 +439,34 @@ def find_relation_specific(
             "paper": "Liu et al. 2025, On Relation-Specific Neurons in Large Language Models",
             "params": {
                 **config.as_dict(),
+                # prompts per batch size when a resumed run changed --batch-size
+                "batch_size": next(iter(sizes))
+                if len(sizes) == 1
+                else {str(k): v for k, v in sorted(sizes.items())},
                 "score": "average precision of the token-mean output vs. labels",
                 "correct": "greedy first 2 tokens form a prefix of an accepted answer",
             },
             "data": {
                 "split": "discovery",
                 "templates": "discovery",
-                "prompts": len(prompts),
+                "prompts": store.n_prompts,
                 "prompts_fingerprint": meta["prompts"],
                 "relations_skipped": skipped,
                 **(data or {}),
             },
         },
     )
-    neuron_set = NeuronSet(header, neurons)
-    neuron_set.save(out)
-    summaries = []
-    for rel in relations:
+    return NeuronSet(header, to_neurons(best, store))
+
+
+def _summaries(prompt_relations, correct, labellings, best) -> list[RelationSummary]:
+    """One summary row per relation of the run (skipped ones with zeros)."""
+    out = []
+    for rel in dict.fromkeys(prompt_relations):
         mine = [i for i, r in enumerate(prompt_relations) if r == rel]
         lab = labellings.get(rel)
         scores = best[rel].scores.tolist() if rel in best else []
-        summaries.append(
+        out.append(
             RelationSummary(
                 rel,
                 len(mine),
@@ -338,5 +477,4 @@ def find_relation_specific(
                 round(scores[-1], 4) if scores else 0.0,
             )
         )
-    shutil.rmtree(workdir, ignore_errors=True)
-    return neuron_set, summaries
+    return out

