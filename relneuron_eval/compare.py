@@ -127,8 +127,12 @@ class Comparison:
     descriptions: dict[str, Any]
     warnings: list[str] = field(default_factory=list)  # printed on stderr in every format
 
+    def is_control(self, label: str) -> bool:
+        """A random control is a reference for the variants, never a candidate."""
+        return (self.descriptions.get(label) or {}).get("control") == "random"
+
     def leaderboard(self) -> list[dict[str, Any]]:
-        """Per variant: mean change over compared rows, significant drops/rises; best first."""
+        """Per run: mean change, significant drops/rises; variants first, then controls."""
         board = []
         for index, name in enumerate(self.variants):
             cells = [r.cells[index] for r in self.rows if r.cells[index].delta is not None]
@@ -142,9 +146,10 @@ class Comparison:
                         1 for c in cells if c.significant and (c.delta or 0) < 0
                     ),
                     "significant_up": sum(1 for c in cells if c.significant and (c.delta or 0) > 0),
+                    "control": self.is_control(name),
                 }
             )
-        board.sort(key=lambda e: (e["mean_delta"] is None, -(e["mean_delta"] or 0.0)))
+        board.sort(key=lambda e: (e["control"], e["mean_delta"] is None, -(e["mean_delta"] or 0.0)))
         return board
 
     def to_dict(self) -> dict[str, Any]:
@@ -488,13 +493,15 @@ def choose_base(runs: list[Run], base: str | None) -> Run:
 
 
 # ===================================================================== samples
-_SAMPLE_CACHE: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
+_SAMPLE_CACHE: dict[tuple[str, int, int], dict[tuple[int, str], dict[str, Any]]] = {}
 
 
 def read_samples(path: str) -> dict[tuple[int, str], dict[str, Any]]:
     """Per-sample records keyed by (doc_id, filter); raises on broken lines."""
-    if path in _SAMPLE_CACHE:
-        return _SAMPLE_CACHE[path]
+    stat = Path(path).stat()
+    key = (path, stat.st_size, stat.st_mtime_ns)  # a rewritten log is read again
+    if key in _SAMPLE_CACHE:
+        return _SAMPLE_CACHE[key]
     out: dict[tuple[int, str], dict[str, Any]] = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -509,7 +516,7 @@ def read_samples(path: str) -> dict[tuple[int, str], dict[str, Any]]:
             if not isinstance(record, dict) or "doc_id" not in record:
                 raise RelNeuronError("not an lm-eval sample record", path=path, line=number)
             out[(int(record["doc_id"]), str(record.get("filter", "none")))] = record
-    _SAMPLE_CACHE[path] = out
+    _SAMPLE_CACHE[key] = out
     return out
 
 
@@ -816,7 +823,10 @@ def _grid(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 def _legend(comparison: Comparison) -> list[str]:
     lines = [f"base: {comparison.base}"]
-    lines += [f"V{i}: {name}" for i, name in enumerate(comparison.variants, start=1)]
+    lines += [
+        f"V{i}: {name}" + (" (random control)" if comparison.is_control(name) else "")
+        for i, name in enumerate(comparison.variants, start=1)
+    ]
     return lines
 
 
@@ -845,9 +855,13 @@ def render_table(comparison: Comparison) -> str:
 
 
 def _leaderboard_lines(comparison: Comparison) -> list[str]:
-    lines = ["", "variants, best mean change first:"]
+    lines = ["", "variants by mean change (largest rise first):"]
+    controls = False
     for entry in comparison.leaderboard():
         idx = comparison.variants.index(entry["variant"]) + 1
+        if entry["control"] and not controls:
+            controls = True
+            lines.append("random controls (the reference for the variants, not candidates):")
         lines.append(
             f"  V{idx}: mean Δ {_fmt(entry['mean_delta'], signed=True)} over {entry['compared']} rows, "
             f"{entry['significant_down']} significantly down, {entry['significant_up']} up"

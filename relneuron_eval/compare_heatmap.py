@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from relneuron_eval.compare import Cell, Comparison, Row
 
 NOT_COMPARED = "#dddddd"
-FADE = 0.7  # how far a non-significant cell's colour is blended towards white
-LABEL_WIDTH = 30  # characters per line of a row label
+FADE = 0.45  # how far a non-significant cell's colour is blended towards white
+HATCH = "#a8a8a8"
+LABEL_WIDTH = 34  # characters per line of a row label
 LABEL_LINES = 3
 
 
@@ -72,82 +73,118 @@ def run_label(index: int, name: str, base: str) -> str:
     return "\n".join(lines)
 
 
-def _column_label(row: Row, multi_metric: bool) -> str:
-    name = f"[{row.task}]" if row.kind == "group" else row.task
+def _column_label(row: Row, multi_metric: bool, sep: str) -> str:
+    """Task (``[group]``), the metric when several are shown, and the documents behind it."""
+    parts = [f"[{row.task}]" if row.kind == "group" else row.task]
     if multi_metric:
-        name += f"\n{_metric_name(row)}"
-    return name + ("" if row.n is None else f"\nn={row.n}")
+        parts.append(_metric_name(row))
+    if row.n is not None:
+        parts.append(f"n={row.n}")
+    return sep.join(parts)
 
 
-def _cell_look(cell: Cell, vmax: float, cmap: Any) -> tuple[Any, str, str, str | None]:
-    """Face colour, text, text colour and hatch of one cell."""
+def _draw_cell(ax: Any, i: int, j: int, cell: Cell, vmax: float, cmap: Any) -> None:
+    """One cell: full colour, bold and framed if significant; faded and hatched if not."""
+    from matplotlib.patches import Rectangle
+
+    corner = (j - 0.5, i - 0.5)
     if cell.delta is None:
-        return NOT_COMPARED, "×", "#555555", None
+        ax.add_patch(Rectangle(corner, 1, 1, facecolor=NOT_COMPARED, edgecolor="white"))
+        ax.text(j, i, "×", ha="center", va="center", fontsize=9, color="#555555")
+        return
     rgba = cmap(0.5 + 0.5 * max(-1.0, min(1.0, cell.delta / vmax)))
     text = f"{cell.delta:+.2f}"
     if cell.significant:
-        dark = abs(cell.delta) > 0.55 * vmax
-        return rgba, text + "*", "white" if dark else "black", None
+        ax.add_patch(Rectangle(corner, 1, 1, facecolor=rgba, edgecolor="white"))
+        frame = Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="black", lw=1.2)
+        ax.add_patch(frame)
+        colour = "white" if abs(cell.delta) > 0.55 * vmax else "black"
+        ax.text(j, i, text + "*", ha="center", va="center", fontsize=9, color=colour, weight="bold")
+        return
     faded = tuple(FADE + (1.0 - FADE) * c for c in rgba[:3])
-    return faded, text + ("?" if cell.p_value is None else ""), "#666666", "///"
+    ax.add_patch(Rectangle(corner, 1, 1, facecolor=faded, edgecolor="white"))
+    ax.add_patch(Rectangle(corner, 1, 1, fill=False, hatch="//", edgecolor=HATCH, lw=0))
+    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5}
+    label = text + ("?" if cell.p_value is None else "")
+    ax.text(j, i, label, ha="center", va="center", fontsize=8, color="#444444", bbox=box)
+
+
+DPI = 110
 
 
 def render_heatmap(comparison: Comparison) -> bytes:
     """Variants (rows) by task (columns), colour = change on a fixed scale; PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(comparison)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def heatmap_figure(comparison: Comparison) -> Any:
+    """The heatmap as a matplotlib figure (constrained layout: nothing is cut off)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-        from matplotlib.patches import Rectangle
     except ImportError:
         raise RelNeuronError(
             "--heatmap needs matplotlib", hint="pip install 'relneuron-eval[report]'"
         ) from None
 
     rows, variants = comparison.rows, comparison.variants
-    metrics = list(dict.fromkeys(_metric_name(r) for r in rows))
-    vmax, scale_text = scale(comparison)
+    vmax, _ = scale(comparison)
     cmap = matplotlib.colormaps["RdBu"]
-    width = min(40.0, max(6.0, 0.9 * len(rows) + 4.5))
-    height = min(30.0, max(3.2, 0.55 * LABEL_LINES * len(variants) + 2.4))
-    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    width = min(40.0, max(6.0, 0.9 * len(rows) + 5.0))
+    height = min(30.0, max(3.0, 0.6 * len(variants) + 2.6))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained", dpi=DPI)
     for j, row in enumerate(rows):
         for i, cell in enumerate(row.cells):
-            face, text, colour, hatch = _cell_look(cell, vmax, cmap)
-            ax.add_patch(
-                Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=face, hatch=hatch, edgecolor="white")
-            )
-            weight = "bold" if cell.significant else "normal"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour, weight=weight)
+            _draw_cell(ax, i, j, cell, vmax, cmap)
     ax.set_xlim(-0.5, len(rows) - 0.5)
     ax.set_ylim(len(variants) - 0.5, -0.5)
-    multi = len(metrics) > 1
-    ax.set_xticks(range(len(rows)), [_column_label(r, multi) for r in rows], fontsize=8)
-    if len(rows) > 4:
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
-    labels = [run_label(i, n, comparison.base) for i, n in enumerate(variants, start=1)]
-    ax.set_yticks(range(len(variants)), labels, fontsize=8)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
+    _label(fig, ax, comparison, cmap, width)
+    return fig
+
+
+def _label(fig: Any, ax: Any, comparison: Comparison, cmap: Any, width: float) -> None:
+    """Ticks (run names, tasks with n), colour bar (metric, scale), title and legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    rows = comparison.rows
+    metrics = list(dict.fromkeys(_metric_name(r) for r in rows))
+    rotate = len(rows) > 4  # rotated labels stay on one line
+    columns = [_column_label(r, len(metrics) > 1, " · " if rotate else "\n") for r in rows]
+    ax.set_xticks(range(len(rows)), columns, fontsize=8)
+    if rotate:
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    labels = [
+        run_label(i, name, comparison.base)
+        + ("\n(random control)" if comparison.is_control(name) else "")
+        for i, name in enumerate(comparison.variants, start=1)
+    ]
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
     what = " / ".join(metrics)
+    vmax, scale_text = scale(comparison)
     bar = fig.colorbar(
         ScalarMappable(Normalize(-vmax, vmax), cmap), ax=ax, shrink=0.9, fraction=0.08
     )
     bar.set_label(f"Δ {what} (variant − base)\n{scale_text}", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    base = textwrap.shorten(comparison.base, 70, placeholder="…")
-    ax.set_title(f"Change in {what}, vs. base {base}", fontsize=9, loc="left")
-    ax.set_xlabel(
-        f"bold * = significant (p < {comparison.alpha}, paired test on sample logs, else "
-        "z-test on stderr); faded, hatched = not significant; ? = no test; × = not compared",
-        fontsize=7,
-        color="#444444",
+    base = Path(comparison.base).name if "/" in comparison.base else comparison.base
+    base = textwrap.shorten(base, 60, placeholder="…")
+    ax.set_title(f"Change in {what} vs. base {base}", fontsize=9, loc="left")
+    caption = (
+        f"framed, bold * = significant (p < {comparison.alpha}: paired test on sample logs, "
+        "else z-test on stderr); faded, hatched = not significant; ? = no test; "
+        "× = not compared; n = documents"
     )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    ax.set_xlabel(textwrap.fill(caption, int(width * 15)), fontsize=7, color="#444444")

@@ -245,9 +245,24 @@ def big_cities(world: World) -> list[dict]:
             continue
         if subject_key(city["name"]) in country_keys or per_country[code] >= CITY_MAX_PER_COUNTRY:
             continue  # "Singapore", "Kuwait": a city named like a country
+        if _transliterated(city["name"], code):
+            continue
         per_country[code] += 1
         out.append(city)
     return out
+
+
+def _transliterated(name: str, code: str) -> bool:
+    """A scholarly transliteration ("Al Mawşil al Jadīdah"), not a name English text uses.
+
+    GeoNames names some cities (often districts) in Arabic or Indic romanisation; a model
+    has not read them in that form. Macrons and dots below mark it; ş only outside the
+    countries whose alphabet has it.
+    """
+    marks = set("āīūēōḩṭẓḍṣṇḥ")
+    if code not in ("TR", "AZ", "RO"):
+        marks |= set("şŞ")
+    return bool(marks & set(name))
 
 
 def _lre_cities(world: World, index: dict) -> set[int]:
@@ -459,6 +474,6 @@ def _currency_noun(lang: str, name: str) -> str | None:
     if not words:
         return None
     noun = words[0] if lang in ("es", "fr") else words[-1].split("-")[-1]
-    if noun == name or not noun.isalpha() or len(noun) < 3:
+    if noun == name or not noun.isalpha() or len(noun) < (2 if lang == "ja" else 3):
         return None
     return noun

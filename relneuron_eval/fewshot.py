@@ -43,16 +43,23 @@ def doc_key(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def relation_key(pool: Sequence[dict[str, Any]]) -> str:
+    """The pool's relation(s), or its chains' two-hop pairs; not the language, so that a
+    relation's probes in every language draw the same demo facts where their pools agree."""
+    return ",".join(sorted({str(d.get("relation") or d.get("pair") or "") for d in pool}))
+
+
 def pool_label(pool: Sequence[dict[str, Any]]) -> str:
-    """What the pool is about: its relation(s), or the two-hop pairs of its chains."""
-    names = {str(d.get("relation") or d.get("pair") or "") for d in pool}
-    return ",".join(sorted(names))
+    """The relation key plus the language(s), for messages."""
+    langs = {str(d["lang"]) for d in pool if d.get("lang") not in (None, "en")}
+    key = relation_key(pool)
+    return f"{key} ({','.join(sorted(langs))})" if langs else key
 
 
 def seeded_order(pool: Sequence[dict[str, Any]], seed: int | str) -> list[dict[str, Any]]:
     """The pool sorted by identity, then shuffled by ``seed`` and the pool's relation."""
     ordered = sorted(pool, key=doc_key)
-    random.Random(f"relfacts-fewshot:{seed}:{pool_label(ordered)}").shuffle(ordered)
+    random.Random(f"relfacts-fewshot:{seed}:{relation_key(ordered)}").shuffle(ordered)
     return ordered
 
 

@@ -122,12 +122,13 @@ class PrefixCache:
         self._lengths: dict[int, set[Tokens]] = {}
         self._kv: OrderedDict[Tokens, LayerKV] = OrderedDict()
         self._kwarg: str | None = None
-        self.stats: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()  # this call's
+        self.stats: Counter[str] = Counter()  # all calls': rows served from cache, ...
 
     @contextlib.contextmanager
     def session(self, lm: Any, requests: Sequence[Any]) -> Iterator[None]:
         """Find the shared prefixes of these requests' prompts; drop all caches afterwards."""
-        self.stats.clear()
+        self._counts = Counter()
         if self.enabled and getattr(lm, "backend", "causal") == "causal":
             self._kwarg = _cache_kwarg(lm.model)
             if self._kwarg is None:
@@ -140,7 +141,8 @@ class PrefixCache:
             yield
         finally:
             if self._lengths:
-                log.info("prefix cache: %s", dict(self.stats))
+                log.info("prefix cache: %s", dict(self._counts))
+            self.stats.update(self._counts)
             self._lengths, self._kwarg = {}, None
             self._kv.clear()
 
@@ -181,7 +183,7 @@ class PrefixCache:
         rows, prefixes = self._plan(context, generation_kwargs.get("attention_mask"))
         kv = {p: self._prefix_kv(lm, p, state) for p in dict.fromkeys(prefixes) if p}
         if not rows or self._kwarg is None:
-            self.stats["plain_rows"] += context.shape[0]
+            self._counts["plain_rows"] += context.shape[0]
             return plain(context=context, max_length=max_length, stop=stop, **generation_kwargs)
         longest = max(len(p) for p in prefixes)
         query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
@@ -190,8 +192,8 @@ class PrefixCache:
         kwargs[self._kwarg] = _batch_cache(kv, prefixes, longest)
         new_max = max_length - context.shape[1] + ids.shape[1]
         out = plain(context=ids, max_length=new_max, stop=stop, **kwargs)
-        self.stats["cached_rows"] += sum(1 for p in prefixes if p)
-        self.stats["uncached_rows_in_cached_batches"] += sum(1 for p in prefixes if not p)
+        self._counts["cached_rows"] += sum(1 for p in prefixes if p)
+        self._counts["uncached_rows_in_cached_batches"] += sum(1 for p in prefixes if not p)
         return torch.cat([context, out[:, ids.shape[1] :]], dim=1)
 
     def _prefix_kv(self, lm: Any, prefix: Tokens, state: Any) -> LayerKV:
@@ -216,7 +218,7 @@ class PrefixCache:
             log.warning("prefix cache: off, the model's cache is not a plain per-layer KV cache")
             self._kwarg = None
             return []
-        self.stats["prefix_forwards"] += 1
+        self._counts["prefix_forwards"] += 1
         self._kv[prefix] = layers
         if len(self._kv) > MAX_ENTRIES:
             self._kv.popitem(last=False)

@@ -3,14 +3,19 @@
 Runs the plain ``lm_eval`` CLI three times on the embedded SmolLM2-135M (base, the
 relation-specific neurons of one relation deactivated, a size-matched random control)
 on three relfacts tasks, then ``relneuron compare`` prints the table and writes a
-heatmap. About two minutes on a 2-core CPU. Everything goes to ``out/demo/``.
+heatmap, and a short summary says what the numbers mean: the random control is the
+reference for the deactivated neurons (a relation-specific effect is a drop on the
+relation's own task beyond the control's), never a candidate of its own. About two
+minutes on a 2-core CPU. Everything goes to ``out/demo/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,6 +25,7 @@ RELATION = "country_capital_city"
 TASKS = "relfacts_country_capital_city,relfacts_country_language,relfacts_landmark_on_continent"
 LIMIT = "20"
 TOP_K = "3000"
+METRIC = "acc_prefix2"
 
 VARIANTS = {
     "base": "pretrained=smollm2-135m",
@@ -66,19 +72,53 @@ def main() -> int:
                 str(OUT / name),
             ]
         )
-    run(
-        [
-            str(bin_dir / "relneuron"),
-            "compare",
-            *(str(OUT / name) for name in VARIANTS),
-            "--metric",
-            "acc_prefix2",
-            "--heatmap",
-            str(OUT / "compare.png"),
-        ]
-    )
+    compare = [str(bin_dir / "relneuron"), "compare", *(str(OUT / name) for name in VARIANTS)]
+    run([*compare, "--metric", METRIC, "--heatmap", str(OUT / "compare.png")])
+    data = OUT / "compare.json"
+    subprocess.run([*compare, "--metric", METRIC, "--format", "json", "-o", str(data)], check=True)
+    print("\n" + "\n".join(summary(json.loads(data.read_text()), RELATION)))
     print(f"\nheatmap: {OUT / 'compare.png'}; lm-eval outputs: {OUT}/<variant>/")
     return 0
+
+
+def summary(comparison: dict, relation: str, target: str | None = None) -> list[str]:
+    """What the demo shows, in words: the deactivated neurons against the random control."""
+    controls = {name for name, about in comparison["descriptions"].items() if about.get("control")}
+    columns = {
+        ("random control" if v in controls else "deactivated"): i
+        for i, v in enumerate(comparison["variants"])
+    }
+    target = target or f"relfacts_{relation}"
+    metric = "/".join(dict.fromkeys(r["metric"] for r in comparison["rows"]))
+    lines = [f"summary ({metric}, change vs. the base model; * = p < {comparison['alpha']}):"]
+    lines.append(f"  {'task':<34} {'deactivated':>12} {'random control':>15}")
+    for row in comparison["rows"]:
+        cells = {role: row["cells"][i] for role, i in columns.items()}
+        shown = [_delta(cells.get(role)) for role in ("deactivated", "random control")]
+        name = row["task"] + (" (target)" if row["task"] == target else "")
+        lines.append(f"  {name:<34} {shown[0]:>12} {shown[1]:>15}")
+    lines += textwrap.wrap(
+        "The random control switches off as many random units: it is the reference the "
+        "deactivated neurons are judged against, not a candidate.",
+        88,
+    )
+    own = next((r for r in comparison["rows"] if r["task"] == target), None)
+    if own and {"deactivated", "random control"} <= columns.keys():
+        mine, ref = (own["cells"][columns[k]]["delta"] for k in ("deactivated", "random control"))
+        if mine is not None and ref is not None:
+            lines += textwrap.wrap(
+                f"On {target}, deactivating the {relation} neurons changed {metric} by "
+                f"{mine:+.2f}, the random control by {ref:+.2f}: the relation-specific "
+                f"effect is {mine - ref:+.2f}.",
+                88,
+            )
+    return lines
+
+
+def _delta(cell: dict | None) -> str:
+    if cell is None or cell.get("delta") is None:
+        return "not compared"
+    return f"{cell['delta']:+.2f}" + ("*" if cell.get("significant") else "")
 
 
 if __name__ == "__main__":

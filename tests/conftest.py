@@ -73,3 +73,25 @@ def llama():
 @pytest.fixture
 def gpt2():
     return tiny_gpt2()
+
+
+@pytest.fixture
+def memory_cap():
+    """Cap this process's address space at its current size + 1 GiB during the test.
+
+    For tests of inputs that used to allocate without bound (a layer range of a billion):
+    a regression then fails fast with MemoryError instead of eating the machine.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as handle:
+        current = int(handle.read().split()[0]) * resource.getpagesize()
+    cap = current + 2**30
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield cap
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

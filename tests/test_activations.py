@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -79,3 +81,62 @@ def test_run_batch_equals_plain_greedy_and_hand_token_means(smollm):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
         whole = seen[i].mean(0)
         assert not torch.allclose(got, whole, atol=1e-3)  # demos really were left out
+
+
+# ------------------------------------------------------------ checkpoint verification
+def _store(root, notices):
+    from relneuron_eval.discovery.activations import ActivationStore
+    from relneuron_eval.neuron_set import ModelShape
+
+    layout = Layout.for_shape(ModelShape(2, 6, 3), ("mlp.up_proj", "mlp.down_proj"))
+    return ActivationStore.open(root, layout, 8, {"k": 1}, notice=notices.append)
+
+
+def _filled(root):
+    import numpy as np
+
+    store = _store(root, [])
+    rng = np.random.default_rng(0)
+    values = {layer: rng.normal(size=(8, 9)).astype(np.float32) for layer in range(2)}
+    store.write_batch([0, 1, 2, 3], {k: v[:4] for k, v in values.items()}, [1, 0, 1, 1], 4)
+    store.close()
+    return values
+
+
+def test_resumed_store_is_verified_piece_by_piece_and_row_by_row(tmp_path):
+    import numpy as np
+
+    values = _filled(tmp_path / "s")
+    notices: list[str] = []
+    store = _store(tmp_path / "s", notices)  # intact: kept, silently
+    assert notices == [] and list(np.asarray(store.done())) == [1] * 4 + [0] * 4
+    np.testing.assert_array_equal(store.read_layer(1)[:4], values[1][:4])
+    # a value changed in place (same size): only that row is computed again
+    layer = np.load(tmp_path / "s" / "layer_001.npy", mmap_mode="r+")
+    layer[2, 7] = 0.5
+    layer.flush()
+    del layer
+    correct = np.load(tmp_path / "s" / "correct.npy", mmap_mode="r+")
+    correct[1] = 1  # a flag flipped: caught by the same checksum
+    correct.flush()
+    del correct
+    store = _store(tmp_path / "s", notices)
+    assert notices == [
+        f"checkpoint {tmp_path / 's'}: 2 of 4 finished prompts fail their checksum; computing them again"
+    ]
+    assert list(np.asarray(store.done())) == [1, 0, 0, 1, 0, 0, 0, 0]
+    # damaged pieces: the store starts afresh with one notice naming the piece
+    damages = {
+        "layer_000.npy": lambda p: p.write_bytes(p.read_bytes()[:-7]),
+        "done.npy": lambda p: p.write_bytes(b"junk"),
+        "checksums.npy": lambda p: p.unlink(),
+        "meta.json": lambda p: p.write_text('{"k": '),
+    }
+    for name, damage in damages.items():
+        _filled(tmp_path / name)
+        damage(tmp_path / name / name)
+        notices.clear()
+        store = _store(tmp_path / name, notices)
+        assert len(notices) == 1 and name in notices[0] and "starting afresh" in notices[0]
+        assert np.asarray(store.done()).sum() == 0
+        assert json.loads((tmp_path / name / "meta.json").read_text())["k"] == 1

@@ -1,9 +1,10 @@
 """``relneuron compare`` on real lm-eval result files written by the real ``lm_eval`` CLI.
 
-Three runs of a tiny random Llama on two toy tasks (and their group) are made once for
+Four runs of a tiny random Llama on two toy tasks (and their group) are made once for
 the module (each costs ~25 s of lm-eval start-up): the base (``--model hf``), a
-``relneuron-hf`` variant, and a second variant run with another ``--limit`` on one task
-only. Everything else is read from those files (or copies of them).
+``relneuron-hf`` variant, a second variant run with another ``--limit`` on one task
+only, and a random control of the first variant. Everything else is read from those
+files (or copies of them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """lm-eval output folders: base, v1 (ablate a), short (enhance b; limit 10, toy_a only)."""
+    """lm-eval output folders: base, v1 (ablate a), short (enhance b; limit 10, toy_a only),
+    ctrl (a random control of v1)."""
     root = tmp_path_factory.mktemp("compare-runs")
     model = th.tiny_model()
     th.toy_tasks()
@@ -44,6 +46,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             f"pretrained={model},neuron_set={nset},groups=b,mode=enhance,factor=3",
             10,
             "toy_a",
+        ),
+        "ctrl": (
+            "relneuron-hf",
+            f"pretrained={model},neuron_set={nset},groups=a,control=random,seed=0",
+            15,
+            "toy_group",
         ),
     }
 
@@ -213,7 +221,29 @@ def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
             assert row["status"] in ("mismatch", "missing")
 
 
-def test_heatmap_png_shows_the_changes(runs, tmp_path, capsys):
+def _heatmap(runs, *names: str, tasks: str | None = None):
+    """The figure `relneuron compare --heatmap` draws, drawn, with its comparison."""
+    from relneuron_eval.compare import compare_runs
+    from relneuron_eval.compare_heatmap import heatmap_figure
+
+    found, problems = load_runs([runs[n] for n in names])
+    comparison = compare_runs(
+        found,
+        choose_base(found, None),
+        problems=problems,
+        tasks=tasks.split(",") if tasks else None,
+    )
+    fig = heatmap_figure(comparison)
+    fig.canvas.draw()
+    return comparison, fig
+
+
+def _inside(fig, artist) -> bool:
+    box = artist.get_window_extent()
+    return box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+
+
+def test_heatmap_png_is_written(runs, tmp_path, capsys):
     from matplotlib.image import imread
 
     png = tmp_path / "heat.png"
@@ -222,17 +252,51 @@ def test_heatmap_png_shows_the_changes(runs, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = imread(png)[..., :3]
     assert image.shape[0] > 100 and image.shape[1] > 100
-    data = _json(capsys, runs["base"], runs["v1"], runs["short"])
-    deltas = [c["delta"] for r in data["rows"] for c in r["cells"] if c["delta"] is not None]
-    assert len(deltas) == 3  # V2's cells are not compared
-    # RdBu: drops are red, rises blue; the colour bar holds as much of each.
-    red = int(((image[..., 0] - image[..., 2]) > 0.25).sum())
-    blue = int(((image[..., 2] - image[..., 0]) > 0.25).sum())
-    down = sum(-d for d in deltas if d < 0)
-    up = sum(d for d in deltas if d > 0)
-    assert (red > blue) == (down > up), (red, blue, deltas)
     gray = int((abs(image - 0xDD / 255).max(axis=-1) < 0.02).sum())  # "×" cells: #dddddd
     assert gray > 1000
+
+
+def test_heatmap_reads_right_at_a_glance(runs):
+    """Before: the scale stretched to the largest change (a non-significant -0.04 as dark as
+    -1.00), no metric, labels cut from the left, colour bar label cut off, no n."""
+    import numpy as np
+
+    comparison, fig = _heatmap(runs, "base", "v1", "short", "ctrl")
+    ax, bar = fig.axes
+    assert bar.get_ylim() == (-1.0, 1.0)  # fixed: a colour means the same change everywhere
+    assert "Δ acc (variant − base)" in bar.get_ylabel() and "−1 … +1" in bar.get_ylabel()
+    assert ax.get_title(loc="left").startswith("Change in acc vs. base tiny-llama")
+    labels = [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()]
+    for i, (label, name) in enumerate(zip(labels, comparison.variants, strict=True), start=1):
+        words = name.split("__")[1:]  # the run name without the base model's path
+        assert label.startswith(f"V{i}: {words[0]}") and " · ".join(words) in label, label
+        assert label.endswith("(random control)") == name.endswith("__random-s0")
+    columns = {t.get_text().replace("\n", " ") for t in ax.get_xticklabels()}
+    assert columns == {"[toy_group] n=30", "toy_a n=15", "toy_b n=15"}
+    for artist in [bar.yaxis.label, ax.title, ax.xaxis.label, *ax.get_yticklabels()]:
+        assert _inside(fig, artist), artist
+    # Non-significant cells are faded and hatched: light, whatever their size.
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+    height = pixels.shape[0]
+    hatched = {(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches if p.get_hatch()}
+    checked = 0
+    for j, row in enumerate(comparison.rows):
+        for i, cell in enumerate(row.cells):
+            if cell.delta is None:
+                continue
+            assert ((j, i) in hatched) == (not cell.significant)
+            x, y = ax.transData.transform((j - 0.3, i - 0.3))
+            corner = pixels[int(height - y) - 3 : int(height - y) + 3, int(x) - 3 : int(x) + 3]
+            if not cell.significant:
+                assert corner.mean() > 0.6, (row.task, cell.delta, corner.mean())
+                checked += 1
+    assert checked >= 3
+    # The smallest figure (one variant, one task) still shows every label whole.
+    _, small = _heatmap(runs, "base", "v1", tasks="toy_a")
+    small_ax, small_bar = small.axes
+    for artist in [small_bar.yaxis.label, small_ax.title, small_ax.xaxis.label]:
+        assert _inside(small, artist), artist
+    assert small_ax.get_xticklabels()[0].get_text() == "toy_a\nn=15"
 
 
 def test_leaderboard_sorting(runs, capsys):
@@ -287,6 +351,96 @@ def test_other_task_version_is_reported(runs, tmp_path, capsys):
     assert "task version 1.0 vs 2.0" in _cell(data, "toy_a")["note"]
     assert _cell(data, "toy_b")["status"] == "ok"
     assert any("toy_a not compared: task version 1.0 vs 2.0" in p for p in data["problems"])
+
+
+def _renamed(src: Path, dst: Path) -> Path:
+    """A copy of a run whose tasks carry other names (as if other tasks had been run)."""
+    shutil.copytree(src, dst)
+    (path,) = dst.rglob("results_*.json")
+    text = path.read_text()
+    for task in ("toy_group", "toy_a", "toy_b"):
+        text = text.replace(f'"{task}"', f'"other_{task}"')
+    path.write_text(text)
+    return dst
+
+
+def test_no_shared_task_is_an_error_or_a_warning(runs, tmp_path, capsys):
+    """Before: exit 0 and a table of empty cells when base and variant share no task."""
+    other = _renamed(runs["v1"], tmp_path / "other")
+    code, out, err = _cli(runs["base"], other, capsys=capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("error: nothing to compare: the base and the other runs share no task")
+    assert "toy_a" in err and "other_toy_a" in err
+    # With a variant that does share tasks, the other one is a warning on stderr.
+    other = _renamed(runs["short"], tmp_path / "other-short")
+    code, out, err = _cli(runs["base"], runs["v1"], other, "--format", "csv", capsys=capsys)
+    assert code == 0 and out.startswith("task,kind,metric")
+    (line,) = [w for w in err.splitlines() if "shares no task" in w]
+    assert line.startswith("warning: ") and "none of its results are compared" in line
+    data = _json(capsys, runs["base"], runs["v1"], other)
+    assert any("shares no task with the base" in w for w in data["warnings"])
+
+
+def test_truncated_sample_log_is_warned_about(runs, tmp_path, capsys):
+    """Before: the paired test silently became a z-test; only --format json said so."""
+    cut = tmp_path / "v1-cut"
+    shutil.copytree(runs["v1"], cut)
+    (samples,) = cut.rglob("samples_toy_a_*.jsonl")
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:-3]))  # an interrupted copy: 12 of 15 records
+    code, out, err = _cli(runs["base"], cut, capsys=capsys)
+    assert code == 0 and out.startswith("task")
+    warned = [w for w in err.splitlines() if w.startswith("warning: ")]
+    (toy_a,) = [w for w in warned if ": toy_a (acc)" in w]
+    assert "no paired test" in toy_a and "15 in" in toy_a and "12 in" in toy_a
+    assert "z-test on lm-eval's stderr" in toy_a
+    assert any(": toy_group (acc)" in w for w in warned)  # the group's paired test too
+    assert not any(": toy_b " in w for w in warned)  # toy_b's logs are whole: paired
+    data = _json(capsys, runs["base"], cut)
+    assert _cell(data, "toy_a")["test"] == "stderr-z" and _cell(data, "toy_b")["test"] == "mcnemar"
+    assert len(data["warnings"]) == 2
+    # A log cut in the middle of a line is named with its line number.
+    samples.write_text("".join(lines)[: -len(lines[-1]) // 2])
+    _, _, err = _cli(runs["base"], cut, capsys=capsys)
+    assert f"unreadable sample log: {samples}:15: broken sample line" in err
+    # Without any sample logs the z-test is the documented fallback: no warning.
+    base = _results_only(runs["base"], tmp_path / "base")
+    v1 = _results_only(runs["v1"], tmp_path / "v1")
+    assert _cli(base, v1, capsys=capsys)[2] == ""
+
+
+def test_random_control_is_a_reference_not_a_candidate(runs, capsys):
+    """Before: the leaderboard (and the demo's summary) ranked the control as 'best'."""
+    import importlib.util
+
+    data = _json(capsys, runs["base"], runs["v1"], runs["ctrl"])
+    board = data["leaderboard"]
+    assert [e["control"] for e in board] == [False, True]  # whatever the mean changes
+    assert board[1]["variant"].endswith("__random-s0")
+    code, table, _ = _cli(runs["base"], runs["v1"], runs["ctrl"], capsys=capsys)
+    assert code == 0
+    lines = table.splitlines()
+    assert "best" not in table
+    head = lines.index("random controls (the reference for the variants, not candidates):")
+    index = data["variants"].index(board[1]["variant"]) + 1
+    assert lines[head + 1].startswith(f"  V{index}: mean Δ")
+    assert any(line.endswith("__random-s0 (random control)") for line in lines)
+    demo_py = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    spec = importlib.util.spec_from_file_location("demo", demo_py)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    summary = demo.summary(data, "a", target="toy_a")
+    assert summary[1].split() == ["task", "deactivated", "random", "control"]
+    rows = {line.split()[0]: line.split()[-2:] for line in summary[2:5]}
+    for row in data["rows"]:
+        cells = [row["cells"][data["variants"].index(e["variant"])] for e in board]
+        assert rows[row["task"]] == [
+            f"{c['delta']:+.2f}" + "*" * bool(c["significant"]) for c in cells
+        ]
+    text = " ".join(summary)
+    assert "best" not in text and "reference" in text and "not a candidate" in text
+    mine, ref = (_cell(data, "toy_a", data["variants"].index(e["variant"]))["delta"] for e in board)
+    assert f"the relation-specific effect is {mine - ref:+.2f}." in text
 
 
 # ======================================================================= bad input

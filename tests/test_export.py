@@ -513,7 +513,7 @@ def test_non_empty_folder_and_base_folder_are_refused(llama_setup, tmp_path, cap
         ("peft", [], "both live on module model.layers.0.mlp.down_proj"),
     ],
 )
-def test_refusals(llama_setup, tmp_path, capsys, fmt, extra, message):
+def test_refusals(llama_setup, tmp_path, capsys, fmt, extra, message, memory_cap):
     folder, set_path = llama_setup
     out = tmp_path / "out"
     code, err = _export_cli(

@@ -237,7 +237,7 @@ def test_bad_arguments_are_refused(llama, kwargs, message):
         ("0-1000000000", r"layers=0-1000000000 is outside this model's layers 0-2"),
     ],
 )
-def test_layers_outside_the_model_name_its_range(llama, layers, message):
+def test_layers_outside_the_model_name_its_range(llama, layers, message, memory_cap):
     """These used to say only "the selection is empty" (0-1000000000: MemoryError)."""
     with pytest.raises(RelNeuronError, match=message):
         Intervention.build(random_set(llama), "*", layers=layers)

@@ -390,6 +390,27 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
     assert header["method"]["params"]["answer_tokens"] == "first"
 
 
+def test_unreadable_run_json_is_rewritten_with_a_notice(tmp_path, capsys):
+    model, tok = sharp_llama(), CharTokenizer()
+    facts = FACTS[:2]
+    kn.compute_shard(model, tok, facts, tmp_path / "ck", IG, progress=False)
+    single = kn.merge(facts, tmp_path / "ck")[0].content_hash()
+    run_json = tmp_path / "ck" / "run.json"
+    run_json.write_text(run_json.read_text()[:30])  # e.g. a disk that filled up
+    with pytest.raises(RelNeuronError, match=r"no readable run\.json"):
+        kn.merge(facts, tmp_path / "ck")
+    capsys.readouterr()
+    report = kn.compute_shard(model, tok, facts, tmp_path / "ck", IG, progress=False)
+    assert "run.json is unreadable; writing it again" in capsys.readouterr().err
+    assert (report.computed, report.skipped) == (0, 2)  # the facts themselves were intact
+    assert kn.merge(facts, tmp_path / "ck")[0].content_hash() == single
+    victim = kn._fact_path(tmp_path / "ck", facts[1].fact_id)
+    victim.write_bytes(victim.read_bytes()[:100])
+    report = kn.compute_shard(model, tok, facts, tmp_path / "ck", IG, progress=False)
+    assert f"{facts[1].fact_id}) is damaged; computing it again" in capsys.readouterr().err
+    assert (report.computed, report.skipped) == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("ig", "select", "facts", "message"),
     [

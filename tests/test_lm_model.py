@@ -265,7 +265,9 @@ BAD_MODEL_ARGS = [
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_MODEL_ARGS)
-def test_bad_model_args_are_refused_before_loading(tiny_dir, neuron_file, extra, message):
+def test_bad_model_args_are_refused_before_loading(
+    tiny_dir, neuron_file, extra, message, memory_cap
+):
     """Parsed exactly as ``lm_eval --model_args`` parses them (strings to numbers)."""
     args = f"pretrained={tiny_dir / 'missing'},neuron_set={neuron_file},{extra}"
     with pytest.raises(RelNeuronError, match=message):  # before the (missing) model is read
@@ -274,7 +276,9 @@ def test_bad_model_args_are_refused_before_loading(tiny_dir, neuron_file, extra,
 
 def test_intervention_args_without_a_neuron_set_are_refused(tiny_dir):
     with pytest.raises(RelNeuronError, match=r"factor=, seed= need\(s\) a neuron_set="):
-        RelNeuronLM.create_from_arg_string(f"pretrained={tiny_dir},factor=3,seed=1", {})
+        RelNeuronLM.create_from_arg_string(
+            f"pretrained={tiny_dir},factor=3,seed=1", {"device": "cpu"}
+        )
 
 
 def test_per_doc_applies_top_k_per_group(tiny_dir, neuron_file, tmp_path):

@@ -7,7 +7,8 @@ benchmark interleaves its arms and reports medians and ratios. Subcommands:
 ranking at Llama-2-7B scale on synthetic activations), ``ig`` (batched integrated
 gradients vs the plain loop), ``discovery`` (the relation-specific statistics pass vs a
 plain forward, and its memory as prompts grow), ``dp`` (lm-eval with 2 ``accelerate``
-CPU processes vs 1), ``all`` (overhead, load and startup).
+CPU processes vs 1), ``prefix`` (generation with shared few-shot prefixes cached vs
+plain), ``all`` (overhead, load and startup).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from relneuron_eval.atomic import atomic_write
 
 HELP = (
     "benchmarks (ratios against a same-run baseline): "
-    "overhead, load, startup, ap-scale, ig, discovery, dp"
+    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix"
 )
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args) -> dict
@@ -44,6 +45,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "dp": (
         "relneuron_eval.benchmarks.data_parallel",
         "lm-eval with accelerate launch, 2 CPU processes vs 1 (wall time)",
+    ),
+    "prefix": (
+        "relneuron_eval.benchmarks.prefix",
+        "generation with shared few-shot prefixes cached (prefix_cache) vs the plain path",
     ),
 }
 

@@ -281,7 +281,7 @@ def _piece_problem(path: Path, shape: tuple[int, ...], dtype: str) -> str | None
     except FileNotFoundError:
         return "missing"
     except (OSError, ValueError) as exc:
-        return f"unreadable header: {exc}"
+        return "unreadable header: " + " ".join(str(exc).split())
     if tuple(got_shape) != tuple(shape) or fortran or got_dtype != np.dtype(dtype):
         return f"shape {tuple(got_shape)} {got_dtype}, expected {tuple(shape)} {dtype}"
     size, expected = path.stat().st_size, offset + int(np.prod(shape)) * np.dtype(dtype).itemsize

@@ -3,8 +3,10 @@
 Both methods validate every argument before the model is loaded, refuse to overwrite
 an existing output without ``--force``, write the output atomically, keep a resumable
 work folder next to it while they run (run the same command again to resume after an
-interruption), and shard their prompts over the processes of ``accelerate launch``
-(the result is identical to a single-process run).
+interruption; damaged pieces are found and computed again), and shard their prompts
+over the processes of ``accelerate launch`` (the result is identical to a
+single-process run). Prompts default to the tasks' prompting: each relation's
+``num_fewshot`` demos from the ``fewshot`` split, the same for every prompt of it.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default="task",
         help="few-shot demos per prompt, from the fewshot split with the prompt's template; "
         "'task': as many as the relation's lm-eval task shows (num_fewshot, 3 unless the "
-        "spec says otherwise); 0: zero-shot, as earlier versions did by default",
+        "spec says otherwise); 0: zero-shot, as in earlier versions",
     )
     parser.add_argument(
         "--demos",
@@ -123,7 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=16,
-        help="prompts per forward pass (does not change the result; resume with any)",
+        help="prompts per forward pass; changes only the last float bits (padding), so a "
+        "resume may use another (the header lists the sizes used)",
     )
     rs.add_argument(
         "--store-dtype",

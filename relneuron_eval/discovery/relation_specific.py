@@ -289,9 +289,11 @@ def checkpoint_key(model: Any, card: dict, prompts: list, config: RelationSpecif
     """What the stored activations and answers depend on, and nothing else.
 
     Not in it: ``top_k``, ``ratio``, ``seed``, ``min_positives`` and ``skip_unscorable``
-    (they only act on the stored numbers), ``fewshot`` (the prompts' text carries it) and
-    ``batch_size`` (stored statistics are bit-identical across batch sizes on CPU; see
-    tests/test_discovery_cli.py).
+    (they only act on the stored numbers), ``fewshot``/``demos`` (the prompts' text
+    carries them) and ``batch_size``: padding changes only the last bits (on a tiny
+    Llama up to 1e-5 in 16-50 % of the stored means, the same answers), so a resume may
+    use another; each row records its batch size and the header lists them. The device
+    is not in it either (same order of difference).
     """
     from relneuron_eval.discovery.data import answers_fingerprint, prompts_fingerprint
 

@@ -1,0 +1,116 @@
+"""Shared few-shot prefixes computed once (``prefix_cache``) vs the plain generation path.
+
+The same lm-eval generation requests (built by the real relfacts tasks, whose demos are
+fixed per relation) go through one ``relneuron-hf`` model with its prefix cache off and
+on, in interleaved rounds; the ratio of the medians is the speed-up. Every answer of
+the cached arm is compared with the plain arm's. ``--tasks relfacts`` (the group) with
+``--limit 0`` is the full English fact family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from relneuron_eval.benchmarks.timing import interleaved, median
+
+DEFAULT_TASKS = (
+    "relfacts_company_hq,relfacts_country_capital_city,"
+    "relfacts_person_occupation,relfacts_landmark_in_country"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="pretrained (default: embedded)")
+    parser.add_argument(
+        "--tasks", default=DEFAULT_TASKS, help="comma-separated lm-eval tasks or groups"
+    )
+    parser.add_argument("--include-path", default=None, help="extra lm-eval task folder")
+    parser.add_argument("--limit", type=int, default=40, help="documents per task (0: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _leaves(tree: dict[Any, Any]) -> list[Any]:
+    """The tasks of lm-eval's (possibly nested) task dict, groups expanded."""
+    out = []
+    for value in tree.values():
+        out += _leaves(value) if isinstance(value, dict) else [value]
+    return out
+
+
+def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
+    """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from relneuron_eval.resources import tasks_dir
+
+    paths = [str(tasks_dir())] + ([include_path] if include_path else [])
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    requests = []
+    for task in _leaves(get_task_dict(tasks, manager)):
+        task.build_all_requests(limit=limit or None, rank=0, world_size=1)
+        requests += [i for i in task.instances if i.request_type == "generate_until"]
+    return requests
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from relneuron_eval.lm_model import RelNeuronLM
+
+    torch.set_num_threads(args.threads)
+    tasks = [t for t in args.tasks.split(",") if t]
+    requests = generation_requests(tasks, args.include_path, args.limit)
+    lm = RelNeuronLM(
+        pretrained=args.model, batch_size=args.batch_size, device=args.device, dtype="float32"
+    )
+
+    def arm(enabled: bool) -> Any:
+        def call() -> list[str]:
+            lm._rn_prefix.enabled = enabled
+            return lm.generate_until(requests, disable_tqdm=True)
+
+        return call
+
+    arms = {"plain": arm(False), "prefix_cache": arm(True)}
+    start, load_before = time.perf_counter(), os.getloadavg()
+    outputs = {name: call() for name, call in arms.items()}  # also the warm-up
+    same = sum(a == b for a, b in zip(outputs["plain"], outputs["prefix_cache"], strict=True))
+    lm._rn_prefix.stats.clear()
+    times = interleaved(arms, rounds=args.rounds, warmup=0)
+    stats = dict(lm._rn_prefix.stats)
+    speedup = median(times["plain"]) / median(times["prefix_cache"])
+    per_round = [p / c for p, c in zip(times["plain"], times["prefix_cache"], strict=True)]
+    load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
+    return {
+        "tasks": tasks,
+        "requests": len(requests),
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "median_seconds": {k: round(median(v), 3) for k, v in times.items()},
+        "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "speedup": round(speedup, 3),
+        "speedup_per_round": [round(x, 3) for x in per_round],
+        "identical_answers": same,
+        "cache_stats": stats,
+        "load_average_before_after": load,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "summary": [
+            f"{len(requests)} generation requests from {len(tasks)} task(s) (limit {args.limit}),"
+            f" batch {args.batch_size}, {args.threads} thread(s), {args.rounds} interleaved rounds",
+            "median seconds: "
+            + ", ".join(f"{k} {median(v):.2f}" for k, v in times.items())
+            + f"; speed-up {speedup:.2f}x (per round: "
+            + ", ".join(f"{x:.2f}" for x in per_round)
+            + ") (goal >= 1.7x)",
+            f"identical answers: {same} of {len(requests)}; cache: {stats}",
+            f"load average (1/5/15 min) before {load[:3]}, after {load[3:]}",
+        ],
+    }
