@@ -12,9 +12,15 @@ without sample logs, a two-sided z-test on lm-eval's reported standard errors.
 
 Comparisons that would be meaningless are never made silently: a task missing from a
 run, a different task version, n-shot, ``--limit`` / number of documents, or different
-documents (lm-eval's task hashes) is reported and the cell is left uncompared.
+documents (lm-eval's task hashes) is reported and the cell is left uncompared. When no
+variant shares a single task with the base there is nothing to compare: that is an
+error (exit 2), as it almost always means a wrong folder; a variant that alone shares
+none is a warning on stderr. A paired test that cannot be made although sample logs
+exist (a truncated or damaged log, one run logged and the other not) falls back to the
+z-test with a warning on stderr, in every output format.
 
-Pure Python (no torch); matplotlib is imported only for ``--heatmap``.
+Pure Python (no torch); matplotlib is imported only for ``--heatmap``
+(:mod:`relneuron_eval.compare_heatmap`).
 """
 
 from __future__ import annotations
@@ -967,7 +973,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", "-o", help="write the output to this file (atomically) instead of stdout"
     )
     parser.add_argument(
-        "--heatmap", help="also write a PNG heatmap (variants by tasks, colour = change)"
+        "--heatmap",
+        help="also write a PNG heatmap: variants by tasks, colour = change on a fixed scale "
+        "(-1..+1 for fractions such as acc), not significant = faded and hatched",
     )
     parser.add_argument("--metric", action="append", help="only this metric (repeatable), e.g. acc")
     parser.add_argument("--tasks", help="comma-separated tasks/groups to show")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
 
@@ -104,3 +105,40 @@ def provenance_problems(data_dir: Path) -> list[str]:
             if f"{folder}/{path.name}" not in listed:
                 problems.append(f"unlisted {folder}/{path.name} (not in {MANIFEST})")
     return problems
+
+
+def translate_facts(
+    base: Any,
+    code: str,
+    keep_subject: bool | str,
+    names: dict[str, dict[str, str]],
+    aliases: dict[str, dict[str, list[str]]],
+    overrides: dict[str, list[str]],
+) -> list[Any]:
+    """The facts of English relation ``base`` asked in language ``code`` (same ids, splits).
+
+    The subject is its name in the language (or the English one: ``keep_subject`` true,
+    or ``"fallback"`` when it has none); the object is the first of the fact's answers
+    with a name (LRE's ambiguous "Dollar" has none, the US fact's "US Dollar" has).
+    Facts without both are left out.
+    """
+    from relneuron_eval.facts import Fact, _dedupe, subject_key
+
+    table = aliases.get(code, {})
+    out = []
+    for fact in base.facts:
+        subject = names.get(fact.subject, {}).get(code)
+        if keep_subject is True or (keep_subject == "fallback" and subject is None):
+            subject = fact.subject
+        obj = next((names[a][code] for a in fact.answers if code in names.get(a, {})), None)
+        if subject is None or obj is None:
+            continue
+        answers = [*overrides.get(subject_key(fact.subject), []), obj, *table.get(obj, [])]
+        for other in fact.answers:
+            translated = names.get(other, {}).get(code)
+            if translated:
+                answers += [translated, *table.get(translated, [])]
+        out.append(
+            Fact(fact.relation, fact.fact_id, subject, obj, _dedupe(answers), fact.split, fact.line)
+        )
+    return out

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.fact_sources import NAME_COLUMNS, added_split, read_names, translate_facts
 
 RELATIONS: tuple[str, ...] = (
     "city_in_country",
@@ -446,8 +447,6 @@ def _assign_splits(relation: str, merged: list[dict]) -> None:
         )
     if explicit:
         return
-    from relneuron_eval.fact_sources import added_split
-
     for m in merged:
         if m["added"]:
             m["split"] = added_split(relation, m["key"])
@@ -837,32 +836,17 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
                     rel_name,
                     "keep_subject",
                 )
-            facts = []
-            for fact in base.facts:
-                subject = names.get(fact.subject, {}).get(code)
-                if keep_subject is True or (keep_subject == "fallback" and subject is None):
-                    subject = fact.subject
-                # the object in this language: the first of the fact's answers with a name
-                # (an ambiguous English object such as "Dollar" has none; "US Dollar" has)
-                obj = next((names[a][code] for a in fact.answers if code in names.get(a, {})), None)
-                if subject is None or obj is None:
-                    continue
-                answers = [obj, *aliases.get(code, {}).get(obj, [])]
-                for other in fact.answers:
-                    translated = names.get(other, {}).get(code)
-                    if translated:
-                        answers += [translated, *aliases.get(code, {}).get(translated, [])]
-                answers = overrides.get(subject_key(fact.subject), []) + answers
-                facts.append(
-                    Fact(
-                        rel_name,
-                        fact.fact_id,
-                        subject,
-                        obj,
-                        _dedupe(answers),
-                        fact.split,
-                        fact.line,
-                    )
+            facts = translate_facts(base, code, keep_subject, names, aliases, overrides)
+            num_fewshot = int(opts.get("num_fewshot", base.num_fewshot))
+            n_demos = sum(f.split == "fewshot" for f in facts)
+            if n_demos < num_fewshot:
+                raise doc.error(
+                    f"{code}.{rel_name}: {n_demos} fewshot facts have names in {code}, "
+                    f"fewer than num_fewshot={num_fewshot}",
+                    "relations",
+                    code,
+                    rel_name,
+                    hint="set a lower num_fewshot or leave the relation out of this language",
                 )
             objects = sorted({f.object for f in facts})
             out[code][rel_name] = Relation(
@@ -871,7 +855,7 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
                 templates={"discovery": [], "eval": templates},
                 closed_set=base.closed_set,
                 objects=objects,
-                num_fewshot=int(opts.get("num_fewshot", base.num_fewshot)),
+                num_fewshot=num_fewshot,
                 target_delimiter=lang.target_delimiter,
                 language=code,
                 source=str(path),
@@ -881,8 +865,6 @@ def _load_multilingual_uncached(path: Path, spec_path: Path) -> dict[str, Any]:
 
 def _generated_names(doc: _Located, value: Any, columns: list) -> tuple[dict, dict]:
     """The generated name table(s) named by ``generated_names:`` (paths beside the YAML)."""
-    from relneuron_eval.fact_sources import NAME_COLUMNS, read_names
-
     names: dict[str, dict[str, str]] = {}
     short: dict[str, dict[str, list[str]]] = {}
     if value is None:

@@ -183,12 +183,12 @@ def task_rows(task: str) -> dict[str, list[dict[str, Any]]]:
 @functools.cache
 def task_fingerprint(task: str) -> str:
     """Hash of what decides a task's numbers apart from the model: its YAML files, its
-    documents (test and few-shot) and the metric code. Cached runs of a task whose data,
-    templates or scoring changed are then evaluated again instead of reused."""
+    documents (test and few-shot), the few-shot sampler and the metric code. Cached runs of
+    a task whose data, templates, demos or scoring changed are then evaluated again."""
     import hashlib
     import json
 
-    from relneuron_eval import task_metrics
+    from relneuron_eval import fewshot, task_metrics
     from relneuron_eval.resources import tasks_dir
 
     digest = hashlib.sha256()
@@ -197,6 +197,7 @@ def task_fingerprint(task: str) -> str:
         digest.update(path.read_bytes())
     digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
     digest.update(Path(task_metrics.__file__).read_bytes())
+    digest.update(Path(fewshot.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -210,7 +210,7 @@ def _find_samples(inputs: list[str]) -> dict[str, Path]:
     if missing:
         raise RelNeuronError(
             f"no logged samples of {', '.join(missing)} in {', '.join(inputs)}",
-            hint="run lm_eval --tasks relfacts_2hop_all --log_samples --output_path DIR, then "
+            hint="run lm_eval --tasks relfacts-2hop --log_samples --output_path DIR, then "
             "relneuron gap DIR",
         )
     folders = {p.parent for p in out.values()}

@@ -481,6 +481,21 @@ def test_multilingual_names_come_from_cldr():
     assert len(zh_cities) < len(de_cities)
 
 
+def test_too_few_named_demos_is_an_error_at_load(tmp_path):
+    """zh city_on_continent: 2 named fewshot facts; lm-eval failed mid-run asking for 3."""
+    text = facts.shipped_multilingual().read_text(encoding="utf-8")
+    text = text.replace("generated_names: data/cldr/names.jsonl", "generated_names: names.jsonl")
+    zh = '    city_on_continent: {templates: ["{subject}这座城市位于"]}\n'
+    text = text.replace("  zh:\n", "  zh:\n" + zh, 1)
+    (tmp_path / "names.jsonl").write_bytes((DATA / "cldr" / "names.jsonl").read_bytes())
+    path = tmp_path / "multilingual.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RelNeuronError) as info:
+        facts._load_multilingual_uncached(path, facts.shipped_spec())
+    assert "zh.city_on_continent: 2 fewshot facts" in str(info.value)
+    assert info.value.line == text.splitlines().index(zh.rstrip("\n")) + 1
+
+
 def test_keep_subject_must_be_known(tmp_path):
     text = (facts.shipped_multilingual()).read_text(encoding="utf-8")
     text = text.replace("generated_names: data/cldr/names.jsonl", "generated_names: names.jsonl")

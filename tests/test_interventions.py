@@ -259,3 +259,14 @@ def test_description_records_hashes_and_per_layer_counts(llama, tmp_path):
     assert info["neuron_set_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info["units_per_layer"] == {"1": 8, "2": 8}  # 4 sites x 2 units per layer
     assert sum(info["units_per_layer"].values()) == info["num_units"]
+
+
+def test_layer_ranges_are_bounded_without_a_model(memory_cap):
+    """``relneuron find --layers`` parses before a model is known; 0-1e9 was a MemoryError."""
+    from relneuron_eval.arglists import parse_layers
+
+    assert parse_layers("3|5|10-12", "--layers") == [3, 5, 10, 11, 12]
+    with pytest.raises(RelNeuronError, match=r"--layers=0-1000000000 is outside 0-9999"):
+        parse_layers("0-1000000000", "--layers")
+    with pytest.raises(RelNeuronError, match=r"--layers=5-3 is a reversed range"):
+        parse_layers("5-3", "--layers")

@@ -454,7 +454,7 @@ def test_fewshot_prompts_do_not_depend_on_processes_limit_or_selection(tiny_mode
     from relneuron_eval.benchmarks.data_parallel import accelerate_prefix
 
     def common(out: str) -> list[str]:
-        return ["--model", "hf", "--model_args", f"pretrained={tiny_model_dir}",
+        return ["--model", "relneuron-hf", "--model_args", f"pretrained={tiny_model_dir}",
                 "--tasks", ",".join(FEWSHOT_TASKS), "--device", "cpu", "--batch_size", "8",
                 "--log_samples", "--output_path", str(tmp_path / out)]  # fmt: skip
 

@@ -100,6 +100,26 @@ def test_mc_documents_have_gold_among_choices():
         assert row["gold"] and all(row["choices"][g] in row["answers"] for g in row["gold"])
 
 
+def test_relation_sampler_depends_on_relation_and_seed_only():
+    """Issue 11: demos must not depend on rank, document order or how many were drawn."""
+    from relneuron_eval.fewshot import RelationSampler
+
+    pool = task_data.rows_for("gen", "country_currency")["fewshot"]
+    sampler = RelationSampler(pool).set_rnd(1234)
+    first = sampler.sample(3)
+    assert len(first) == 3 and all(d in pool for d in first)
+    assert all(sampler.sample(3) == first for _ in range(5))  # every document: the same demos
+    reordered = RelationSampler(list(reversed(pool))).set_rnd(1234)
+    assert reordered.sample(5)[:3] == first  # pool order does not matter; 3 are the first of 5
+    assert RelationSampler(pool).set_rnd(7).sample(3) != first  # lm-eval's --seed does
+    mc_pool = task_data.rows_for("mc", "country_currency")["fewshot"]
+    mc_demos = RelationSampler(mc_pool).set_rnd(1234).sample(3)
+    assert [d["fact_id"] for d in mc_demos] == [d["fact_id"] for d in first]
+    assert first[0] not in sampler.sample(3, eval_doc=first[0])  # a pool shared with test
+    with pytest.raises(RelNeuronError, match="lower --num_fewshot"):
+        sampler.sample(len(pool) + 1)
+
+
 # ----------------------------------------------------------------- lm-eval runs
 def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2, log=False):
     import lm_eval
