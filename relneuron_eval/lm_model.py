@@ -50,7 +50,8 @@ def _base_name(pretrained: Any) -> str:
 class RelNeuronLM(HFLM):
     """HFLM plus ``neuron_set``, ``groups``, ``mode``, ``factor``, ``value``, ``top_k``,
     ``fraction``, ``positions``, ``control``, ``seed``, ``per_doc``, ``layers``, ``sites``,
-    ``strategy`` and ``name``. Without ``neuron_set`` it is exactly ``hf``."""
+    ``strategy``, ``name`` and ``prefix_cache``. Without ``neuron_set`` it scores exactly as
+    ``hf``; ``prefix_cache`` (default on) only computes shared few-shot prefixes once."""
 
     def __init__(
         self,

@@ -120,6 +120,7 @@ def test_relation_specific_output(single_run):
     assert not list(single_run.parent.glob(".*.work")), "work folder left behind"
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_nothing_and_resumes_to_the_same_file(single_run, tmp_path):
     out = tmp_path / "resumed.jsonl"
     proc = _run([*RS_ARGS, "--out", str(out), "--stop-after", "1"], check=False)
@@ -139,6 +140,7 @@ def test_two_processes_equal_one(single_run, tmp_path):
     assert _lines(out) == _lines(single_run)
 
 
+@pytest.mark.slow
 def test_knowledge_neurons_two_processes_and_resume_equal_one(tmp_path):
     one, two, resumed = (tmp_path / f"{n}.jsonl.gz" for n in ("one", "two", "resumed"))
     proc = _run([*KN_ARGS, "--out", str(one)])

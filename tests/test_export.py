@@ -657,8 +657,7 @@ def test_force_replaces_only_what_a_previous_export_wrote(llama_setup, tmp_path,
     out = tmp_path / "out"
     common = ["--model", str(folder), "--neuron-set", str(set_path), "--sites", "mlp.act"]
     assert _export_cli(capsys, "model", *common, "--out", str(out))[0] == 0
-    listed = read_manifest(out)["files"]
-    assert listed == sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
     (out / "sub" / "data.csv").write_text("a,b\n")
@@ -667,6 +666,7 @@ def test_force_replaces_only_what_a_previous_export_wrote(llama_setup, tmp_path,
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "did not write (notes.txt, sub/data.csv)" in err and "nothing was written" in err
     assert _tree_bytes(out) == before
+    assert read_manifest(out)["files"] == written  # what a later --force may replace
     # A model folder of the user's own (no relneuron.json) is refused as well.
     own = tmp_path / "own-model"
     own.mkdir()

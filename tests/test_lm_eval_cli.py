@@ -85,6 +85,7 @@ def _common(tasks: Path, out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_plain_cli_finds_model_and_equals_hf(tiny_model_dir, toy_tasks, tmp_path):
     run_lm_eval(
         [
@@ -113,6 +114,7 @@ def test_plain_cli_finds_model_and_equals_hf(tiny_model_dir, toy_tasks, tmp_path
     assert "relneuron" not in rn["config"]
 
 
+@pytest.mark.slow
 def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, tmp_path):
     neuron_set = _neuron_set(
         tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["capital/0"]
@@ -153,6 +155,7 @@ def _same_responses(left: list, right: list) -> bool:
         return left == right
 
 
+@pytest.mark.slow
 def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
     """Each document gets exactly its own group's neurons, even when batched together."""
     groups = ["capital/0", "capital/1", "capital/2"]
@@ -188,6 +191,7 @@ def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
                     assert _same_responses(row["resps"], ref["resps"]), (task, group, row["doc_id"])
 
 
+@pytest.mark.slow
 def test_positions_last_runs_and_differs_from_all(tiny_model_dir, toy_tasks, tmp_path):
     neuron_set = _neuron_set(
         tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
@@ -333,6 +337,7 @@ def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_tasks, tmp_path):
     """`accelerate launch -m lm_eval --model relneuron-hf` with 2 CPU processes (gloo)."""
     import os
