@@ -17,7 +17,6 @@ _WATCHED = {
     "lm_eval.models": "on_models_loaded",
     "lm_eval.tasks.manager": "on_task_manager_loaded",
     "lm_eval.loggers.evaluation_tracker": "on_evaluation_tracker_loaded",
-    "lm_eval.models.huggingface": "on_huggingface_loaded",
     "lm_eval._cli.harness": "on_cli_loaded",
     "accelerate.commands.launch": "on_accelerate_launch_loaded",
 }

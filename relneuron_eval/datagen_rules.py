@@ -179,7 +179,7 @@ def _lre_facts() -> dict[str, list[tuple[str, str]]]:
     """LRE's (subject, object) pairs of the relations GeoNames extends, fixes applied."""
     import yaml
 
-    from relneuron_eval.facts import _read_jsonl, shipped_spec
+    from relneuron_eval.facts import read_facts_file, shipped_spec
 
     spec = yaml.safe_load(shipped_spec().read_text(encoding="utf-8"))
     wanted = {*COUNTRY_RELATIONS, "city_in_country", "person_native_language"}
@@ -190,7 +190,7 @@ def _lre_facts() -> dict[str, list[tuple[str, str]]]:
         paths = [entry["facts"]] if isinstance(entry["facts"], str) else entry["facts"]
         pairs = []
         for i, rel_path in enumerate(paths):
-            rows, _ = _read_jsonl(shipped_spec().parent / rel_path, entry["name"])
+            rows, _ = read_facts_file(shipped_spec().parent / rel_path, entry["name"])
             fixes = (entry.get("fixes") or {}) if i == 0 else {}
             for row in rows:
                 fix = fixes.get(row.line, {})

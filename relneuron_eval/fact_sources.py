@@ -1,7 +1,7 @@
 """Facts added to a relation after its neuron sets were found, and generated name tables.
 
 Why a second kind of facts file: the shipped neuron sets were discovered on the
-``discovery`` split of the LRE facts. ``facts.py`` assigns the splits of a relation's
+``discovery`` split of the LRE facts. ``fact_splits`` assigns the splits of a relation's
 ``facts:`` files by *rank* of a hash, so adding a fact there would shift other facts
 between splits and leak discovery subjects into ``test``. Files listed under
 ``added_facts:`` are therefore split by a hash *threshold* instead: a fact's split
@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.fact_text import clean_text, dedupe, subject_key
+from relneuron_eval.relation import Fact, Relation
 
 # Shares of the hash range for added facts: the expected shares of the base split
 # (fewshot 5 %, discovery 50 %, test the rest).
@@ -45,8 +46,6 @@ def read_names(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, dict[st
     Returns English name -> {language: name}, and language -> {name: short forms} (the
     bare noun of a currency name, "Yen" for "Japanischer Yen"), used as aliases.
     """
-    from relneuron_eval.facts import clean_text
-
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -108,13 +107,13 @@ def provenance_problems(data_dir: Path) -> list[str]:
 
 
 def translate_facts(
-    base: Any,
+    base: Relation,
     code: str,
     keep_subject: bool | str,
     names: dict[str, dict[str, str]],
     aliases: dict[str, dict[str, list[str]]],
     overrides: dict[str, list[str]],
-) -> list[Any]:
+) -> list[Fact]:
     """The facts of English relation ``base`` asked in language ``code`` (same ids, splits).
 
     The subject is its name in the language (or the English one: ``keep_subject`` true,
@@ -122,8 +121,6 @@ def translate_facts(
     with a name (LRE's ambiguous "Dollar" has none, the US fact's "US Dollar" has).
     Facts without both are left out.
     """
-    from relneuron_eval.facts import Fact, _dedupe, subject_key
-
     table = aliases.get(code, {})
     out = []
     for fact in base.facts:
@@ -139,6 +136,6 @@ def translate_facts(
             if translated:
                 answers += [translated, *table.get(translated, [])]
         out.append(
-            Fact(fact.relation, fact.fact_id, subject, obj, _dedupe(answers), fact.split, fact.line)
+            Fact(fact.relation, fact.fact_id, subject, obj, dedupe(answers), fact.split, fact.line)
         )
     return out

@@ -77,27 +77,6 @@ def on_evaluation_tracker_loaded(module: ModuleType) -> None:
     tracker_cls._get_model_name = staticmethod(_get_model_name)
 
 
-def on_huggingface_loaded(module: ModuleType) -> None:
-    """Publish every HFLM's tokenizer to ``task_metrics`` (the relfacts prefix metric needs it).
-
-    Covers ``--model hf`` and ``--model relneuron-hf`` (a subclass of HFLM).
-    """
-    model_cls = module.HFLM
-    original_init = model_cls.__init__
-    if getattr(original_init, "_relneuron_wrapped", False):
-        return
-
-    @functools.wraps(original_init)
-    def __init__(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        from relneuron_eval import task_metrics
-
-        task_metrics.set_tokenizer(getattr(self, "tokenizer", None))
-
-    __init__._relneuron_wrapped = True  # type: ignore[attr-defined]
-    model_cls.__init__ = __init__
-
-
 # ------------------------------------------------------------------ lm_eval command line
 def relneuron_error_in(exc: BaseException | None) -> BaseException | None:
     """The ``RelNeuronError`` behind ``exc``: itself or an explicit ``raise ... from`` cause.

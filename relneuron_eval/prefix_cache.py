@@ -183,7 +183,8 @@ class PrefixCache:
         rows, prefixes = self._plan(context, generation_kwargs.get("attention_mask"))
         kv = {p: self._prefix_kv(lm, p, state) for p in dict.fromkeys(prefixes) if p}
         if not rows or self._kwarg is None:
-            self._counts["plain_rows"] += context.shape[0]
+            if self._lengths:
+                self._counts["plain_rows"] += context.shape[0]
             return plain(context=context, max_length=max_length, stop=stop, **generation_kwargs)
         longest = max(len(p) for p in prefixes)
         query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))

@@ -5,9 +5,10 @@ args built from the intervention: the same code path as ``lm_eval --model relneu
 An evaluation is keyed by everything that changes its numbers (model args, device,
 batch size, limit, few-shot, task folders); before the first one runs, every collected
 item has registered the tasks it needs, so the base model runs once on the union of
-all tasks instead of once per item. Task managers are built once per session (the one
-with lm-eval's ~15k built-in tasks costs ~12 s, so it is built only when a check names
-a task outside relneuron's own and the check's folders).
+all tasks instead of once per item. Task managers come from ``task_index``, once per
+process (the one with lm-eval's ~15k built-in tasks costs 12-25 s, so it is built only
+when a check names a task outside relneuron's own and the check's folders); like
+``lm_eval run``, each evaluation's tasks see its model args as metadata.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Overrides:
 def check_limit_cli(value: Any) -> int | float | None:
     try:
         return check_limit(value, None, "--relcheck-limit")
-    except Exception as exc:  # _LocatedError -> user error
+    except Exception as exc:  # yaml_lines.LocatedError -> user error
         raise RelNeuronError(str(exc)) from None
 
 
@@ -236,16 +237,9 @@ class Evaluator:
     def catalog(self, include: tuple[str, ...], full: bool = False) -> TaskCatalog:
         key = (include, full)
         if key not in self._managers:
-            from lm_eval.tasks import TaskManager
+            from relneuron_eval.task_index import manager
 
-            from relneuron_eval.resources import tasks_dir
-
-            if full:  # relneuron's tasks are added by our TaskManager hook
-                manager = TaskManager(include_path=list(include) or None)
-            else:
-                paths = [str(tasks_dir()), *include]
-                manager = TaskManager(include_path=paths, include_defaults=False)
-            self._managers[key] = TaskCatalog(manager)
+            self._managers[key] = TaskCatalog(manager(include, full=full))
         return self._managers[key]
 
     def expand(
@@ -290,6 +284,7 @@ class Evaluator:
         import lm_eval
 
         from relneuron_eval.compare import parse_results
+        from relneuron_eval.task_index import with_metadata
 
         config = result.config
         started = time.perf_counter()
@@ -304,7 +299,7 @@ class Evaluator:
                 limit=config.limit,
                 log_samples=True,
                 bootstrap_iters=config.bootstrap_iters,
-                task_manager=catalog.manager,
+                task_manager=with_metadata(catalog.manager, dict(config.model_args)),
             )
         except RelNeuronError:
             raise

@@ -186,18 +186,11 @@ def _available_tasks() -> set[str]:
     return set(task_manager().all_tasks)
 
 
-_TASK_MANAGER: Any = None
-
-
 def task_manager() -> Any:
-    global _TASK_MANAGER
-    if _TASK_MANAGER is None:
-        from lm_eval.tasks import TaskManager
+    """The shipped tasks only (cached per process by ``task_index``)."""
+    from relneuron_eval.task_index import manager
 
-        from relneuron_eval.resources import tasks_dir
-
-        _TASK_MANAGER = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
-    return _TASK_MANAGER
+    return manager()
 
 
 def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], path: str):

@@ -2,10 +2,22 @@
 
 lm-eval hands a metric function only the document and the generated text, but the
 paper's metric ("the first 2 generated tokens form a prefix of the object") is defined on
-the model's tokens. ``relneuron_eval.plugin`` therefore publishes the tokenizer of every
-``HFLM`` (``--model hf`` and ``--model relneuron-hf``) here via ``set_tokenizer`` when the
-model is built. Without one (other backends) a word-level approximation is used and a
-warning is logged once.
+the model's tokens. The tokenizer is the one of the model being scored: lm-eval calls
+``process_results`` from ``lm_eval.evaluator.evaluate(lm, ...)``, so ``model_tokenizer``
+reads ``lm.tokenizer`` from that call on the stack. Nothing is stored between calls:
+two models in one process (two ``simple_evaluate`` calls, models built in any order)
+are each scored with their own tokenizer, and every data-parallel process with its
+model's. Any backend whose ``tokenizer`` is a Hugging Face tokenizer counts (``hf``,
+``relneuron-hf``, ``vllm``); without one a word-level approximation is used and a
+warning is logged once. The documents are left as they are (their ``doc_hash``, which
+``relneuron compare`` pairs runs by, does not depend on the model).
+
+Why not the alternatives: lm-eval 0.4.13 gives a metric no handle on the model or on
+the task's metadata, so the model arguments could only reach it inside every document
+(changing ``doc_hash`` per model path) and the tokenizer would be loaded a second
+time by name (missing ``tokenizer=`` overrides and models passed as objects). The
+stack lookup depends on lm-eval's ``evaluate`` keeping its ``lm`` argument, which the
+pinned version does and ``tests/test_task_metrics.py`` checks.
 
 Pure Python apart from the optional tokenizer; no torch, no lm_eval import.
 """
@@ -14,14 +26,14 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_tokenizer: Any = None
-_warned_no_tokenizer = False
+_warned_no_tokenizer = False  # the word-level fallback is announced once per process
 
 # Leading articles dropped by `normalize` (English, German, Spanish, French). Applied to
 # both sides of a comparison, so dropping one too many never creates a false match.
@@ -33,14 +45,31 @@ _FINAL_RE = re.compile(r"the\s+answer\s+is|answer\s*:|答案是|答えは", re.I
 
 
 # -------------------------------------------------------------------- tokenizer
-def set_tokenizer(tokenizer: Any) -> None:
-    """Remember the tokenizer of the model being evaluated (called by the plugin hook)."""
-    global _tokenizer
-    _tokenizer = tokenizer
+_EVALUATOR = ("lm_eval.evaluator", "evaluate")
 
 
-def get_tokenizer() -> Any:
-    return _tokenizer
+def _is_hf_tokenizer(tokenizer: Any) -> bool:
+    """A Hugging Face tokenizer (``encode(..., add_special_tokens=False)``), not e.g. tiktoken."""
+    return any(c.__name__ == "PreTrainedTokenizerBase" for c in type(tokenizer).__mro__)
+
+
+def model_tokenizer(max_depth: int = 32) -> Any:
+    """The tokenizer of the model that lm-eval is scoring right now, or None.
+
+    Found as ``lm.tokenizer`` of the ``lm_eval.evaluator.evaluate`` call that (directly
+    or through ``Task.process_results``) called us; ``CachingLM`` passes the attribute
+    through. None outside an evaluation or for a model without an HF tokenizer.
+    """
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if (frame.f_globals.get("__name__"), code.co_name) == _EVALUATOR:
+            tokenizer = getattr(frame.f_locals.get("lm"), "tokenizer", None)
+            return tokenizer if _is_hf_tokenizer(tokenizer) else None
+        frame = frame.f_back
+    return None
 
 
 def _warn_once() -> None:
@@ -48,7 +77,7 @@ def _warn_once() -> None:
     if not _warned_no_tokenizer:
         _warned_no_tokenizer = True
         log.warning(
-            "relfacts: no HF tokenizer is known (not an hf/relneuron-hf model), so "
+            "relfacts: the model has no Hugging Face tokenizer, so "
             "acc_prefix2 compares the first two words instead of the first two tokens"
         )
 
@@ -149,7 +178,6 @@ def prefix2(
     or none is judged on the words, not the spacing. Without a tokenizer the first
     ``k`` words are compared instead (case-sensitive, trailing punctuation ignored).
     """
-    tokenizer = tokenizer if tokenizer is not None else _tokenizer
     text = delimiter + generation.lstrip()
     if tokenizer is None:
         _warn_once()
@@ -177,23 +205,29 @@ def _generation(results: Sequence[Any]) -> str:
     return str(out)
 
 
-def process_generation(doc: dict, results: Sequence[Any]) -> dict[str, int]:
-    """relfacts_* / relfacts_<lang>_* / 2hop hop tasks: paper metric and normalised match."""
+def _scores(doc: dict, results: Sequence[Any], field: str, tokenizer: Any) -> dict[str, int]:
     gen = _generation(results)
-    answers = list(doc["answers"])
+    answers = list(doc[field])
+    if tokenizer is None:
+        tokenizer = model_tokenizer()
     return {
-        "acc_prefix2": int(prefix2(gen, answers, doc.get("delimiter", " "))),
+        "acc_prefix2": int(prefix2(gen, answers, doc.get("delimiter", " "), tokenizer)),
         "acc_match": int(match(gen, answers)),
     }
 
 
-def process_hop1(doc: dict, results: Sequence[Any]) -> dict[str, int]:
-    gen = _generation(results)
-    answers = list(doc["bridge_answers"])
-    return {
-        "acc_prefix2": int(prefix2(gen, answers, doc.get("delimiter", " "))),
-        "acc_match": int(match(gen, answers)),
-    }
+def process_generation(doc: dict, results: Sequence[Any], tokenizer: Any = None) -> dict[str, int]:
+    """relfacts_* / relfacts_<lang>_* / 2hop hop tasks: paper metric and normalised match.
+
+    lm-eval passes ``doc`` and ``results`` only; ``tokenizer`` (default: the evaluated
+    model's, see ``model_tokenizer``) is for callers outside an evaluation.
+    """
+    return _scores(doc, results, "answers", tokenizer)
+
+
+def process_hop1(doc: dict, results: Sequence[Any], tokenizer: Any = None) -> dict[str, int]:
+    """relfacts_2hop_hop1: the same scores against the bridge entity."""
+    return _scores(doc, results, "bridge_answers", tokenizer)
 
 
 def process_cot(doc: dict, results: Sequence[Any]) -> dict[str, int]:

@@ -260,7 +260,16 @@ def generate_shipped() -> dict[str, str]:
         ["acc", "acc_norm"],
         "Multiple choice over each closed-set relation's objects (macro average).",
     )
+    out.update(_multilingual_files())
+    out.update(_twohop_files())
+    _check_names(out)
+    return out
+
+
+def _multilingual_files() -> dict[str, str]:
+    """One task per (language, relation), a group per language, and one over them."""
     ml_src = "multilingual.yaml"
+    out: dict[str, str] = {}
     lang_groups = []
     for code, lang in languages().items():
         names = []
@@ -290,6 +299,12 @@ def generate_shipped() -> dict[str, str]:
         None,
         "All multilingual probes, one subgroup per language.",
     )
+    return out
+
+
+def _twohop_files() -> dict[str, str]:
+    """The four two-hop tasks (settings in ``_base_2hop.yaml``) and their group."""
+    out: dict[str, str] = {}
     for task, (about, body) in TWOHOP_TASKS.items():
         out[f"twohop/{task}.yaml"] = (
             HEADER.format(source="relneuron_eval/twohop.py")
@@ -305,7 +320,6 @@ def generate_shipped() -> dict[str, str]:
         None,
         "The four two-hop tasks on the same chains; `relneuron gap` reads their samples.",
     )
-    _check_names(out)
     return out
 
 
@@ -353,7 +367,7 @@ def _check_user_names(spec_path: Path, relations: dict[str, Relation], groups: l
     A clash is the spec's fault (task names come from relation names), so the error
     points at the relation's ``name:`` line; a clashing group is --group's fault.
     """
-    from relneuron_eval.facts import _Located
+    from relneuron_eval.yaml_lines import YamlDoc
 
     shipped = shipped_names()
     for group in groups:
@@ -371,7 +385,7 @@ def _check_user_names(spec_path: Path, relations: dict[str, Relation], groups: l
             else:
                 seen[task] = name
                 continue
-            raise _Located(spec_path).error(
+            raise YamlDoc(spec_path, "spec").error(
                 f"relation {name!r} gives the task {task!r}, but {clash}",
                 "relations",
                 index,

@@ -4,6 +4,9 @@ The CLI runs are small (a few discovery facts of two relations, 3-shot prompts) 
 real: the real model answers, the real activations are ranked. An interrupted run
 must leave no output and resume to the same file; two ``accelerate launch`` CPU
 processes (gloo) must give the same file as one process.
+
+The checkpoint, few-shot and help tests run a tiny random Llama on a made-up spec
+whose objects are partly the model's own greedy answers, so a run has positives.
 """
 
 from __future__ import annotations
@@ -303,13 +306,22 @@ def _tiny(tiny_spec, out: Path, *extra: str, spec: str = "spec_ok.yaml", check: 
     return _run([*args, "--out", str(out), *extra], check=check)
 
 
-def _interrupted(tiny_spec, out: Path, *extra: str) -> Path:
-    """The work folder of a run stopped after one batch."""
-    proc = _tiny(tiny_spec, out, "--stop-after", "1", *extra, check=False)
+@pytest.fixture(scope="module")
+def tiny_stopped(tiny_spec, tmp_path_factory) -> Path:
+    """The work folder of a run stopped after one batch (4 of 40 prompts)."""
+    out = tmp_path_factory.mktemp("tiny-stopped") / "stopped.jsonl"
+    proc = _tiny(tiny_spec, out, "--stop-after", "1", check=False)
     assert proc.returncode != 0 and not out.exists()
     work = out.with_name(f".{out.name}.work")
-    assert 0 < np.load(work / "done.npy").sum() < len(np.load(work / "done.npy"))
+    assert np.load(work / "done.npy").sum() == 4
     return work
+
+
+def _interrupted(tiny_stopped: Path, out: Path) -> Path:
+    """A copy of the stopped run's work folder, as the work folder of ``out``."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_stopped, out.with_name(f".{out.name}.work")))
 
 
 @pytest.fixture(scope="module")
@@ -340,9 +352,11 @@ def _flip_a_finished_row(work: Path) -> str:
 
 
 @pytest.mark.parametrize("damage", [_truncate_layer, _truncate_meta, _flip_a_finished_row])
-def test_damaged_checkpoint_is_noticed_and_recomputed(tiny_spec, tiny_reference, tmp_path, damage):
+def test_damaged_checkpoint_is_noticed_and_recomputed(
+    tiny_spec, tiny_stopped, tiny_reference, tmp_path, damage
+):
     out = tmp_path / "resumed.jsonl"
-    notice = damage(_interrupted(tiny_spec, out))
+    notice = damage(_interrupted(tiny_stopped, out))
     proc = _tiny(tiny_spec, out)
     assert "Traceback" not in proc.stderr
     notices = [line for line in proc.stderr.splitlines() if line.startswith("notice:")]
@@ -350,9 +364,10 @@ def test_damaged_checkpoint_is_noticed_and_recomputed(tiny_spec, tiny_reference,
     assert _lines(out) == _lines(tiny_reference)
 
 
-def test_options_that_keep_the_activations_keep_the_checkpoint(tiny_spec, tmp_path):
+@pytest.mark.slow
+def test_options_that_keep_the_activations_keep_the_checkpoint(tiny_spec, tiny_stopped, tmp_path):
     out = tmp_path / "changed.jsonl"
-    work = _interrupted(tiny_spec, out)
+    work = _interrupted(tiny_stopped, out)
     finished = int(np.load(work / "done.npy").sum())
     # everything after the stored numbers may change: no recomputation, no notice
     again = ["--skip-unscorable", "--batch-size", "2", "--top-k", "10", "--min-positives", "1"]
@@ -362,12 +377,13 @@ def test_options_that_keep_the_activations_keep_the_checkpoint(tiny_spec, tmp_pa
     assert params["batch_size"] == {"2": 40 - finished, "4": finished}  # kept rows: size 4
     assert (params["top_k"], params["ratio"], params["skip_unscorable"]) == (10, 2, True)
     # what does change the stored numbers still starts afresh, and says so
-    work = _interrupted(tiny_spec, tmp_path / "dtype.jsonl")
+    _interrupted(tiny_stopped, tmp_path / "dtype.jsonl")
     proc = _tiny(tiny_spec, tmp_path / "dtype.jsonl", "--store-dtype", "float16")
     assert "made for other inputs (config, dtype differ); starting afresh" in proc.stderr
     assert load(tmp_path / "dtype.jsonl").method["params"]["batch_size"] == 4
 
 
+@pytest.mark.slow
 def test_too_few_positives_names_every_option_before_the_activation_pass(tiny_spec, tmp_path):
     out = tmp_path / "x.jsonl"
     proc = _tiny(tiny_spec, out, spec="spec_all.yaml", check=False)

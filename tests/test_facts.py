@@ -491,7 +491,7 @@ def test_too_few_named_demos_is_an_error_at_load(tmp_path):
     path = tmp_path / "multilingual.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(RelNeuronError) as info:
-        facts._load_multilingual_uncached(path, facts.shipped_spec())
+        facts.load_multilingual_file(path, facts.shipped_spec())
     assert "zh.city_on_continent: 2 fewshot facts" in str(info.value)
     assert info.value.line == text.splitlines().index(zh.rstrip("\n")) + 1
 
@@ -506,5 +506,5 @@ def test_keep_subject_must_be_known(tmp_path):
     path = tmp_path / "multilingual.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(RelNeuronError) as info:
-        facts._load_multilingual_uncached(path, facts.shipped_spec())
+        facts.load_multilingual_file(path, facts.shipped_spec())
     assert "keep_subject" in str(info.value) and info.value.line is not None

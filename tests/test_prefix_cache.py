@@ -7,6 +7,7 @@ that the intervention changes the outputs, so a wrong edit position would show.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -135,11 +136,30 @@ def test_same_generations_as_plain_path(tiny_dir, neuron_file, variant):
         assert base.generate_until(requests) != got
 
 
+def test_gpt2_learned_positions(tmp_path):
+    """GPT-2 adds a learned embedding per position id: pads inside rows must not shift them."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from relneuron_eval.embedded import ensure_local
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    plain, cached = _both(tmp_path)
+    requests = _requests(GEN_KWARGS)
+    assert cached.generate_until(requests) == plain.generate_until(requests)
+    assert cached._rn_prefix.stats["cached_rows"] >= len(requests) // 2
+
+
 def test_batch_size_one_and_left_truncation(tiny_dir):
     """Single-row batches, and prompts cut from the left (their prefix no longer matches)."""
     plain, cached = _both(tiny_dir, batch_size=1, max_length=40)
     requests = _requests(GEN_KWARGS[:1])
     assert cached.generate_until(requests) == plain.generate_until(requests)
+    assert any(len(plain.tok_encode(r.args[0])) > 40 - 5 for r in requests)  # some are cut
     assert cached._rn_prefix.stats["cached_rows"] > 0
 
 
@@ -151,16 +171,57 @@ def test_off_switch_runs_the_plain_path(tiny_dir):
         RelNeuronLM(pretrained=str(tiny_dir), device="cpu", prefix_cache="maybe")
 
 
+def _fixed_demo_task(folder: Path) -> tuple[Path, list[dict]]:
+    """``toy_gen`` with 4 demos, the same for every document (but the demo documents')."""
+    docs = [{"question": f"Q: {n} {i}?", "answer": n} for i, n in enumerate(NAMES * 3)]
+    write_toy_task(folder, docs)
+    yaml = (folder / "toy_gen.yaml").read_text()
+    yaml += "fewshot_split: test\nnum_fewshot: 4\nfewshot_config:\n  sampler: first_n\n"
+    (folder / "toy_gen.yaml").write_text(yaml)
+    return folder, docs
+
+
+def test_bench_prefix_on_tiny_llama(tiny_dir, tmp_path, capsys):
+    """``relneuron bench prefix``: both arms run, answers compared, the cache used."""
+    import torch
+
+    from relneuron_eval.cli import main
+
+    folder, docs = _fixed_demo_task(tmp_path / "tasks")
+    out = tmp_path / "prefix.json"
+    threads = torch.get_num_threads()
+    argv = ["bench", "prefix", "--model", str(tiny_dir), "--tasks", "toy_gen", "--limit", "0"]
+    argv += ["--include-path", str(folder), "--rounds", "1", "--batch-size", "4"]
+    assert main([*argv, "--json", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # restored
+    result = json.loads(out.read_text())
+    assert result["requests"] == len(docs) and result["identical_answers"] == len(docs)
+    assert result["cache_stats"]["cached_rows"] >= len(docs) * 2 // 3
+    assert result["speedup"] > 0 and set(result["median_seconds"]) == {"plain", "prefix_cache"}
+    assert "identical answers: 27 of 27" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rounds", "0"], "--rounds 0 is out of range"),
+        (["--limit", "-1"], "--limit -1 is out of range"),
+        (["--tasks", "no_such_task"], "unknown task(s) ['no_such_task']"),
+    ],
+)
+def test_bench_prefix_bad_input(argv, message, capsys):
+    from relneuron_eval.cli import main
+
+    assert main(["bench", "prefix", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_through_lm_eval_with_fixed_demos(tiny_dir, tmp_path):
     """simple_evaluate with a few-shot task whose demos are the same for every document."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    docs = [{"question": f"Q: {n} {i}?", "answer": n} for i, n in enumerate(NAMES * 3)]
-    folder = write_toy_task(tmp_path / "tasks", docs)
-    yaml = (folder / "toy_gen.yaml").read_text()
-    yaml += "fewshot_split: test\nnum_fewshot: 4\nfewshot_config:\n  sampler: first_n\n"
-    (folder / "toy_gen.yaml").write_text(yaml)
+    folder, docs = _fixed_demo_task(tmp_path / "tasks")
     manager = TaskManager(include_path=str(folder))
     samples = {}
     for flag in (False, True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
@@ -106,29 +107,86 @@ def test_prefix2_cjk_uses_empty_delimiter(tokenizer):
 
 
 def test_prefix2_fallback_without_tokenizer_warns_once(caplog, monkeypatch):
-    monkeypatch.setattr(tm, "_tokenizer", None)
     monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
     with caplog.at_level(logging.WARNING, logger="relneuron_eval.task_metrics"):
         assert tm.prefix2(" Johann Sebastian Bach", ["Johann Sebastian Bach"])
         assert tm.prefix2(" Paris, France", ["Paris"])
         assert not tm.prefix2(" Johann Strauss", ["Johann Sebastian Bach"])
-    warnings = [r for r in caplog.records if "no HF tokenizer" in r.getMessage()]
+    warnings = [r for r in caplog.records if "no Hugging Face tokenizer" in r.getMessage()]
     assert len(warnings) == 1
 
 
-def test_process_functions_read_the_right_answers(tokenizer, monkeypatch):
-    monkeypatch.setattr(tm, "_tokenizer", tokenizer)
+def test_process_functions_read_the_right_answers(tokenizer):
     doc = {
         "answers": ["Mexico City", "Ciudad de Mexico"],
         "bridge_answers": ["Mexico"],
         "delimiter": " ",
     }
-    assert tm.process_generation(doc, [" Mexico City\n"]) == {"acc_prefix2": 1, "acc_match": 1}
+    gen = functools.partial(tm.process_generation, tokenizer=tokenizer)
+    assert gen(doc, [" Mexico City\n"]) == {"acc_prefix2": 1, "acc_match": 1}
     # " Mexico City" is two tokens; a generation that stops after " Mexico" has one
-    assert tm.process_generation(doc, [" Mexico"]) == {"acc_prefix2": 0, "acc_match": 0}
-    assert tm.process_generation(doc, [" Mexico Ci"]) == {"acc_prefix2": 0, "acc_match": 0}
-    assert tm.process_hop1(doc, [" Mexico."]) == {"acc_prefix2": 1, "acc_match": 1}
+    assert gen(doc, [" Mexico"]) == {"acc_prefix2": 0, "acc_match": 0}
+    assert gen(doc, [" Mexico Ci"]) == {"acc_prefix2": 0, "acc_match": 0}
+    assert tm.process_hop1(doc, [" Mexico."], tokenizer) == {"acc_prefix2": 1, "acc_match": 1}
     cot = " Ozumba is in Mexico. Mexico's capital is Mexico City. So the answer is Mexico City."
     assert tm.process_cot(doc, [cot]) == {"acc_match": 1, "bridge_recall": 1}
     wrong = " Ozumba is in Nigeria. So the answer is Abuja."
     assert tm.process_cot(doc, [wrong]) == {"acc_match": 0, "bridge_recall": 0}
+
+
+# ------------------------------------------------- the evaluated model's tokenizer
+def test_outside_an_evaluation_there_is_no_model_tokenizer(caplog, monkeypatch):
+    monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
+    assert tm.model_tokenizer() is None
+    doc = {"answers": ["Lima"], "delimiter": " "}
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.task_metrics"):
+        assert tm.process_generation(doc, ["Lima, Peru"])["acc_prefix2"] == 1  # by words
+    assert any("no Hugging Face tokenizer" in r.getMessage() for r in caplog.records)
+
+
+def test_lm_eval_still_calls_metrics_from_evaluate_with_lm():
+    """The lookup's contract with lm-eval: ``evaluate(lm, ...)`` runs ``process_results``."""
+    import inspect
+
+    import lm_eval.evaluator as ev
+
+    assert (ev.__name__, ev.evaluate.__name__) == tm._EVALUATOR
+    assert next(iter(inspect.signature(ev.evaluate).parameters)) == "lm"
+    assert "task.process_results(" in inspect.getsource(ev.evaluate)
+
+
+def test_two_models_in_one_process_each_scored_with_their_own_tokenizer(tmp_path, tokenizer):
+    """Same generated text, two tokenizers, two verdicts, whichever model was built last.
+
+    Both models write "LLLL..." for every prompt. The first answer is "Lima": with a
+    character tokenizer the first two tokens (" ", "L") agree; with SmolLM2's BPE " LL..."
+    is not " Lima". Both models are built before either is evaluated (the old global
+    tokenizer, set by the last HFLM built, scored the character model with BPE).
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval_helpers import char_tokenizer, save_constant_llama
+
+    from relneuron_eval.task_index import task_manager
+
+    task = "relfacts_country_capital_city"
+    chars = save_constant_llama(tmp_path / "chars", char_tokenizer("L"), "L")
+    bpe = save_constant_llama(tmp_path / "bpe", tokenizer, "L")
+    models = {
+        name: HFLM(pretrained=str(path), device="cpu", batch_size=2)
+        for name, path in (("chars", chars), ("bpe", bpe))
+    }
+    scores = {}
+    for name, lm in models.items():
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=[task], limit=2, task_manager=task_manager([task]), log_samples=True
+        )
+        rows = sorted(out["samples"][task], key=lambda r: r["doc_id"])
+        assert rows[0]["doc"]["answers"] == ["Lima"]
+        for row in rows:
+            generation = row["filtered_resps"][0]
+            assert generation.startswith("LLLL"), generation
+            own = tm.prefix2(generation, row["doc"]["answers"], " ", lm.tokenizer)
+            assert row["acc_prefix2"] == int(own), (name, row["doc_id"])
+        scores[name] = [row["acc_prefix2"] for row in rows]
+    assert scores == {"chars": [1, 0], "bpe": [0, 0]}

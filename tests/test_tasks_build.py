@@ -18,10 +18,9 @@ import pytest
 from lm_eval_helpers import run_lm_eval as run_lm_eval_cli
 from tools_helpers import make_neuron_set, tiny_model
 
-from relneuron_eval import facts, task_data, task_metrics, taskgen, twohop
+from relneuron_eval import facts, task_data, taskgen, twohop
 from relneuron_eval.cli import main as cli_main
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.resources import tasks_dir
 
 SHIPPED = facts.shipped_dir()
 
@@ -123,16 +122,14 @@ def test_relation_sampler_depends_on_relation_and_seed_only():
 # ----------------------------------------------------------------- lm-eval runs
 def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2, log=False):
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(
-        include_path=[str(tasks_dir()), *map(str, include)], include_defaults=False
-    )
+    from relneuron_eval.task_index import task_manager
+
     return lm_eval.simple_evaluate(
         model=model,
         model_args=model_args,
         tasks=tasks,
-        task_manager=manager,
+        task_manager=task_manager(tasks, include),
         limit=limit,
         batch_size=8,
         device="cpu",
@@ -141,7 +138,6 @@ def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2
 
 
 def test_every_task_builds_and_scores_with_hf(shipped_files):
-    task_metrics.set_tokenizer(None)
     groups = ["relfacts", "relfacts-mc", "relfacts-multilingual", "relfacts-2hop"]
     out = _evaluate("hf", f"pretrained={tiny_model()}", groups)
     results = out["results"]
@@ -155,20 +151,14 @@ def test_every_task_builds_and_scores_with_hf(shipped_files):
             assert 0.0 <= metrics["acc_prefix2,none"] <= 1.0, task
             assert "acc_match_stderr,none" in metrics, task
     assert "acc_prefix2,none" in results["relfacts"]
-    # the plugin hook published the model's tokenizer for the paper's metric
-    tokenizer = task_metrics.get_tokenizer()
-    assert tokenizer is not None and tokenizer.encode(" Paris", add_special_tokens=False)
 
 
-def test_tokenizer_hook_is_installed_once():
+def test_hflm_is_lm_eval_own():
+    """No patch of HFLM: the relfacts metric finds the tokenizer per evaluation."""
     import lm_eval.models.huggingface as hf
 
-    from relneuron_eval import plugin
-
-    wrapped = hf.HFLM.__init__
-    assert getattr(wrapped, "_relneuron_wrapped", False)  # installed at import by _hook
-    plugin.on_huggingface_loaded(hf)
-    assert hf.HFLM.__init__ is wrapped  # a second call does not wrap again
+    assert hf.HFLM.__init__.__module__ == "lm_eval.models.huggingface"
+    assert not getattr(hf.HFLM.__init__, "_relneuron_wrapped", False)
 
 
 def test_relneuron_hf_per_doc_uses_the_bridge_fact(tmp_path):

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from relneuron_eval.benchmarks.timing import interleaved, median
+from relneuron_eval.errors import RelNeuronError
 
 DEFAULT_TASKS = (
     "relfacts_company_hq,relfacts_country_capital_city,"
@@ -35,35 +36,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-def _leaves(tree: dict[Any, Any]) -> list[Any]:
-    """The tasks of lm-eval's (possibly nested) task dict, groups expanded."""
-    out = []
-    for value in tree.values():
-        out += _leaves(value) if isinstance(value, dict) else [value]
-    return out
-
-
 def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
     """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from relneuron_eval.resources import tasks_dir
 
     paths = [str(tasks_dir())] + ([include_path] if include_path else [])
     manager = TaskManager(include_path=paths, include_defaults=False)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise RelNeuronError(
+            f"unknown task(s) {unknown}",
+            hint="see `lm_eval ls tasks`; --include-path adds a folder",
+        )
     requests = []
-    for task in _leaves(get_task_dict(tasks, manager)):
+    for task in manager.load(tasks)["tasks"].values():  # groups expanded to their tasks
         task.build_all_requests(limit=limit or None, rank=0, world_size=1)
         requests += [i for i in task.instances if i.request_type == "generate_until"]
+    if not requests:
+        raise RelNeuronError(f"tasks {tasks} send no generation requests", hint="pick *_gen tasks")
     return requests
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    for name in ("limit", "batch_size", "rounds", "threads"):
+        value, least = getattr(args, name), 0 if name == "limit" else 1
+        if value < least:
+            option = "--" + name.replace("_", "-")
+            raise RelNeuronError(f"{option} {value} is out of range", hint=f"use {least} or more")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _measure(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from relneuron_eval.lm_model import RelNeuronLM
 
-    torch.set_num_threads(args.threads)
     tasks = [t for t in args.tasks.split(",") if t]
     requests = generation_requests(tasks, args.include_path, args.limit)
     lm = RelNeuronLM(

@@ -91,6 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "relations; each unit's score is the AP of its token-mean output.",
     )
     _common(rs)
+    _relation_specific_arguments(rs)
+    kn = sub.add_parser(
+        "knowledge-neurons",
+        help="integrated gradients over mlp.act units, refined across paraphrases (Dai et al.)",
+        description="Knowledge neurons per fact (groups = fact ids). By default the facts "
+        "of --split of --relations; --twohop-bridges takes the first-hop facts of the "
+        "two-hop tasks instead (with their discovery templates).",
+    )
+    _common(kn)
+    _knowledge_neuron_arguments(kn)
+
+
+def _relation_specific_arguments(rs: argparse.ArgumentParser) -> None:
     rs.add_argument("--top-k", type=int, default=3000, help="neurons kept per relation")
     rs.add_argument(
         "--sites",
@@ -135,14 +148,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dtype of the activation checkpoint on disk",
     )
 
-    kn = sub.add_parser(
-        "knowledge-neurons",
-        help="integrated gradients over mlp.act units, refined across paraphrases (Dai et al.)",
-        description="Knowledge neurons per fact (groups = fact ids). By default the facts "
-        "of --split of --relations; --twohop-bridges takes the first-hop facts of the "
-        "two-hop tasks instead (with their discovery templates).",
-    )
-    _common(kn)
+
+def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
     kn.add_argument(
         "--split",
         default="discovery",
@@ -320,12 +327,6 @@ def _auto() -> str:
 
 def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> int:
     from relneuron_eval.discovery import knowledge_neurons as kn
-    from relneuron_eval.discovery.data import (
-        bridge_facts,
-        fewshot_record,
-        relation_prompts,
-        resolve_relations,
-    )
 
     p: float | str = args.p
     if p != "auto":
@@ -348,38 +349,7 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     kn.validate_ig(ig)
     if args.max_facts is not None and args.max_facts < 1:
         raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
-    if args.twohop_bridges:
-        pairs = bridge_facts(
-            fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts, demos=args.demos
-        )
-        data = {"facts": "first-hop (bridge) facts of the relfacts_2hop chains", "split": "test"}
-        names = list(dict.fromkeys(prompts[0].relation for _, prompts in pairs))
-        relations = resolve_relations(names) if names else {}
-    else:
-        relations = resolve_relations(args.relations)
-        pairs = []
-        for relation in relations.values():
-            prompts = relation_prompts(
-                relation, args.split, fewshot=args.fewshot, seed=args.seed, demos=args.demos
-            )
-            by_fact: dict[str, list] = {}
-            for prompt in prompts:
-                by_fact.setdefault(prompt.fact_id, []).append(prompt)
-            pairs.extend(list(by_fact.items())[: args.max_facts])
-        data = {"relations": list(relations), "split": args.split}
-    if not pairs:
-        raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
-    facts = [
-        kn.KnowledgeFact(fact_id, tuple(p.text for p in prompts), prompts[0].object)
-        for fact_id, prompts in pairs
-    ]
-    data.update(
-        templates="discovery",
-        fewshot=fewshot_record(relations, args.fewshot),
-        demos=args.demos,
-        facts_count=len(facts),
-        max_facts=args.max_facts,
-    )
+    facts, data = _knowledge_facts(args)
     rank, world, barrier, device = _distributed(cpu=(args.device or "").startswith("cpu"))
     model, tokenizer, model_id = load_model(
         args.model, args.device or device or _auto(), args.dtype
@@ -421,3 +391,48 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     print(f"wrote {out} ({len(neuron_set)} neurons, {len(neuron_set.groups())} groups)")
     print(summary.text())
     return 0
+
+
+def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
+    """The facts to attribute (with their prompts) and the header's ``data`` record."""
+    from relneuron_eval.discovery import knowledge_neurons as kn
+    from relneuron_eval.discovery.data import (
+        bridge_facts,
+        fewshot_record,
+        relation_prompts,
+        resolve_relations,
+    )
+
+    if args.twohop_bridges:
+        pairs = bridge_facts(
+            fewshot=args.fewshot, seed=args.seed, max_facts=args.max_facts, demos=args.demos
+        )
+        data = {"facts": "first-hop (bridge) facts of the relfacts_2hop chains", "split": "test"}
+        names = list(dict.fromkeys(prompts[0].relation for _, prompts in pairs))
+        relations = resolve_relations(names) if names else {}
+    else:
+        relations = resolve_relations(args.relations)
+        pairs = []
+        for relation in relations.values():
+            prompts = relation_prompts(
+                relation, args.split, fewshot=args.fewshot, seed=args.seed, demos=args.demos
+            )
+            by_fact: dict[str, list] = {}
+            for prompt in prompts:
+                by_fact.setdefault(prompt.fact_id, []).append(prompt)
+            pairs.extend(list(by_fact.items())[: args.max_facts])
+        data = {"relations": list(relations), "split": args.split}
+    if not pairs:
+        raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
+    facts = [
+        kn.KnowledgeFact(fact_id, tuple(p.text for p in prompts), prompts[0].object)
+        for fact_id, prompts in pairs
+    ]
+    data.update(
+        templates="discovery",
+        fewshot=fewshot_record(relations, args.fewshot),
+        demos=args.demos,
+        facts_count=len(facts),
+        max_facts=args.max_facts,
+    )
+    return facts, data

@@ -291,9 +291,9 @@ def checkpoint_key(model: Any, card: dict, prompts: list, config: RelationSpecif
     Not in it: ``top_k``, ``ratio``, ``seed``, ``min_positives`` and ``skip_unscorable``
     (they only act on the stored numbers), ``fewshot``/``demos`` (the prompts' text
     carries them) and ``batch_size``: padding changes only the last bits (on a tiny
-    Llama up to 1e-5 in 16-50 % of the stored means, the same answers), so a resume may
-    use another; each row records its batch size and the header lists them. The device
-    is not in it either (same order of difference).
+    Llama up to 1e-5 in 4-63 % of the stored means, the same answers), so a resume may
+    use another; each row records its batch size and the header lists them. Neither is
+    the device (not measured here; a checkpoint moved between devices is reused).
     """
     from relneuron_eval.discovery.data import answers_fingerprint, prompts_fingerprint
 
@@ -341,6 +341,18 @@ def _open_store(workdir, layout, prompts, meta, config, rank, barrier) -> Activa
             workdir, layout, len(prompts), meta, dtype=config.store_dtype, create=False
         )
     return store
+
+
+def _finished_answers(store: ActivationStore) -> np.ndarray:
+    """Every prompt's ``correct`` flag, once all processes have filled the store."""
+    missing = int((np.asarray(store.done()) == 0).sum())
+    if missing:
+        raise RelNeuronError(
+            f"{missing} prompts have no activations after all processes finished",
+            path=store.root,
+            hint="run the same command again to resume",
+        )
+    return np.asarray(store.correct()).astype(bool)
 
 
 def find_relation_specific(
@@ -398,14 +410,7 @@ def find_relation_specific(
     barrier()
     if rank != 0:
         return None
-    missing = int((np.asarray(store.done()) == 0).sum())
-    if missing:
-        raise RelNeuronError(
-            f"{missing} prompts have no activations after all processes finished",
-            path=workdir,
-            hint="run the same command again to resume",
-        )
-    correct = np.asarray(store.correct()).astype(bool)
+    correct = _finished_answers(store)
     relations = list(dict.fromkeys(p.relation for p in prompts))
     prompt_relations = [p.relation for p in prompts]
     labellings = make_labellings(
