@@ -50,12 +50,12 @@ def scale(comparison: Comparison) -> tuple[float, str]:
     values = [r.base for r in comparison.rows if r.base is not None]
     values += [c.score for r in comparison.rows for c in r.cells if c.score is not None]
     if all(0.0 <= v <= 1.0 for v in values):
-        return 1.0, "fixed scale −1 … +1 (fraction of documents)"
+        return 1.0, "fixed scale −1 … +1\n(fraction of documents)"
     deltas = [abs(c.delta) for r in comparison.rows for c in r.cells if c.delta is not None]
     top = max(deltas, default=0.0) or 1.0
     nice = 10 ** math.floor(math.log10(top))
     vmax = next(m * nice for m in (1, 2, 5, 10) if m * nice >= top)
-    return vmax, f"scale ±{vmax:g} (metric units; largest change shown)"
+    return vmax, f"scale ±{vmax:g} (metric units;\nlargest change shown)"
 
 
 def run_label(index: int, name: str, base: str) -> str:
@@ -139,7 +139,9 @@ def heatmap_figure(comparison: Comparison) -> Any:
     vmax, _ = scale(comparison)
     cmap = matplotlib.colormaps["RdBu"]
     width = min(40.0, max(6.0, 0.9 * len(rows) + 5.0))
-    height = min(30.0, max(3.0, 0.6 * len(variants) + 2.6))
+    columns, rotate = _columns(comparison, width)
+    longest = max(len(c) for c in columns) if rotate else 0
+    height = min(30.0, max(3.2, 0.6 * len(variants) + 2.6 + 0.05 * longest))
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained", dpi=DPI)
     for j, row in enumerate(rows):
         for i, cell in enumerate(row.cells):
@@ -149,23 +151,30 @@ def heatmap_figure(comparison: Comparison) -> Any:
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
+    ax.set_xticks(range(len(rows)), columns, fontsize=8)
+    if rotate:
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
     _label(fig, ax, comparison, cmap, width)
     return fig
 
 
+def _columns(comparison: Comparison, width: float) -> tuple[list[str], bool]:
+    """Column labels, and whether they must be rotated (then on one line) to fit a cell."""
+    rows = comparison.rows
+    multi = len({_metric_name(r) for r in rows}) > 1
+    columns = [_column_label(r, multi, "\n") for r in rows]
+    longest = max((len(line) for label in columns for line in label.splitlines()), default=0)
+    if longest * 0.075 <= (width - 3.5) / max(1, len(rows)):  # inches: 8 pt text vs. a cell
+        return columns, False
+    return [label.replace("\n", " · ") for label in columns], True
+
+
 def _label(fig: Any, ax: Any, comparison: Comparison, cmap: Any, width: float) -> None:
-    """Ticks (run names, tasks with n), colour bar (metric, scale), title and legend."""
-    import matplotlib.pyplot as plt
+    """Run names, colour bar (metric, scale), title and legend."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    rows = comparison.rows
-    metrics = list(dict.fromkeys(_metric_name(r) for r in rows))
-    rotate = len(rows) > 4  # rotated labels stay on one line
-    columns = [_column_label(r, len(metrics) > 1, " · " if rotate else "\n") for r in rows]
-    ax.set_xticks(range(len(rows)), columns, fontsize=8)
-    if rotate:
-        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    metrics = list(dict.fromkeys(_metric_name(r) for r in comparison.rows))
     labels = [
         run_label(i, name, comparison.base)
         + ("\n(random control)" if comparison.is_control(name) else "")
@@ -177,7 +186,7 @@ def _label(fig: Any, ax: Any, comparison: Comparison, cmap: Any, width: float) -
     bar = fig.colorbar(
         ScalarMappable(Normalize(-vmax, vmax), cmap), ax=ax, shrink=0.9, fraction=0.08
     )
-    bar.set_label(f"Δ {what} (variant − base)\n{scale_text}", fontsize=8)
+    bar.set_label(f"Δ {what}\n(variant − base)\n{scale_text}", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     base = Path(comparison.base).name if "/" in comparison.base else comparison.base
     base = textwrap.shorten(base, 60, placeholder="…")

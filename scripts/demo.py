@@ -91,12 +91,13 @@ def summary(comparison: dict, relation: str, target: str | None = None) -> list[
     target = target or f"relfacts_{relation}"
     metric = "/".join(dict.fromkeys(r["metric"] for r in comparison["rows"]))
     lines = [f"summary ({metric}, change vs. the base model; * = p < {comparison['alpha']}):"]
-    lines.append(f"  {'task':<34} {'deactivated':>12} {'random control':>15}")
-    for row in comparison["rows"]:
+    names = [r["task"] + (" (target)" if r["task"] == target else "") for r in comparison["rows"]]
+    width = max(len(n) for n in [*names, "task"])
+    lines.append(f"  {'task':<{width}} {'deactivated':>12} {'random control':>15}")
+    for name, row in zip(names, comparison["rows"], strict=True):
         cells = {role: row["cells"][i] for role, i in columns.items()}
         shown = [_delta(cells.get(role)) for role in ("deactivated", "random control")]
-        name = row["task"] + (" (target)" if row["task"] == target else "")
-        lines.append(f"  {name:<34} {shown[0]:>12} {shown[1]:>15}")
+        lines.append(f"  {name:<{width}} {shown[0]:>12} {shown[1]:>15}")
     lines += textwrap.wrap(
         "The random control switches off as many random units: it is the reference the "
         "deactivated neurons are judged against, not a candidate.",
@@ -109,7 +110,8 @@ def summary(comparison: dict, relation: str, target: str | None = None) -> list[
             lines += textwrap.wrap(
                 f"On {target}, deactivating the {relation} neurons changed {metric} by "
                 f"{mine:+.2f}, the random control by {ref:+.2f}: the relation-specific "
-                f"effect is {mine - ref:+.2f}.",
+                f"effect is {mine - ref:+.2f} (on {own.get('n')} documents; the p-values "
+                "above say which changes are larger than noise).",
                 88,
             )
     return lines
