@@ -5,11 +5,14 @@ Only structure and sanity are checked, never timings: the machines are too noisy
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 
 import pytest
 from lm_eval_helpers import save_tiny_llama
 
+from relneuron_eval.benchmarks import peers
 from relneuron_eval.cli import main
 
 
@@ -48,3 +51,50 @@ def test_bench_dp_help_parses(capsys):
     printed = capsys.readouterr().out
     for option in ("--rounds", "--limit", "--batch-size", "--tasks", "--json"):
         assert option in printed
+
+
+def test_bench_peers_agree_and_missing_peers_are_reported(tmp_path, capsys, monkeypatch):
+    """Our two paths give the hand-written hooks' logits; an absent peer is a row, not a crash."""
+    for module in ("nnsight", "pyvene", "transformer_lens"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: import fails
+    model = save_tiny_llama(tmp_path / "tiny", hidden=32, intermediate=48, layers=2, mlp_std=0.5)
+    out = tmp_path / "peers.json"
+    argv = ["bench", "peers", "--model", str(model), "--neurons", "40", "--prompts", "3"]
+    argv += ["--tokens", "5", "--new-tokens", "3", "--rounds", "1", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    arms = result["arms"]
+    assert list(arms) == ["torch_hooks", "fold", "hook", "nnsight", "pyvene", "transformer_lens"]
+    for name in ("torch_hooks", "fold", "hook"):
+        assert arms[name]["loads"] is True
+        assert arms[name]["max_abs_logit_diff"] == 0.0
+        assert arms[name]["same_generation"] is True
+        assert arms[name]["forward_ratio"] > 0 and arms[name]["generation_ratio"] > 0
+    for name in ("nnsight", "pyvene", "transformer_lens"):
+        assert arms[name] == {"loads": False, "status": peers.NOT_INSTALLED}
+    assert result["conditions"]["units"] == 40 and result["conditions"]["layers_touched"] == 2
+    printed = capsys.readouterr().out
+    assert "== peers" in printed and printed.count(peers.NOT_INSTALLED) == 3
+
+
+def test_bench_peers_ablation_changes_logits_and_restores_the_model(tmp_path):
+    """The reference arm really ablates, and no arm leaves the model changed after its call."""
+    import torch
+
+    model = save_tiny_llama(tmp_path / "tiny", hidden=32, intermediate=48, layers=2, mlp_std=0.5)
+    args = argparse.Namespace(model=str(model), neurons=40, prompts=2, tokens=4)
+    setting = peers._setting(args, tmp_path)
+    ids, _ = peers._inputs(setting, args)
+    with torch.no_grad():  # as run() does
+        before = setting.model(ids).logits
+        arms = peers._build_arms(["torch_hooks", "fold", "hook"], setting)
+        ablated = [arm.forward(ids) for name, arm in arms.items() if name != "plain"]
+        after = setting.model(ids).logits
+    assert all(torch.equal(logits, ablated[0]) for logits in ablated)
+    assert peers._max_diff(before, ablated[0]) > 1e-3
+    assert torch.equal(after, before)
+
+
+def test_bench_peers_refuses_arms_without_the_reference(capsys):
+    assert main(["bench", "peers", "--arms", "fold,nnsight"]) != 0
+    assert "torch_hooks" in capsys.readouterr().err

@@ -264,7 +264,7 @@ def test_heatmap_reads_right_at_a_glance(runs):
     comparison, fig = _heatmap(runs, "base", "v1", "short", "ctrl")
     ax, bar = fig.axes
     assert bar.get_ylim() == (-1.0, 1.0)  # fixed: a colour means the same change everywhere
-    assert "Δ acc (variant − base)" in bar.get_ylabel() and "−1 … +1" in bar.get_ylabel()
+    assert bar.get_ylabel().startswith("Δ acc\n(variant − base)") and "−1 … +1" in bar.get_ylabel()
     assert ax.get_title(loc="left").startswith("Change in acc vs. base tiny-llama")
     labels = [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()]
     for i, (label, name) in enumerate(zip(labels, comparison.variants, strict=True), start=1):
@@ -297,6 +297,18 @@ def test_heatmap_reads_right_at_a_glance(runs):
     for artist in [small_bar.yaxis.label, small_ax.title, small_ax.xaxis.label]:
         assert _inside(small, artist), artist
     assert small_ax.get_xticklabels()[0].get_text() == "toy_a\nn=15"
+    # Long task names (relfacts_country_capital_city, ...) are rotated and shown whole.
+    from relneuron_eval.compare_heatmap import heatmap_figure
+
+    for row in comparison.rows:
+        row.task = f"relfacts_country_capital_city_{row.task}"
+    fig = heatmap_figure(comparison)
+    fig.canvas.draw()
+    ax, bar = fig.axes
+    ticks = ax.get_xticklabels()
+    assert all(t.get_rotation() == 40 for t in ticks)
+    for artist in [bar.yaxis.label, ax.title, ax.xaxis.label, *ticks, *ax.get_yticklabels()]:
+        assert _inside(fig, artist), artist
 
 
 def test_leaderboard_sorting(runs, capsys):
@@ -440,7 +452,7 @@ def test_random_control_is_a_reference_not_a_candidate(runs, capsys):
     text = " ".join(summary)
     assert "best" not in text and "reference" in text and "not a candidate" in text
     mine, ref = (_cell(data, "toy_a", data["variants"].index(e["variant"]))["delta"] for e in board)
-    assert f"the relation-specific effect is {mine - ref:+.2f}." in text
+    assert f"the relation-specific effect is {mine - ref:+.2f} (on 15 documents;" in text
 
 
 # ======================================================================= bad input

@@ -219,10 +219,11 @@ def test_bench_prefix_bad_input(argv, message, capsys):
 def test_through_lm_eval_with_fixed_demos(tiny_dir, tmp_path):
     """simple_evaluate with a few-shot task whose demos are the same for every document."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+
+    from relneuron_eval.task_index import task_manager
 
     folder, docs = _fixed_demo_task(tmp_path / "tasks")
-    manager = TaskManager(include_path=str(folder))
+    manager = task_manager(["toy_gen"], folder)  # not lm-eval's ~15k built-in tasks
     samples = {}
     for flag in (False, True):
         lm = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=4, prefix_cache=flag)

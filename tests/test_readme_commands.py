@@ -4,7 +4,8 @@ Commands are parsed from the ```bash code blocks (``\\`` continuations joined, c
 and ``$ `` prompts dropped, ``a|b`` in a subcommand position expanded to both), never
 listed here. Each runs from the repository root with only these changes:
 
-- size options (``SIZES``): ``--limit 2`` for lm-eval, few relations/facts/steps for
+- size options (``SIZES``): ``--limit 2`` (and ``--batch_size 16`` unless given) for
+  lm-eval, few relations/facts/steps for
   ``relneuron find``/``report``/``bench``, ``--relcheck-limit 2`` for the relchecks;
 - outputs go to a temporary folder: the values of ``OUTPUT_OPTIONS`` and any later path
   under one of them (``out/...``, ``rs.jsonl.gz``, ``my_tasks/``) are rewritten;
@@ -42,7 +43,7 @@ CANNOT_RUN = {
 OUTPUT_OPTIONS = ("--output_path", "--out", "--heatmap", "--json", "--relcheck-json", "--workdir")
 PROGRAMS = ("lm_eval", "lm-eval", "relneuron", "pytest", "accelerate")
 DEFAULT_RELATIONS = ("company_hq", "country_capital_city")  # small, both found by the model
-TIMEOUT_S = 900
+TIMEOUT_S = 600
 
 
 @dataclass
@@ -229,7 +230,9 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
 
 
 def _size_lm_eval(args: list[str], run: Run) -> list[str]:
-    return _set(args, "--limit", "2")
+    """Two documents per task; batched (a glob's ~100 tasks are one pool of requests)."""
+    args = _set(args, "--limit", "2")
+    return args if _option(args, "--batch_size") else [*args, "--batch_size", "16"]
 
 
 def _size_pytest(args: list[str], run: Run) -> list[str]:
@@ -304,9 +307,13 @@ class Run:
             return f"{command.where}: cannot run {command.text!r} here: {exc}"
         env = {**os.environ, **BASE_ENV, **command.env}
         start = time.monotonic()
-        proc = subprocess.run(
-            argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-        )
+        try:
+            proc = subprocess.run(
+                argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            self.log.append(f"{TIMEOUT_S:6.1f} s timed out {command.where}")
+            return f"{command.where}: timed out after {TIMEOUT_S} s: {shlex.join(argv)}"
         self.log.append(f"{time.monotonic() - start:6.1f} s rc={proc.returncode} {command.where}")
         if proc.returncode == 0:
             if command.assign:

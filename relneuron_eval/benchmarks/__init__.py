@@ -8,7 +8,8 @@ ranking at Llama-2-7B scale on synthetic activations), ``ig`` (batched integrate
 gradients vs the plain loop), ``discovery`` (the relation-specific statistics pass vs a
 plain forward, and its memory as prompts grow), ``dp`` (lm-eval with 2 ``accelerate``
 CPU processes vs 1), ``prefix`` (generation with shared few-shot prefixes cached vs
-plain), ``all`` (overhead, load and startup).
+plain), ``peers`` (one ablation through plain torch hooks, our paths and peer tools),
+``all`` (overhead, load and startup).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from relneuron_eval.atomic import atomic_write
 
 HELP = (
     "benchmarks (ratios against a same-run baseline): "
-    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix"
+    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix, peers"
 )
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args) -> dict
@@ -49,6 +50,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "prefix": (
         "relneuron_eval.benchmarks.prefix",
         "generation with shared few-shot prefixes cached (prefix_cache) vs the plain path",
+    ),
+    "peers": (
+        "relneuron_eval.benchmarks.peers",
+        "one ablation through torch hooks, fold, hook, nnsight, pyvene, TransformerLens",
     ),
 }
 
