@@ -136,6 +136,15 @@ def translate_facts(
             if translated:
                 answers += [translated, *table.get(translated, [])]
         out.append(
-            Fact(fact.relation, fact.fact_id, subject, obj, dedupe(answers), fact.split, fact.line)
+            Fact(
+                fact.relation,
+                fact.fact_id,
+                subject,
+                obj,
+                dedupe(answers),
+                fact.split,
+                fact.line,
+                fact.added,
+            )
         )
     return out

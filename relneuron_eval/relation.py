@@ -28,6 +28,9 @@ class Fact:
     answers: tuple[str, ...]
     split: str
     line: int = field(default=0, compare=False)  # 1-based line of the first occurrence
+    # from an `added_facts:` file (see fact_sources): lets discovery reproduce neuron sets
+    # that were found before the facts were added
+    added: bool = field(default=False, compare=False)
 
     @property
     def aliases(self) -> tuple[str, ...]:

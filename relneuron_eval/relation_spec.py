@@ -308,6 +308,7 @@ def _make_facts(
                 answers=dedupe(answers),
                 split=m.split,
                 line=m.line,
+                added=m.added,
             )
         )
     return facts

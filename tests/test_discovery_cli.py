@@ -463,3 +463,37 @@ def test_help_shows_defaults_for_every_subcommand():
                 if _says_default(action):  # a default worth showing is shown, once
                     shown = formatter._expand_help(action).lower()
                     assert shown.count("default") == 1, (parser.prog, action.dest, shown)
+
+
+def test_shipped_set_prompts_are_reproducible_with_facts_base() -> None:
+    """The shipped set predates the added (GeoNames) facts: ``--facts base`` and its
+    header's relations give exactly the prompts it was found on."""
+    from relneuron_eval.discovery.data import (
+        base_facts_only,
+        discovery_prompts,
+        prompts_fingerprint,
+        resolve_relations,
+    )
+    from relneuron_eval.neuron_set import load
+    from relneuron_eval.resources import neuron_sets_dir
+
+    header = load(neuron_sets_dir() / "smollm2-135m" / "relation_specific.jsonl.gz").method
+    data, params = header["data"], header["params"]
+    relations = base_facts_only(resolve_relations(data["relations"]))
+    prompts = discovery_prompts(
+        relations,
+        fewshot=params["fewshot"],
+        seed=params["seed"],
+        max_facts=data["max_facts_per_relation"],
+        demos="per-prompt",
+    )
+    assert len(prompts) == data["prompts"]
+    assert prompts_fingerprint(prompts) == data["prompts_fingerprint"]
+    everything = discovery_prompts(
+        resolve_relations(data["relations"]),
+        fewshot=params["fewshot"],
+        seed=params["seed"],
+        max_facts=data["max_facts_per_relation"],
+        demos="per-prompt",
+    )
+    assert prompts_fingerprint(everything) != data["prompts_fingerprint"]

@@ -37,12 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _requests(tasks: list[str], include_path: str | None, limit: int) -> dict[str, list[Any]]:
     """The requests lm-eval would send for these tasks, grouped by request type."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import get_task_dict
 
-    from relneuron_eval.resources import tasks_dir
+    from relneuron_eval.task_index import manager as task_manager
 
-    paths = [str(tasks_dir())] + ([include_path] if include_path else [])
-    manager = TaskManager(include_path=paths, include_defaults=False)
+    manager = task_manager([include_path] if include_path else [])
     by_type: dict[str, list[Any]] = {}
     for task in get_task_dict(tasks, manager).values():
         task.build_all_requests(limit=limit, rank=0, world_size=1)

@@ -38,12 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
     """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
-    from lm_eval.tasks import TaskManager
+    from relneuron_eval.task_index import manager as task_manager
 
-    from relneuron_eval.resources import tasks_dir
-
-    paths = [str(tasks_dir())] + ([include_path] if include_path else [])
-    manager = TaskManager(include_path=paths, include_defaults=False)
+    manager = task_manager([include_path] if include_path else [])
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise RelNeuronError(

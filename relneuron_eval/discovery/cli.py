@@ -73,6 +73,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "the shipped neuron sets were made)",
     )
     parser.add_argument(
+        "--facts",
+        default="all",
+        choices=["all", "base"],
+        help="base: leave out facts of `added_facts:` files (the GeoNames-grown ones), to "
+        "reproduce neuron sets found before they were added",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of the demos, negatives and fact samples"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -243,7 +250,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> int:
-    from relneuron_eval.discovery.data import discovery_prompts, fewshot_record, resolve_relations
+    from relneuron_eval.discovery.data import (
+        base_facts_only,
+        discovery_prompts,
+        fewshot_record,
+        resolve_relations,
+    )
     from relneuron_eval.discovery.relation_specific import (
         RelationSpecificConfig,
         find_relation_specific,
@@ -251,6 +263,8 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
     )
 
     relations = resolve_relations(args.relations)
+    if args.facts == "base":
+        relations = base_facts_only(relations)
     config = RelationSpecificConfig(
         top_k=args.top_k,
         sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
@@ -297,6 +311,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
             "relations": list(relations),
             "source": "relneuron_eval.facts",
             "max_facts_per_relation": args.max_facts,
+            "facts": args.facts,
         },
         progress=not args.no_progress,
         stop_after=args.stop_after,
@@ -397,6 +412,7 @@ def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
     """The facts to attribute (with their prompts) and the header's ``data`` record."""
     from relneuron_eval.discovery import knowledge_neurons as kn
     from relneuron_eval.discovery.data import (
+        base_facts_only,
         bridge_facts,
         fewshot_record,
         relation_prompts,
@@ -412,6 +428,8 @@ def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
         relations = resolve_relations(names) if names else {}
     else:
         relations = resolve_relations(args.relations)
+        if args.facts == "base":
+            relations = base_facts_only(relations)
         pairs = []
         for relation in relations.values():
             prompts = relation_prompts(

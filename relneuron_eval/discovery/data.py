@@ -36,6 +36,21 @@ class DiscoveryPrompt:
         return self.text.rsplit("\n", 1)[-1]
 
 
+FACT_SOURCES = ("all", "base")
+
+
+def base_facts_only(relations: dict[str, facts.Relation]) -> dict[str, facts.Relation]:
+    """The relations without their ``added_facts:`` (``--facts base``).
+
+    Neuron sets found before facts were added (the shipped ones) are reproduced from the
+    facts, demos included, that existed then.
+    """
+    return {
+        name: dataclasses.replace(rel, facts=[f for f in rel.facts if not f.added])
+        for name, rel in relations.items()
+    }
+
+
 def resolve_relations(relations: str | list[str]) -> dict[str, facts.Relation]:
     """Shipped relation names (comma-separated, or ``all``) or a user's spec YAML."""
     if isinstance(relations, str) and (
