@@ -9,6 +9,9 @@ Site semantics (see the README's neuron-set format):
 - ``mlp.act``: FFN intermediate neuron = the *input* of the down projection.
 - ``mlp.gate_proj`` / ``mlp.up_proj`` / ``mlp.down_proj``: single *output* units of those
   linear layers (for fused gate/up layers, an offset selects the half).
+
+A row's optional ``suffix`` says where the modules live that the knowledge-neuron
+``suffix`` path runs by hand (see ``SuffixSpec``); rows without one use the generic paths.
 """
 
 from __future__ import annotations
@@ -41,11 +44,30 @@ class SiteSpec:
 
 
 @dataclass(frozen=True)
+class SuffixSpec:
+    """Where the pieces live for running one token through decoder layers l+1..L-1 by hand.
+
+    The knowledge-neuron ``suffix`` path (``discovery/ig_kernels.py``) needs a Llama-style
+    pre-norm decoder: layers that take rotary ``position_embeddings`` and a key/value
+    cache, a final norm, then the LM head. ``layers``, ``final_norm`` and ``rotary_emb``
+    are paths from the model; ``mid_norm`` (whose input is the residual stream after
+    attention) and ``down_proj`` are paths from one decoder layer.
+    """
+
+    layers: str = "model.layers"
+    final_norm: str = "model.norm"
+    rotary_emb: str = "model.rotary_emb"
+    mid_norm: str = "post_attention_layernorm"
+    down_proj: str = "mlp.down_proj"
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """One row of the table."""
 
     layers: tuple[str, ...]  # candidate paths to the ModuleList of decoder layers
     sites: dict[str, SiteSpec]
+    suffix: SuffixSpec | None = None  # None: no knowledge-neuron suffix path
 
 
 def _gated(mlp: str = "mlp") -> dict[str, SiteSpec]:
@@ -58,13 +80,14 @@ def _gated(mlp: str = "mlp") -> dict[str, SiteSpec]:
 
 
 _DECODER = ("model.layers", "model.language_model.layers", "language_model.model.layers")
+_LLAMA_SUFFIX = SuffixSpec()
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     # Llama family (Llama-2/3, SmolLM2) and other SwiGLU decoders with separate gate/up
-    "llama": ArchSpec(_DECODER, _gated()),
-    "mistral": ArchSpec(_DECODER, _gated()),
-    "qwen2": ArchSpec(_DECODER, _gated()),
-    "qwen3": ArchSpec(_DECODER, _gated()),
+    "llama": ArchSpec(_DECODER, _gated(), suffix=_LLAMA_SUFFIX),
+    "mistral": ArchSpec(_DECODER, _gated(), suffix=_LLAMA_SUFFIX),
+    "qwen2": ArchSpec(_DECODER, _gated(), suffix=_LLAMA_SUFFIX),
+    "qwen3": ArchSpec(_DECODER, _gated(), suffix=_LLAMA_SUFFIX),
     "gemma": ArchSpec(_DECODER, _gated()),
     "gemma2": ArchSpec(_DECODER, _gated()),
     "gemma3": ArchSpec(_DECODER, _gated()),
@@ -161,6 +184,47 @@ def site_module(model: Any, site: str, layer: int) -> tuple[torch.nn.Module, Sit
         )
     site_spec = spec.sites[site]
     return _get_path(decoder_layers(model)[layer], site_spec.module), site_spec
+
+
+@dataclass(frozen=True)
+class SuffixModules:
+    """A row's ``SuffixSpec`` resolved on one model (what the suffix path runs)."""
+
+    layers: Any  # the ModuleList of decoder layers
+    final_norm: Any
+    rotary_emb: Any
+    lm_head: Any
+    spec: SuffixSpec
+
+    def mid_norm(self, layer: int) -> torch.nn.Module:
+        """The norm whose input is ``layer``'s residual stream after attention."""
+        return _get_path(self.layers[layer], self.spec.mid_norm)
+
+    def down_proj(self, layer: int) -> torch.nn.Module:
+        return _get_path(self.layers[layer], self.spec.down_proj)
+
+
+def suffix_modules(model: Any) -> SuffixModules | None:
+    """The modules of ``model``'s ``suffix`` row entry, or None where its row has no such
+    entry (or no row) or the model lacks one of them: callers then use generic paths."""
+    base = unwrap(model)
+    row = ARCHITECTURES.get(getattr(getattr(base, "config", None), "model_type", None))
+    if row is None or row.suffix is None:
+        return None
+    spec = row.suffix
+    try:
+        layers, norm, rotary = (
+            _get_path(base, path) for path in (spec.layers, spec.final_norm, spec.rotary_emb)
+        )
+        for layer in layers:
+            _get_path(layer, spec.mid_norm)
+            _get_path(layer, spec.down_proj)
+    except AttributeError:
+        return None
+    head = base.get_output_embeddings()
+    if head is None:
+        return None
+    return SuffixModules(layers, norm, rotary, head, spec)
 
 
 def _features(module: Any, role: Role, transposed: bool) -> int:

@@ -292,17 +292,19 @@ class HookState:
         self.active: dict[UnitKey, UnitEdit] = {}
         self.last_positions: torch.Tensor | None = None
         self.skip = False
-        self._vectors: dict[tuple[Any, ...], torch.Tensor] = {}
+        # (edit, vector) by id(edit): the entry keeps the edit alive, so per_doc's freed
+        # edits cannot hand their id (and vector) to the next bucket's edits
+        self._vectors: dict[tuple[Any, ...], tuple[UnitEdit, torch.Tensor]] = {}
 
     def _scale_vector(self, key: UnitKey, edit: UnitEdit, x: torch.Tensor, offset: int):
         cache_key = (key, x.device, x.dtype, offset, id(edit))
-        vec = self._vectors.get(cache_key)
-        if vec is None:
+        entry = self._vectors.get(cache_key)
+        if entry is None or entry[0] is not edit:
             vec = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
             idx = torch.tensor([i + offset for i in edit.indices], device=x.device)
             vec[idx] = edit.multiplier
-            self._vectors[cache_key] = vec
-        return vec
+            entry = self._vectors[cache_key] = (edit, vec)
+        return entry[1]
 
     def transform(self, key: UnitKey, x: torch.Tensor, offset: int) -> torch.Tensor:
         edit = self.active.get(key)

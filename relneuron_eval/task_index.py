@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def folders(include: Sequence[str | Path] | str | Path = ()) -> tuple[str, ...]:
     from relneuron_eval.resources import tasks_dir
 
     extra = [include] if isinstance(include, (str, Path)) else list(include)
-    paths = [str(Path(p).expanduser().resolve()) for p in [tasks_dir(), *extra]]
+    # abspath, not resolve: a spec named relative to a symlinked task folder stays found
+    paths = [os.path.abspath(Path(p).expanduser()) for p in [tasks_dir(), *extra]]
     return tuple(dict.fromkeys(paths))
 
 

@@ -7,9 +7,9 @@ the model's tokens. The tokenizer is the one of the model being scored: lm-eval 
 reads ``lm.tokenizer`` from that call on the stack. Nothing is stored between calls:
 two models in one process (two ``simple_evaluate`` calls, models built in any order)
 are each scored with their own tokenizer, and every data-parallel process with its
-model's. Any backend whose ``tokenizer`` is a Hugging Face tokenizer counts (``hf``,
-``relneuron-hf``, ``vllm``); without one a word-level approximation is used and a
-warning is logged once. The documents are left as they are (their ``doc_hash``, which
+model's. ``hf`` and ``relneuron-hf`` qualify, as does any backend that keeps a Hugging
+Face tokenizer in ``lm.tokenizer`` (``vllm`` declares one); without one a word-level
+approximation is used and a warning is logged once. The documents are left as they are (their ``doc_hash``, which
 ``relneuron compare`` pairs runs by, does not depend on the model).
 
 Why not the alternatives: lm-eval 0.4.13 gives a metric no handle on the model or on

@@ -11,11 +11,11 @@ from relneuron_eval.architectures import model_shape, site_module
 from relneuron_eval.discovery.activations import (
     Layout,
     TokenMeanHooks,
-    _undecided,
-    answer_matches,
     query_token_counts,
     run_batch,
 )
+from relneuron_eval.discovery.correct import prefix2_correct as answer_matches
+from relneuron_eval.discovery.correct import prefix2_open as _undecided
 from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
 
 
@@ -56,7 +56,13 @@ def test_run_batch_equals_plain_greedy_and_hand_token_means(smollm):
     query = query_token_counts(tokenizer, texts)
     try:
         per_layer, correct = run_batch(
-            model, tokenizer, hooks, texts, [p.answers for p in prompts], average_last=query
+            model,
+            tokenizer,
+            hooks,
+            texts,
+            [p.answers for p in prompts],
+            criterion="prefix2",
+            average_last=query,
         )
     finally:
         hooks.remove()

@@ -270,3 +270,18 @@ def test_embedded_model_relfacts_task_same_responses():
     assert responses[True] == responses[False] and len(responses[True]) == 40
     assert lms[True]._rn_prefix.stats["cached_rows"] == 40
     assert lms[False]._rn_prefix.stats["cached_rows"] == 0
+
+
+def test_hook_state_never_reuses_a_freed_edits_vector():
+    """per_doc swaps edits per bucket: a freed edit's id() can come back for the next one,
+    and a vector cached under that id would edit the previous group's units."""
+    import torch
+
+    from relneuron_eval.interventions import HookState, UnitEdit
+
+    state = HookState("all")
+    x = torch.ones(1, 2, 8)
+    for i in range(40):
+        state.active = {("mlp.act", 0): UnitEdit((i % 8,), 0.0)}
+        out = state.transform(("mlp.act", 0), x, 0)
+        assert out[0, 1].tolist() == [0.0 if j == i % 8 else 1.0 for j in range(8)], i

@@ -129,9 +129,9 @@ def _our_arm(name: str, setting: Setting) -> Arm:
 # ========================================================================== the peers
 def _nnsight_arm(setting: Setting) -> Arm:
     import torch
-    from nnsight import LanguageModel
+    from nnsight import TransformersModel
 
-    lm = LanguageModel(setting.model, tokenizer=setting.tokenizer)
+    lm = TransformersModel(setting.model, task="text-generation", tokenizer=setting.tokenizer)
     index = {layer: torch.tensor(units) for layer, units in setting.units.items()}
 
     def ablate() -> None:
@@ -147,9 +147,9 @@ def _nnsight_arm(setting: Setting) -> Arm:
     def generate(ids: Any, new: int) -> Any:
         options = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False}
         with lm.generate(ids, pad_token_id=setting.tokenizer.eos_token_id, **options) as tracer:
-            with tracer.all():
+            for _step in tracer.iter[:new]:  # every forward of the generation, prompt included
                 ablate()
-            tokens = lm.generator.output.save()
+            tokens = tracer.result.save()
         return tokens
 
     return Arm(forward, generate)
@@ -160,23 +160,28 @@ def _pyvene_arm(setting: Setting) -> Arm:
 
     representations = [
         pv.RepresentationConfig(
-            layer, f"model.layers[{layer}].mlp.down_proj.input", "pos", 1, pv.ZeroIntervention
+            layer=layer,
+            component=f"model.layers[{layer}].mlp.down_proj.input",
+            intervention_type=pv.ZeroIntervention,
         )
         for layer in setting.units
     ]
-    config = pv.IntervenableConfig(representations=representations)
-    model = pv.IntervenableModel(config, setting.model)
+    model = pv.IntervenableModel(
+        pv.IntervenableConfig(representations=representations), setting.model
+    )
     model.disable_model_gradients()
-    subspaces = [[units] for units in setting.units.values()]
+
+    def subspaces(ids: Any) -> list[list[list[int]]]:  # per intervention, per row: the units
+        return [[units] * ids.shape[0] for units in setting.units.values()]
 
     def forward(ids: Any) -> Any:
-        _, out = model({"input_ids": ids}, subspaces=subspaces)
+        _, out = model({"input_ids": ids}, subspaces=subspaces(ids))
         return out.logits
 
     def generate(ids: Any, new: int) -> Any:
         _, tokens = model.generate(
-            {"input_ids": ids},
-            subspaces=subspaces,
+            {"input_ids": ids, "attention_mask": ids.new_ones(ids.shape)},
+            subspaces=subspaces(ids),
             intervene_on_prompt=True,
             max_new_tokens=new,
             min_new_tokens=new,
@@ -189,17 +194,20 @@ def _pyvene_arm(setting: Setting) -> Arm:
 
 
 def _transformer_lens_arm(setting: Setting) -> Arm:
-    from transformer_lens import HookedTransformer
+    """TransformerLens 4 removed ``HookedTransformer``: its ``TransformerBridge`` wraps HF.
 
-    official = os.environ.get("RELNEURON_TL_NAME", "meta-llama/Llama-3.2-1B")
-    model = HookedTransformer.from_pretrained_no_processing(
-        official,
-        hf_model=setting.model,
+    The bridge switches its model to eager attention, so it gets a copy of ours (the
+    other arms keep theirs); a checkpoint folder is all it needs to read the config.
+    """
+    import copy
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(
+        setting.model.config._name_or_path,
+        hf_model=copy.deepcopy(setting.model),
         tokenizer=setting.tokenizer,
         device="cpu",
-        dtype="float32",
-        n_layers=setting.model.config.num_hidden_layers,
-        d_model=setting.model.config.hidden_size,
     )
     hooks = [
         (f"blocks.{layer}.mlp.hook_post", lambda x, hook, s=scale: x * s)
@@ -207,15 +215,16 @@ def _transformer_lens_arm(setting: Setting) -> Arm:
     ]
 
     def forward(ids: Any) -> Any:
-        return model.run_with_hooks(ids, fwd_hooks=hooks)
+        return bridge.run_with_hooks(ids, fwd_hooks=hooks)
 
     def generate(ids: Any, new: int) -> Any:
-        with model.hooks(fwd_hooks=hooks):
-            return model.generate(
+        with bridge.hooks(fwd_hooks=hooks):
+            return bridge.generate(
                 ids, max_new_tokens=new, do_sample=False, stop_at_eos=False, verbose=False
             )
 
-    return Arm(forward, generate, notes=[f"converted from {official}'s config"])
+    notes = ["HookedTransformer was removed in 4.0: TransformerBridge.boot_transformers(hf_model=)"]
+    return Arm(forward, generate, notes=notes)
 
 
 def _peer_arm(name: str, setting: Setting) -> Arm | str:

@@ -363,22 +363,6 @@ class TokenMeanHooks:
             h.remove()
 
 
-def answer_matches(generated: str, targets: Sequence[str]) -> bool:
-    """Liu et al.'s criterion: the greedy first tokens are a prefix of the object.
-
-    ``generated`` is the decoded first two tokens. A generation that runs past a short
-    object (" Paris," for "Paris") also counts: its beginning is the whole object.
-    """
-    g = generated.strip()
-    if not g:
-        return False
-    for t in targets:
-        t = t.strip()
-        if t and (t.startswith(g) or g.startswith(t)):
-            return True
-    return False
-
-
 def make_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> list[list[int]]:
     """Prompt indices grouped into batches of similar length, independent of sharding."""
     lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
@@ -417,22 +401,6 @@ def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-def _undecided(generated: str, targets: Sequence[str]) -> bool:
-    """Whether more greedy tokens could change ``answer_matches`` for this generation.
-
-    A generation that already contains a whole target stays right; one that is not a
-    prefix of any target stays wrong; an empty one or a proper prefix of a target is
-    open. This lets later tokens be computed only for the open rows.
-    """
-    g = generated.strip()
-    if not g:
-        return True
-    ts = [t.strip() for t in targets if t.strip()]
-    if any(g.startswith(t) for t in ts):
-        return False
-    return any(t.startswith(g) for t in ts)
-
-
 def _next_tokens(model: Any, seqs: list[list[int]], pad: int) -> list[int]:
     """Greedy next token of each sequence (right-padded batch).
 
@@ -451,27 +419,35 @@ def _finish(
     seqs: list[list[int]],
     first: list[int],
     targets: Sequence[Sequence[str]],
-    new_tokens: int,
+    criterion: str,
 ) -> list[bool]:
-    """Whether each greedy answer is right, given its first token.
+    """Whether each greedy answer is right under ``criterion`` (``discovery.correct``).
 
-    Later greedy tokens come from hook-free forwards, only for rows whose answer is
-    still open.
+    Later greedy tokens come from hook-free forwards, only for rows whose verdict is
+    still open (``match``: until a newline, end of text or 16 tokens).
     """
-    pad = _pad_id(tokenizer)
+    from relneuron_eval.discovery.correct import is_correct, is_open, max_new_tokens
+
+    pad, eos = _pad_id(tokenizer), tokenizer.eos_token_id
+    # prefix2 decodes as the shipped sets did; match reads the text the tasks score
+    skip = criterion != "prefix2"
     generated = [[t] for t in first]
-    for _ in range(new_tokens - 1):
+
+    def text(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=skip)
+
+    for _ in range(max_new_tokens(criterion) - 1):
         open_rows = [
-            i for i, g in enumerate(generated) if _undecided(tokenizer.decode(g), targets[i])
+            i
+            for i, g in enumerate(generated)
+            if not (skip and eos in g) and is_open(criterion, text(g), targets[i])
         ]
         if not open_rows:
             break
         more = _next_tokens(model, [seqs[i] + generated[i] for i in open_rows], pad)
         for i, token in zip(open_rows, more, strict=True):
             generated[i].append(token)
-    return [
-        answer_matches(tokenizer.decode(g), tg) for g, tg in zip(generated, targets, strict=True)
-    ]
+    return [is_correct(criterion, text(g), tg) for g, tg in zip(generated, targets, strict=True)]
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -484,16 +460,16 @@ def answers_correct(
     tokenizer: Any,
     texts: Sequence[str],
     targets: Sequence[Sequence[str]],
-    new_tokens: int = 2,
+    criterion: str = "match",
 ) -> list[bool]:
-    """Whether each greedy answer is right, with no activations recorded.
+    """Whether each greedy answer is right under ``criterion``, with no activations recorded.
 
     The cheap check that lets a run stop before its activation pass when a relation
     cannot get enough positives.
     """
     seqs = [tokenizer(t)["input_ids"] for t in texts]
     first = _next_tokens(model, seqs, _pad_id(tokenizer))
-    return _finish(model, tokenizer, seqs, first, targets, new_tokens)
+    return _finish(model, tokenizer, seqs, first, targets, criterion)
 
 
 @torch.no_grad()
@@ -503,7 +479,7 @@ def run_batch(
     hooks: TokenMeanHooks,
     texts: Sequence[str],
     targets: Sequence[Sequence[str]],
-    new_tokens: int = 2,
+    criterion: str = "match",
     average_last: Sequence[int] | None = None,
 ) -> tuple[dict[int, np.ndarray], list[bool]]:
     """Token-means of one batch plus whether each greedy answer is right.
@@ -519,7 +495,7 @@ def run_batch(
         first = _next_tokens(model, seqs, _pad_id(tokenizer))
     finally:
         per_layer = hooks.end()
-    return per_layer, _finish(model, tokenizer, seqs, first, targets, new_tokens)
+    return per_layer, _finish(model, tokenizer, seqs, first, targets, criterion)
 
 
 def collect(
@@ -534,11 +510,13 @@ def collect(
     progress: bool = True,
     stop_after: int | None = None,
     average_last: Sequence[int] | None = None,
+    criterion: str = "match",
 ) -> int:
     """Fill ``store`` with this process's shard of batches; skip batches already done.
 
     Returns the number of batches run. ``stop_after`` simulates an interruption (tests).
-    ``average_last`` is passed per prompt to ``run_batch``.
+    ``average_last`` is passed per prompt to ``run_batch``; ``criterion`` decides the
+    stored ``correct`` flags (``discovery.correct``).
     """
     from tqdm.auto import tqdm
 
@@ -563,6 +541,7 @@ def collect(
                 hooks,
                 [texts[i] for i in batch],
                 [targets[i] for i in batch],
+                criterion=criterion,
                 average_last=None if average_last is None else [average_last[i] for i in batch],
             )
             store.write_batch(batch, per_layer, correct, batch_size)

@@ -131,6 +131,15 @@ def _relation_specific_arguments(rs: argparse.ArgumentParser) -> None:
         help="correctly answered prompts a relation needs (checked before the activation pass)",
     )
     rs.add_argument(
+        "--correct",
+        default="match",
+        choices=["match", "prefix2"],
+        help="when a prompt counts as correctly answered (a positive): match = the greedy "
+        "answer up to the newline matches an accepted answer, as acc_match scores it; "
+        "prefix2 = its first 2 tokens are a prefix of one (the paper's; years and other "
+        "objects sharing their first tokens pass when wrong). Default: %(default)s",
+    )
+    rs.add_argument(
         "--skip-unscorable",
         action="store_true",
         help="leave out relations with too few correct answers instead of failing",
@@ -277,6 +286,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         skip_unscorable=args.skip_unscorable,
         batch_size=args.batch_size,
         store_dtype=args.store_dtype,
+        correct=args.correct,
     )
     validate_config(config)
     if len(relations) < 2:

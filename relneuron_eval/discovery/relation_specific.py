@@ -23,6 +23,7 @@ import torch
 
 from relneuron_eval.discovery.activations import ActivationStore
 from relneuron_eval.discovery.ap import SortedBlock
+from relneuron_eval.discovery.correct import CRITERIA, check_criterion
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.neuron_set import Neuron
 
@@ -144,6 +145,7 @@ def check_answerable(
                 tokenizer,
                 [prompts[i].text for i in batch],
                 [prompts[i].answers for i in batch],
+                criterion=config.correct,
             )
         if correct[mine].sum() < config.min_positives:
             problems.append(
@@ -222,7 +224,8 @@ class RelationSpecificConfig:
     """Everything that changes the result, as recorded in the set's header.
 
     Only the fields in ``ACTIVATION_KEYS`` (with the model, the prompts and their
-    accepted answers) change the stored activations, so only they key the checkpoint.
+    accepted answers) change the stored activations and ``correct`` flags, so only they
+    key the checkpoint.
     """
 
     top_k: int = 3000
@@ -236,6 +239,7 @@ class RelationSpecificConfig:
     skip_unscorable: bool = False
     batch_size: int = 16
     store_dtype: str = "float32"
+    correct: str = "match"  # when a prompt counts as answered: discovery.correct.CRITERIA
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -280,9 +284,10 @@ def validate_config(config: RelationSpecificConfig, total_units: int | None = No
         )
     if config.store_dtype not in ("float32", "float16"):
         raise RelNeuronError(f"unknown store dtype {config.store_dtype!r}")
+    check_criterion(config.correct)
 
 
-ACTIVATION_KEYS = ("sites", "average_over", "store_dtype")
+ACTIVATION_KEYS = ("sites", "average_over", "store_dtype", "correct")
 
 
 def checkpoint_key(model: Any, card: dict, prompts: list, config: RelationSpecificConfig) -> dict:
@@ -406,6 +411,7 @@ def find_relation_specific(
         progress=progress,
         stop_after=stop_after,
         average_last=average_last,
+        criterion=config.correct,
     )
     barrier()
     if rank != 0:
@@ -451,7 +457,8 @@ def _neuron_set(store, best, card, config, meta, data, *, skipped: list[str]):
                 if len(sizes) == 1
                 else {str(k): v for k, v in sorted(sizes.items())},
                 "score": "average precision of the token-mean output vs. labels",
-                "correct": "greedy first 2 tokens form a prefix of an accepted answer",
+                "correct": config.correct,
+                "correct_rule": CRITERIA[config.correct],
             },
             "data": {
                 "split": "discovery",
