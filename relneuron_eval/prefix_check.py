@@ -20,6 +20,7 @@ affected. Pure Python apart from the tokenizer (any Hugging Face tokenizer).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,3 +158,58 @@ def load_tokenizer(name: str) -> Any:
 
 def flagged(checks: Sequence[PrefixCheck]) -> list[PrefixCheck]:
     return [c for c in checks if c.flagged]
+
+
+def optional_tokenizer(name: str | None) -> Any:
+    """``--tokenizer``: None for ``none``; the embedded model's when it is installed (else a
+    note on stderr and None); any other name must load (``RelNeuronError`` if not)."""
+    from relneuron_eval.embedded import gguf_path, is_embedded
+
+    if not name or name.strip().lower() == "none":
+        return None
+    if is_embedded(name):
+        try:
+            gguf_path()
+        except RelNeuronError:
+            print(
+                "note: acc_prefix2 check skipped: the embedded model is not installed "
+                "(pass --tokenizer PATH to check with another tokenizer)",
+                file=sys.stderr,
+            )
+            return None
+    return load_tokenizer(name)
+
+
+def warn_flagged(tokenizer: Any, relations: Iterable[Relation]) -> list[PrefixCheck]:
+    """One ``warning:`` line on stderr per relation above ``AMBIGUOUS_LIMIT``."""
+    found = flagged(check_relations(tokenizer, relations))
+    for check in found:
+        print(check.warning(), file=sys.stderr)
+    return found
+
+
+def report_record(tokenizer_name: str, relation_names: Sequence[str]) -> dict[str, Any]:
+    """``results.json``'s ``prefix2_check``: each relation's counts under the model's
+    tokenizer; a tokenizer that cannot be loaded, or a relation that is not shipped, is
+    named instead (the report goes on: this check only qualifies its numbers)."""
+    from relneuron_eval.facts import load_relation
+
+    record: dict[str, Any] = {
+        "tokenizer": tokenizer_name,
+        "limit": AMBIGUOUS_LIMIT,
+        "relations": {},
+        "skipped": [],
+    }
+    try:
+        tokenizer = load_tokenizer(tokenizer_name)
+    except RelNeuronError as exc:
+        record["skipped"] = [f"tokenizer: {exc.message}"]
+        return record
+    for name in relation_names:
+        try:
+            relation = load_relation(name)
+        except RelNeuronError as exc:
+            record["skipped"].append(f"{name}: {exc.message}")
+            continue
+        record["relations"][name] = check_relation(tokenizer, relation).as_dict()
+    return record

@@ -25,6 +25,7 @@ from typing import Any
 
 from relneuron_eval.arglists import parse_names
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.prefix_check import report_record as prefix2_record
 from relneuron_eval.report_analysis import canonical_top_k, parse_ks
 from relneuron_eval.report_experiments import (
     EXPERIMENTS,
@@ -431,6 +432,7 @@ def run_report(
     runner.run()
 
     results: dict[str, Any] = {"base": base}
+    results["prefix2_check"] = prefix2_record(setup.model, setup.relations)
     if "interference" in setup.experiments:
         results["interference"] = analyze_interference(setup, runner, matrix)
     if "cumulativity" in setup.experiments:

@@ -448,6 +448,28 @@ def _reasoning(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _prefix2_flags(results: dict[str, Any]) -> list[str]:
+    """One sentence naming the relations whose acc_prefix2 cannot tell wrong answers apart."""
+    check = results.get("prefix2_check") or {}
+    flagged = {r: c for r, c in (check.get("relations") or {}).items() if c["flagged"]}
+    if not flagged:
+        return []
+    names = ", ".join(f"{r} ({pct(c['share'], 0)} of its facts)" for r, c in flagged.items())
+    metric = results["meta"]["metric"]
+    tail = (
+        "their acc_prefix2 numbers count wrong answers as right; read acc_match for them."
+        if metric == "acc_prefix2"
+        else f"this report scores {metric}, which is not affected."
+    )
+    return [
+        f"Flagged: acc_prefix2 cannot tell wrong answers from right ones for {names} (more "
+        f"than {pct(check['limit'], 0)} of the facts have first 2 tokens shared with another "
+        f"object or made of digits/punctuation only, `{check['tokenizer']}` tokenizer); "
+        + tail,
+        "",
+    ]
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [f"# Relation neurons on {meta['model']}: do the papers' properties hold?", ""]
@@ -468,6 +490,7 @@ def render(results: dict[str, Any]) -> str:
             + ".",
             "",
         ]
+    lines += _prefix2_flags(results)
     if "interference" in results:
         lines += _interference(results)
     if "cumulativity" in results:

@@ -506,10 +506,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check", action="store_true", help="only report files that differ; exit 1 if any"
     )
+    parser.add_argument(
+        "--tokenizer",
+        default="smollm2-135m",
+        help="tokenizer for the acc_prefix2 check (a warning per relation whose objects "
+        "the first 2 tokens cannot tell apart): a model path/id, smollm2-135m (the "
+        "embedded model's, skipped with a note when not installed), or none",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from relneuron_eval.facts import shipped_dir
+    from relneuron_eval.prefix_check import optional_tokenizer, warn_flagged
 
     if args.spec:
         if not args.out:
@@ -525,9 +533,13 @@ def run(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{len(files)} files, {len(problems)} out of date under {root}")
         return 1 if problems else 0
+    tokenizer = optional_tokenizer(args.tokenizer)  # a bad --tokenizer fails before writing
     changed = write_files(root, files, prune=True)
     n_tasks = sum(1 for text in files.values() if "\ntask: " in text)
     print(f"{len(files)} files ({n_tasks} tasks) under {root}; {len(changed)} written or removed")
     if args.spec:
         print(f"run them with: lm_eval --include_path {root} --tasks {args.group} ...")
+    if tokenizer is not None:
+        relations = load_spec(Path(args.spec).expanduser()) if args.spec else load_relations()
+        warn_flagged(tokenizer, relations.values())
     return 0

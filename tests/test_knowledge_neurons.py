@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_gpt2, tiny_llama
 
 from relneuron_eval.architectures import site_module
+from relneuron_eval.discovery import ig_kernels, kn_checkpoint
 from relneuron_eval.discovery import knowledge_neurons as kn
 from relneuron_eval.discovery.knowledge_neurons import (
     FactResult,
@@ -185,8 +186,10 @@ def test_auto_falls_back_when_a_fast_path_is_wrong(monkeypatch):
     answer = [top_token(model, PROMPT)]
     ref = kn.prompt_attributions(model, PROMPT, answer, IGConfig(steps=3, method="batched"))
     # break the suffix path: it now ignores the down projection's contribution
-    monkeypatch.setattr(kn._Runner, "_suffix", lambda self, layer, w: self.probs("x", layer, 0 * w))
-    kn._WARNED.clear()
+    monkeypatch.setattr(
+        ig_kernels._Runner, "_suffix", lambda self, layer, w: self.probs("x", layer, 0 * w)
+    )
+    ig_kernels._WARNED.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = kn.prompt_attributions(model, PROMPT, answer, IGConfig(steps=3))
@@ -199,6 +202,23 @@ def test_single_token_prompt_uses_full_forward():
     model = tiny_llama()
     got = kn.prompt_attributions(model, [5], [9], IGConfig(steps=2))
     assert got.method == "batched" and got.attr.shape == (3, 24)
+
+
+def test_suffix_path_follows_the_architecture_table(monkeypatch):
+    """Whether and where the suffix path runs comes from the row's ``suffix`` entry alone."""
+    from dataclasses import replace
+
+    from relneuron_eval import architectures
+
+    model = tiny_llama()
+    assert kn.suffix_supported(model)
+    row = architectures.ARCHITECTURES["llama"]
+    monkeypatch.setitem(architectures.ARCHITECTURES, "llama", replace(row, suffix=None))
+    assert not kn.suffix_supported(model)
+    assert kn.prompt_attributions(model, PROMPT, [9], IGConfig(steps=2)).method == "cached"
+    moved = architectures.SuffixSpec(final_norm="model.final_norm")  # not in this model
+    monkeypatch.setitem(architectures.ARCHITECTURES, "llama", replace(row, suffix=moved))
+    assert not kn.suffix_supported(model)
 
 
 # --------------------------------------------------------------- selection
@@ -270,13 +290,13 @@ def _write_hand_checkpoint(root, facts, arrays):
         },
         "ig": IGConfig(store_fraction=None).as_dict(),
     }
-    kn._open_checkpoint(root, meta)
+    kn_checkpoint._open_checkpoint(root, meta)
     for fact, attr in zip(facts, arrays, strict=True):
         attr = np.asarray(attr, dtype=np.float32)
         FactResult(
             fact.fact_id,
             fact.relation,
-            kn._fact_key(fact, meta),
+            kn_checkpoint._fact_key(fact, meta),
             [0, 1],
             3,
             np.arange(6),
@@ -285,7 +305,7 @@ def _write_hand_checkpoint(root, facts, arrays):
             np.full(len(attr), 0.5, np.float32),
             ["suffix"] * len(attr),
             None,
-        ).save(kn._fact_path(root, fact.fact_id))
+        ).save(kn_checkpoint._fact_path(root, fact.fact_id))
 
 
 def test_merge_by_hand(tmp_path):
@@ -380,7 +400,7 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
     report = kn.compute_shard(model, tok, changed, tmp_path / "re", IG, progress=False)
     assert (report.computed, report.skipped) == (1, 5)
     # a damaged file (e.g. copied half-way by hand) is redone, not trusted
-    victim = kn._fact_path(tmp_path / "re", FACTS[1].fact_id)
+    victim = kn_checkpoint._fact_path(tmp_path / "re", FACTS[1].fact_id)
     victim.write_bytes(victim.read_bytes()[:100])
     report = kn.compute_shard(model, tok, FACTS, tmp_path / "re", IG, progress=False)
     assert (report.computed, report.skipped) == (2, 4)  # the damaged one and FACTS[0] again
@@ -404,7 +424,7 @@ def test_unreadable_run_json_is_rewritten_with_a_notice(tmp_path, capsys):
     assert "run.json is unreadable; writing it again" in capsys.readouterr().err
     assert (report.computed, report.skipped) == (0, 2)  # the facts themselves were intact
     assert kn.merge(facts, tmp_path / "ck")[0].content_hash() == single
-    victim = kn._fact_path(tmp_path / "ck", facts[1].fact_id)
+    victim = kn_checkpoint._fact_path(tmp_path / "ck", facts[1].fact_id)
     victim.write_bytes(victim.read_bytes()[:100])
     report = kn.compute_shard(model, tok, facts, tmp_path / "ck", IG, progress=False)
     assert f"{facts[1].fact_id}) is damaged; computing it again" in capsys.readouterr().err

@@ -349,7 +349,8 @@ def hand_report(tmp_path_factory):
     }
     rs = smol_set(folder / "rs.jsonl.gz", sizes)
     chains = rows_for("2hop")["test"]
-    kn_facts = {chains[0]["hop1_fact"], chains[182]["hop1_fact"]}
+    spread = evenly_spaced(len(chains), 8)  # the report's 8-chain sample (--reasoning-limit 8)
+    kn_facts = {chains[spread[0]]["hop1_fact"], chains[spread[4]]["hop1_fact"]}
     smol_set(folder / "knowledge_neurons.jsonl.gz", dict.fromkeys(sorted(kn_facts), 3), seed=1)
     args = _args(
         folder / "out",
@@ -392,10 +393,10 @@ def hand_report(tmp_path_factory):
 
 def test_specificity_numbers_by_hand(hand_report):
     inter = hand_report["results"]["interference"]
-    ccc = inter["per_relation"]["country_capital_city"]  # 8 test docs: 6 right
-    assert (ccc["n_docs"], ccc["base"], ccc["deact"], ccc["control"]) == (8, 0.75, 0.0, 0.75)
+    ccc = inter["per_relation"]["country_capital_city"]  # --limit-own 40: 30 right
+    assert (ccc["n_docs"], ccc["base"], ccc["deact"], ccc["control"]) == (40, 0.75, 0.0, 0.75)
     assert ccc["relative_drop"] == 1.0 and ccc["control_relative_drop"] == 0.0
-    assert ccc["p_deact_vs_base"] == pytest.approx(2 * 0.5**6)
+    assert ccc["p_deact_vs_base"] == pytest.approx(2 * 0.5**30)
     # own tasks use --limit-own 40: company_hq 30 of 40 right, its control 28 of 40
     hq = inter["per_relation"]["company_hq"]
     assert (hq["n_docs"], hq["base"], hq["deact"], hq["control"]) == (40, 0.75, 0.0, 0.7)
@@ -461,18 +462,23 @@ def test_crosslingual_and_reasoning_by_hand(hand_report):
     from relneuron_eval.task_data import rows_for
 
     cl = hand_report["results"]["versatility"]["crosslingual"]
-    assert set(cl["cells"]) == {"country_capital_city", "person_native_language"}
+    assert set(cl["cells"]) == {
+        "country_capital_city",
+        "landmark_in_country",
+        "person_native_language",
+    }
     assert set(cl["cells"]["country_capital_city"]) == {"en", "de", "zh"}
-    assert set(cl["cells"]["person_native_language"]) == {"en", "de"}  # no zh task
+    assert set(cl["cells"]["person_native_language"]) == {"en", "de", "zh"}
+    assert set(cl["cells"]["landmark_in_country"]) == {"en", "zh"}  # no de task
     de = cl["cells"]["person_native_language"]["de"]
     n = de["n_docs"]
     assert de["base"] == pytest.approx(sum(1 for d in range(n) if d % 4 != 3) / n)
     assert de["deact"] == 0.0 and de["control"] == de["base"]
-    assert cl["summary_foreign"]["n_total"] == 3
+    assert cl["summary_foreign"]["n_total"] == 5  # de+zh, de+zh, zh
 
     rs = hand_report["results"]["reasoning"]
-    docs = [0, 45, 91, 136, 182, 227, 273, 318]  # 8 chains spread over 364
     chains = rows_for("2hop")["test"]
+    docs = evenly_spaced(len(chains), 8)  # 8 chains spread over all of them
     with_kn = [d for d in docs if chains[d]["hop1_fact"] in hand_report["kn_facts"]]
     assert rs["coverage"]["n_chains"] == 8
     assert rs["coverage"]["n_with_neurons"] == len(with_kn) >= 2
@@ -693,3 +699,13 @@ def test_end_to_end_on_a_tiny_llama(tiny, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())["meta"]["evaluations"]
     assert again["lm_eval_calls"] == 0
     assert again["task_results_reused"] == ev["task_results_computed"]
+
+
+def test_prefix2_check_in_results_and_markdown(hand_report):
+    """Every relation gets its acc_prefix2 ambiguity; none of these is above the limit,
+    so the markdown has no flag sentence (person_father: 115 of 991 facts, 11.6 %)."""
+    check = hand_report["results"]["prefix2_check"]
+    assert set(check["relations"]) == set(hand_report["setup"].relations)
+    father = check["relations"]["person_father"]
+    assert (father["ambiguous"], father["facts"], father["flagged"]) == (115, 991, False)
+    assert "Flagged: acc_prefix2" not in (hand_report["out"] / "report.md").read_text()

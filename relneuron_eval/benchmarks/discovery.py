@@ -8,7 +8,7 @@ check in the same pass (``run_batch``: the hooked forward gives the first greedy
 a second greedy token is computed only for rows whose answer is still open) and writes
 each batch to the on-disk store, so all of that is timed. The baseline is a plain
 ``model(**batch)`` under ``torch.no_grad`` over the same prompts, batches and right
-padding (``make_batches``, ``_pad_right``); it computes logits at every position, the
+padding (``make_batches``, ``pad_right``); it computes logits at every position, the
 pass's forwards only at each row's last token. Both arms run interleaved on the largest
 prompt count, in one process, with the model loaded once (loading is not timed).
 
@@ -119,13 +119,13 @@ def plain_forward(model: Any, tokenizer: Any, prompts: list, batch_size: int) ->
     """``model(**batch)`` over the same batches and right padding as the pass."""
     import torch
 
-    from relneuron_eval.discovery.activations import _pad_right, make_batches
+    from relneuron_eval.discovery.activations import make_batches, pad_right
 
     texts = [p.text for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.no_grad():
         for rows in make_batches(tokenizer, texts, batch_size):
-            ids, mask = _pad_right([tokenizer(texts[i])["input_ids"] for i in rows], pad)
+            ids, mask = pad_right([tokenizer(texts[i])["input_ids"] for i in rows], pad)
             batch = {"input_ids": ids, "attention_mask": mask}
             model(**batch)
 

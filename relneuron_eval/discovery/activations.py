@@ -391,7 +391,13 @@ def query_token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
     return counts
 
 
-def _pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``seqs`` padded on the right with ``pad_id``.
+
+    Right padding keeps every row's real tokens at positions 0..n-1, so position ids and
+    the last real position (``mask.sum(1) - 1``) need no shifting; the discovery pass and
+    its benchmark batch prompts this way.
+    """
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -407,7 +413,7 @@ def _next_tokens(model: Any, seqs: list[list[int]], pad: int) -> list[int]:
     The LM head runs only at each row's last real position, not over the whole padded
     batch: for a 49k vocabulary that is a sixth of a small model's forward pass.
     """
-    ids, mask = _pad_right(seqs, pad)
+    ids, mask = pad_right(seqs, pad)
     hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
     last = hidden[torch.arange(len(seqs)), mask.sum(1) - 1]
     return model.get_output_embeddings()(last).argmax(-1).tolist()
@@ -489,7 +495,7 @@ def run_batch(
     position ids correct and lets no real token see a pad.
     """
     seqs = [tokenizer(t)["input_ids"] for t in texts]
-    _, mask = _pad_right(seqs, _pad_id(tokenizer))
+    _, mask = pad_right(seqs, _pad_id(tokenizer))
     hooks.begin(_average_mask(mask, average_last))
     try:
         first = _next_tokens(model, seqs, _pad_id(tokenizer))

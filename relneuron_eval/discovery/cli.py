@@ -137,7 +137,7 @@ def _relation_specific_arguments(rs: argparse.ArgumentParser) -> None:
         help="when a prompt counts as correctly answered (a positive): match = the greedy "
         "answer up to the newline matches an accepted answer, as acc_match scores it; "
         "prefix2 = its first 2 tokens are a prefix of one (the paper's; years and other "
-        "objects sharing their first tokens pass when wrong). Default: %(default)s",
+        "objects sharing their first tokens pass when wrong)",
     )
     rs.add_argument(
         "--skip-unscorable",

@@ -20,9 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from relneuron_eval.architectures import SuffixModules, decoder_layers, site_module, suffix_modules, unwrap
+from relneuron_eval.architectures import (
+    SuffixModules,
+    decoder_layers,
+    site_module,
+    suffix_modules,
+    unwrap,
+)
 from relneuron_eval.discovery.kn_config import LOGP_TOLERANCE, SITE, IGConfig, validate_ig
 from relneuron_eval.errors import RelNeuronError
+
 
 @contextlib.contextmanager
 def frozen(model: Any) -> Iterator[None]:
@@ -365,4 +372,3 @@ def prompt_attributions(
         prob=float(np.exp(runner.clean.logp)),
         method=method,
     )
-

@@ -24,6 +24,7 @@ from relneuron_eval.discovery.ig_kernels import PromptAttribution, prompt_attrib
 from relneuron_eval.discovery.kn_config import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    DEFAULT_IG,
     METHOD_NAME,
     IGConfig,
     KnowledgeFact,
@@ -33,6 +34,7 @@ from relneuron_eval.discovery.kn_config import (
     validate_ig,
 )
 from relneuron_eval.errors import RelNeuronError
+
 
 @dataclass
 class FactResult:
@@ -203,7 +205,7 @@ def compute_shard(
     tokenizer: Any,
     facts: Sequence[KnowledgeFact],
     checkpoint: str | Path,
-    config: IGConfig = IGConfig(),
+    config: IGConfig = DEFAULT_IG,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -240,7 +242,6 @@ def compute_shard(
     return ShardReport(computed=done, skipped=len(mine) - len(todo))
 
 
-
 def load_results(
     facts: Sequence[KnowledgeFact], checkpoint: str | Path
 ) -> tuple[dict[str, Any], list[FactResult]]:
@@ -271,4 +272,3 @@ def load_results(
             hint="run the attribution step again (it resumes) before merging",
         )
     return meta, results
-

@@ -92,6 +92,10 @@ class SelectConfig:
         return out
 
 
+DEFAULT_IG = IGConfig()  # frozen: safe as a shared argument default
+DEFAULT_SELECT = SelectConfig()
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -207,4 +211,3 @@ def encode(
     if config.answer_tokens == "first":
         answer_ids = answer_ids[:1]
     return prompt_ids, answer_ids
-

@@ -18,6 +18,7 @@ import numpy as np
 
 from relneuron_eval.discovery.kn_checkpoint import FactResult, load_results
 from relneuron_eval.discovery.kn_config import (
+    DEFAULT_SELECT,
     METHOD_NAME,
     SITE,
     IGConfig,
@@ -27,6 +28,7 @@ from relneuron_eval.discovery.kn_config import (
     validate_select,
 )
 from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+
 
 def coarse_mask(attr: np.ndarray, max_attr: np.ndarray, threshold: float) -> np.ndarray:
     """``[P, U]`` bool: attr >= threshold * the prompt's max (prompts with max <= 0: none)."""
@@ -109,21 +111,10 @@ class MergeSummary:
         return "\n".join(lines)
 
 
-def merge(
-    facts: Sequence[KnowledgeFact],
-    checkpoint: str | Path,
-    select: SelectConfig = SelectConfig(),
-    *,
-    data: Any = None,
-) -> tuple[NeuronSet, MergeSummary]:
-    """Build the neuron set (groups = fact ids, then relation names) from a checkpoint."""
-    validate_facts(facts)
-    meta, results = load_results(facts, checkpoint)
-    card = meta["model"]
-    ig = IGConfig(**{**meta["ig"], "layers": meta["ig"]["layers"] and tuple(meta["ig"]["layers"])})
-    size = int(card["intermediate_size"])
-    validate_select(select, int(card["num_layers"]) * size, ig.store_fraction)
-
+def refine_all(
+    results: Sequence[FactResult], select: SelectConfig
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Each fact's refined mask, with p fixed or searched per ``p_scope``; and the p used."""
     masks = [coarse_mask(r.attr, r.max_attr, select.threshold) for r in results]
     scope_of = {
         "relation": lambda r: r.relation,
@@ -144,7 +135,14 @@ def merge(
         p_used[scope] = p
         for i, r in zip(idx, chosen, strict=True):
             refined[i] = r
+    return refined, p_used
 
+
+def _fact_neurons(
+    results: Sequence[FactResult], refined: Sequence[np.ndarray], select: SelectConfig, size: int
+) -> tuple[list[Neuron], dict[str, list[np.ndarray]], list[str]]:
+    """Fact-group neurons (at most ``top_k`` best per fact), each relation's units per
+    fact, and the facts left without neurons."""
     neurons: list[Neuron] = []
     fact_units: dict[str, list[np.ndarray]] = defaultdict(list)
     empty = []
@@ -160,14 +158,76 @@ def merge(
         for j in idx:
             layer, index = divmod(int(r.units[j]), size)
             neurons.append(Neuron(r.fact_id, SITE, layer, index, float(scores[j])))
+    return neurons, fact_units, empty
+
+
+def _relation_neurons(
+    fact_units: dict[str, list[np.ndarray]], fraction: float, size: int
+) -> tuple[list[Neuron], dict[str, int]]:
+    """Relation-group neurons (score = share of the relation's facts) and their counts."""
+    neurons: list[Neuron] = []
+    counts: dict[str, int] = {}
+    for relation, unit_lists in fact_units.items():
+        units, share = relation_units(unit_lists, fraction)
+        counts[relation] = len(units)
+        for u, s in zip(units, share, strict=True):
+            layer, index = divmod(int(u), size)
+            neurons.append(Neuron(relation, SITE, layer, index, float(s)))
+    return neurons, counts
+
+
+def _method_record(
+    ig: IGConfig,
+    select: SelectConfig,
+    p_used: dict[str, float],
+    facts: Sequence[KnowledgeFact],
+    summary: MergeSummary,
+    data: Any,
+) -> dict[str, Any]:
+    """The neuron-set header's ``method``: every setting that shaped the set."""
+    return {
+        "name": METHOD_NAME,
+        "params": {
+            "target": f"P(gold answer, {ig.answer_tokens} token(s)) at the last prompt position",
+            "baseline": "zero",
+            **{k: v for k, v in ig.as_dict().items() if k not in ("method", "step_batch")},
+            **select.as_dict(),
+            "p_used": p_used,
+            "score": "mean over prompts of attribution / prompt max (fact groups); "
+            "share of the relation's facts (relation groups)",
+        },
+        "data": {
+            "source": data,
+            "facts": summary.facts,
+            "prompts": summary.prompts,
+            "facts_fingerprint": hashlib.sha256(
+                "".join(f.fingerprint() for f in facts).encode()
+            ).hexdigest()[:16],
+        },
+    }
+
+
+def merge(
+    facts: Sequence[KnowledgeFact],
+    checkpoint: str | Path,
+    select: SelectConfig = DEFAULT_SELECT,
+    *,
+    data: Any = None,
+) -> tuple[NeuronSet, MergeSummary]:
+    """Build the neuron set (groups = fact ids, then relation names) from a checkpoint."""
+    validate_facts(facts)
+    meta, results = load_results(facts, checkpoint)
+    card = meta["model"]
+    ig = IGConfig(**{**meta["ig"], "layers": meta["ig"]["layers"] and tuple(meta["ig"]["layers"])})
+    size = int(card["intermediate_size"])
+    validate_select(select, int(card["num_layers"]) * size, ig.store_fraction)
+
+    refined, p_used = refine_all(results, select)
+    neurons, fact_units, empty = _fact_neurons(results, refined, select, size)
     relation_counts: dict[str, int] = {}
     if select.relation_fraction is not None:
-        for relation, unit_lists in fact_units.items():
-            units, share = relation_units(unit_lists, select.relation_fraction)
-            relation_counts[relation] = len(units)
-            for u, s in zip(units, share, strict=True):
-                layer, index = divmod(int(u), size)
-                neurons.append(Neuron(relation, SITE, layer, index, float(s)))
+        extra, relation_counts = _relation_neurons(fact_units, select.relation_fraction, size)
+        neurons.extend(extra)
 
     fact_neurons = [n for n in neurons if n.group not in relation_counts]
     methods = Counter(m for r in results for m in r.methods)
@@ -184,26 +244,7 @@ def merge(
     )
     header = make_header(
         model=card,
-        method={
-            "name": METHOD_NAME,
-            "params": {
-                "target": f"P(gold answer, {ig.answer_tokens} token(s)) at the last prompt position",
-                "baseline": "zero",
-                **{k: v for k, v in ig.as_dict().items() if k not in ("method", "step_batch")},
-                **select.as_dict(),
-                "p_used": p_used,
-                "score": "mean over prompts of attribution / prompt max (fact groups); "
-                "share of the relation's facts (relation groups)",
-            },
-            "data": {
-                "source": data,
-                "facts": len(results),
-                "prompts": summary.prompts,
-                "facts_fingerprint": hashlib.sha256(
-                    "".join(f.fingerprint() for f in facts).encode()
-                ).hexdigest()[:16],
-            },
-        },
+        method=_method_record(ig, select, p_used, facts, summary, data),
         knowledge_neurons={
             "facts": len(results),
             "facts_without_neurons": empty,
