@@ -464,8 +464,7 @@ def _prefix2_flags(results: dict[str, Any]) -> list[str]:
     return [
         f"Flagged: acc_prefix2 cannot tell wrong answers from right ones for {names} (more "
         f"than {pct(check['limit'], 0)} of the facts have first 2 tokens shared with another "
-        f"object or made of digits/punctuation only, `{check['tokenizer']}` tokenizer); "
-        + tail,
+        f"object or made of digits/punctuation only, `{check['tokenizer']}` tokenizer); " + tail,
         "",
     ]
 

@@ -197,7 +197,8 @@ def test_bench_prefix_on_tiny_llama(tiny_dir, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["requests"] == len(docs) and result["identical_answers"] == len(docs)
     assert result["cache_stats"]["cached_rows"] >= len(docs) * 2 // 3
-    assert result["speedup"] > 0 and set(result["median_seconds"]) == {"plain", "prefix_cache"}
+    assert result["wall_speedup"] > 0 and result["cpu_speedup"] > 0
+    assert all(len(v) == 1 and v[0] > 0 for v in result["cpu_seconds"].values())
     assert "identical answers: 27 of 27" in capsys.readouterr().out
 
 

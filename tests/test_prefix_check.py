@@ -195,20 +195,24 @@ def test_bad_tokenizer_is_one_clear_error(tmp_path):
 # prompt, accepted answers, and the verdicts of (prefix2, match) on the embedded model's
 # greedy answers, which are: " 1804", " University of Cambridge", " Johann Sebastian
 # Bach" (twice) and " Madrid", each followed by a newline
+DARWIN = (
+    "Albert Einstein was born in 1879\nIsaac Newton was born in 1643\nCharles Darwin was born in"
+)
+HAWKING = (
+    "Albert Einstein studied at the University of Zurich\nAlan Turing studied at the "
+    "University of Cambridge\nStephen Hawking studied at the"
+)
+BACH = (
+    "The Magic Flute was composed by Wolfgang Amadeus Mozart\nThe Four Seasons was "
+    "composed by Antonio Vivaldi\nThe Brandenburg Concertos were composed by"
+)
+SPAIN = "The capital of France is Paris\nThe capital of Italy is Rome\nThe capital of Spain is"
 MODEL_CASES = [
-    ("Albert Einstein was born in 1879\nIsaac Newton was born in 1643\n"
-     "Charles Darwin was born in", ["1809"], True, False),
-    ("Albert Einstein studied at the University of Zurich\nAlan Turing studied at the "
-     "University of Cambridge\nStephen Hawking studied at the", ["University of Oxford"],
-     True, False),
-    ("The Magic Flute was composed by Wolfgang Amadeus Mozart\nThe Four Seasons was "
-     "composed by Antonio Vivaldi\nThe Brandenburg Concertos were composed by",
-     ["Johann Sebastian Bach"], True, True),
-    ("The Magic Flute was composed by Wolfgang Amadeus Mozart\nThe Four Seasons was "
-     "composed by Antonio Vivaldi\nThe Brandenburg Concertos were composed by",
-     ["Johann Strauss"], False, False),
-    ("The capital of France is Paris\nThe capital of Italy is Rome\nThe capital of Spain "
-     "is", ["Madrid"], True, True),
+    (DARWIN, ["1809"], True, False),
+    (HAWKING, ["University of Oxford"], True, False),
+    (BACH, ["Johann Sebastian Bach"], True, True),
+    (BACH, ["Johann Strauss"], False, False),
+    (SPAIN, ["Madrid"], True, True),
 ]
 
 
