@@ -113,6 +113,8 @@ def test_relation_specific_output(single_run):
     method = neuron_set.method
     assert method["name"] == "relation-specific"
     assert method["data"]["split"] == "discovery" and method["params"]["top_k"] == 40
+    assert method["params"]["correct"] == "match"  # the default criterion, named
+    assert "acc_match" in method["params"]["correct_rule"]
     assert neuron_set.model["num_layers"] == 30 and neuron_set.model["intermediate_size"] == 1536
     for group in neuron_set.groups():
         members = [n for n in neuron_set if n.group == group]
@@ -407,6 +409,7 @@ def test_fewshot_default_is_the_tasks_prompting(tiny_reference):
 
     params = load(tiny_reference).method["params"]
     assert (params["fewshot"], params["demos"]) == (3, "per-relation")  # the tasks' 3-shot
+    assert params["correct"] == "prefix2" and "first 2 tokens" in params["correct_rule"]
     parse = build_parser(["find"]).parse_args
     base = ["find", "relation-specific", "--out", "x.jsonl"]
     assert (parse(base).fewshot, parse(base).demos) == (None, "per-relation")

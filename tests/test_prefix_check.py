@@ -302,3 +302,18 @@ def test_report_record_and_flag_sentence():
     assert _prefix2_flags(results)[0].endswith("acc_match, which is not affected.")
     unloadable = pc.report_record("/no/such/model", ["person_mother"])
     assert unloadable["relations"] == {} and "tokenizer" in unloadable["skipped"][0]
+
+
+def test_the_criterion_keys_the_checkpoint_and_is_validated():
+    """Stored ``correct`` flags depend on the criterion: another one must not resume them."""
+    from relneuron_eval.discovery.relation_specific import (
+        ACTIVATION_KEYS,
+        RelationSpecificConfig,
+        validate_config,
+    )
+    from relneuron_eval.errors import RelNeuronError
+
+    assert "correct" in ACTIVATION_KEYS
+    assert RelationSpecificConfig().correct == "match"
+    with pytest.raises(RelNeuronError, match="unknown --correct"):
+        validate_config(RelationSpecificConfig(correct="prefix3"))

@@ -208,7 +208,7 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
             args = _set(args, "--relations", _relations(run))
         if sub[1:] == ["knowledge-neurons"]:
             return _ensure(_set(args, "--max-facts", "1"), steps="2", layers="28-29")
-        return _ensure(_set(args, "--max-facts", "8"), batch_size="8")
+        return _ensure(_set(args, "--max-facts", "8"), batch_size="8", min_positives="2")
     if sub[:1] == ["report"]:
         args = _set(args, "--relations", _relations(run))
         return _ensure(
