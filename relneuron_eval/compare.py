@@ -26,7 +26,6 @@ Pure Python (no torch); matplotlib is imported only for ``--heatmap``
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,6 +54,7 @@ from relneuron_eval.compare_render import (  # noqa: F401
     render_table,
 )
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.statistics import MCNEMAR, PAIRED_T, PairedTest, paired_test, stderr_z
 
 HELP = (
     "compare lm-eval results of a base model and relneuron-hf variants (table/md/csv/json/heatmap)"
@@ -149,59 +149,6 @@ class Comparison:
         }
 
 
-# ===================================================================== statistics
-def mcnemar_exact(base: Sequence[float], variant: Sequence[float]) -> float:
-    """Two-sided exact McNemar p-value for paired 0/1 outcomes.
-
-    Only discordant pairs carry information: ``b`` = right before and wrong after, ``c`` =
-    the reverse. Under no change each discordant pair is a fair coin, so
-    ``p = min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c)))``.
-    """
-    b = sum(1 for x, y in zip(base, variant, strict=True) if x >= 0.5 > y)
-    c = sum(1 for x, y in zip(base, variant, strict=True) if y >= 0.5 > x)
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
-
-
-def _t_sf(t: float, df: int) -> float:
-    """Upper tail of Student's t (scipy when there, else the normal approximation)."""
-    try:
-        from scipy.stats import t as student_t
-    except ImportError:  # pragma: no cover - scipy comes with lm-eval's scikit-learn
-        return 0.5 * math.erfc(t / math.sqrt(2.0))
-    return float(student_t.sf(t, df))
-
-
-def paired_t(base: Sequence[float], variant: Sequence[float]) -> float:
-    """Two-sided paired t-test p-value on per-document differences."""
-    diffs = [y - x for x, y in zip(base, variant, strict=True)]
-    n = len(diffs)
-    if n < 2:
-        return 1.0
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-    if var == 0.0:
-        return 1.0 if mean == 0.0 else 0.0
-    t = mean / math.sqrt(var / n)
-    return min(1.0, 2.0 * _t_sf(abs(t), n - 1))
-
-
-def stderr_z(delta: float, se_base: float | None, se_variant: float | None) -> float | None:
-    """Two-sided p-value of ``delta`` against independent standard errors (None if unknown)."""
-    if se_base is None or se_variant is None:
-        return None
-    se = math.hypot(se_base, se_variant)
-    if se == 0.0:
-        return None
-    return math.erfc(abs(delta) / se / math.sqrt(2.0))
-
-
-# ======================================================================== reading
-
-
 # ===================================================================== samples
 
 
@@ -242,7 +189,8 @@ def _paired_values(
 
 def _paired_test(
     base_run: Run, variant_run: Run, row_task: TaskResult, metric: str, filt: str
-) -> tuple[float, str] | str:
+) -> PairedTest | str:
+    """The paired test on all (sub)tasks' documents pooled, or why it cannot be made."""
     names = row_task.subtasks if row_task.is_group else [row_task.name]
     xs: list[float] = []
     ys: list[float] = []
@@ -255,9 +203,7 @@ def _paired_test(
             return got
         xs.extend(got[0])
         ys.extend(got[1])
-    if all(x in (0.0, 1.0) for x in xs) and all(y in (0.0, 1.0) for y in ys):
-        return mcnemar_exact(xs, ys), "mcnemar"
-    return paired_t(xs, ys), "paired-t"
+    return paired_test(xs, ys)
 
 
 # ==================================================================== comparing
@@ -269,7 +215,7 @@ def _fallback_warnings(rows: list[Row]) -> list[str]:
     found: dict[tuple[str, str, str], list[str]] = {}
     for row in rows:
         for cell in row.cells:
-            if cell.status == "ok" and cell.test not in ("mcnemar", "paired-t"):
+            if cell.status == "ok" and cell.test not in (MCNEMAR, PAIRED_T):
                 reason = cell.note.removesuffix("; no stderr either")
                 if reason != NO_SAMPLES:
                     found.setdefault((cell.variant, row.task, cell.note), []).append(row.metric)

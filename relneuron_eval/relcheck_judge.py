@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from relneuron_eval.compare import mcnemar_exact, paired_t
 from relneuron_eval.relcheck import Expectation
+from relneuron_eval.statistics import paired_test
 
 
 @dataclass
@@ -65,12 +65,10 @@ def _worsening(row: RowInput) -> float:
 
 
 def _p_value(pairs: tuple[list[float], list[float]] | None) -> float | None:
+    """The paired test's p-value; None without per-document values."""
     if pairs is None or not pairs[0]:
         return None
-    xs, ys = pairs
-    if all(v in (0.0, 1.0) for v in (*xs, *ys)):
-        return mcnemar_exact(xs, ys)
-    return paired_t(xs, ys)
+    return paired_test(*pairs).p
 
 
 def _measure(exp: Expectation, row: RowInput) -> float | None:

@@ -6,14 +6,12 @@ by hand in the tests from made-up accuracies and neuron sets.
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from relneuron_eval.compare import mcnemar_exact, paired_t
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.statistics import bootstrap_ci, paired_t
 
 ALL = "all"
 KValue = int | str  # a positive int or "all"
@@ -196,7 +194,7 @@ def overlap(units: Mapping[str, set[Any]], names: Sequence[str]) -> dict[str, An
     }
 
 
-# ================================================================= statistics
+# ================================================================= summaries
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -204,33 +202,6 @@ def _mean(values: Sequence[float]) -> float | None:
 def mean(values: Sequence[float | None]) -> float | None:
     """Mean of the values that are not None (None when there are none)."""
     return _mean([v for v in values if v is not None])
-
-
-def is_binary(values: Sequence[float]) -> bool:
-    return all(v in (0, 1) for v in values)
-
-
-def paired_p(a: Sequence[float], b: Sequence[float]) -> tuple[float, str]:
-    """Two-sided p-value of a paired difference: exact McNemar for 0/1 outcomes, else t."""
-    if len(a) != len(b):
-        raise ValueError("paired samples of different length")
-    if is_binary(a) and is_binary(b):
-        return mcnemar_exact(a, b), "mcnemar"
-    return paired_t(a, b), "paired-t"
-
-
-def bootstrap_ci(
-    values: Sequence[float], *, iters: int = 10000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean (seeded; None for fewer than 2 values)."""
-    if len(values) < 2:
-        return None
-    rng = random.Random(f"relneuron-bootstrap:{seed}")
-    n = len(values)
-    means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(iters))
-    lo = means[math.floor((1 - level) / 2 * iters)]
-    hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
-    return lo, hi
 
 
 def paired_summary(own: Sequence[float], control: Sequence[float], *, seed: int = 0) -> dict:

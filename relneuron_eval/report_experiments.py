@@ -25,12 +25,12 @@ from relneuron_eval.report_analysis import (
     first,
     mean,
     overlap,
-    paired_p,
     paired_summary,
     relative_drop,
     resolve_ks,
 )
 from relneuron_eval.report_runs import Runner, Variant
+from relneuron_eval.statistics import paired_test as paired_p
 
 EXPERIMENTS = ("cumulativity", "versatility", "interference", "reasoning")
 METRICS = ("acc_prefix2", "acc_match", "mc")

@@ -51,3 +51,9 @@ def test_default_install_uses_pip_default_index():
 def test_torch_index_selects_the_index():
     line = _torch_install_line("TORCH_INDEX=https://example.invalid/whl/cpu")
     assert line.endswith('--index-url "https://example.invalid/whl/cpu"'), line
+
+
+def test_readme_documents_torch_index_with_its_own_url():
+    _, url = _readme_torch()
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"make install TORCH_INDEX={url}" in text
