@@ -54,7 +54,14 @@ from relneuron_eval.compare_render import (  # noqa: F401
     render_table,
 )
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.statistics import MCNEMAR, PAIRED_T, PairedTest, paired_test, stderr_z
+from relneuron_eval.statistics import (
+    MCNEMAR,
+    PAIRED_T,
+    STDERR_Z,
+    PairedTest,
+    paired_test,
+    stderr_z,
+)
 
 HELP = (
     "compare lm-eval results of a base model and relneuron-hf variants (table/md/csv/json/heatmap)"
@@ -396,7 +403,7 @@ def _cell(
         p_value, test = paired
     else:
         note = paired
-        p_value, test = stderr_z(delta, base_task.stderrs.get((metric, filt)), se), "stderr-z"
+        p_value, test = stderr_z(delta, base_task.stderrs.get((metric, filt)), se), STDERR_Z
         if p_value is None:
             test = None
             note = f"{paired}; no stderr either"

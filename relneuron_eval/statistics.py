@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 MCNEMAR = "mcnemar"
 PAIRED_T = "paired-t"
+STDERR_Z = "stderr-z"  # the fallback without per-document values (compare's label)
 
 
 class PairedTest(NamedTuple):
