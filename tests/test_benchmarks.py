@@ -73,6 +73,8 @@ def test_bench_peers_agree_and_missing_peers_are_reported(tmp_path, capsys, monk
     for name in ("nnsight", "pyvene", "transformer_lens"):
         assert arms[name] == {"loads": False, "status": peers.NOT_INSTALLED}
     assert result["conditions"]["units"] == 40 and result["conditions"]["layers_touched"] == 2
+    assert set(result["seconds"]["forward"]) == {"plain", "torch_hooks", "fold", "hook"}
+    assert all(len(times) == 1 for times in result["seconds"]["generation"].values())
     printed = capsys.readouterr().out
     assert "== peers" in printed and printed.count(peers.NOT_INSTALLED) == 3
 

@@ -426,6 +426,10 @@ def _measure(args: argparse.Namespace, names: list[str], folder: Path) -> dict[s
             "forward": {n: round(median(t), 4) for n, t in forward.items()},
             "generation": {n: round(median(t), 4) for n, t in generate.items()},
         },
+        "seconds": {  # every round, so a reader can judge the spread behind the medians
+            "forward": {n: [round(x, 3) for x in t] for n, t in forward.items()},
+            "generation": {n: [round(x, 3) for x in t] for n, t in generate.items()},
+        },
         "summary": _summary(conditions, rows),
     }
 
