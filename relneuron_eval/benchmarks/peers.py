@@ -223,7 +223,10 @@ def _transformer_lens_arm(setting: Setting) -> Arm:
                 ids, max_new_tokens=new, do_sample=False, stop_at_eos=False, verbose=False
             )
 
-    notes = ["HookedTransformer was removed in 4.0: TransformerBridge.boot_transformers(hf_model=)"]
+    notes = [
+        "HookedTransformer was removed in 4.0: TransformerBridge.boot_transformers(hf_model=)",
+        "generate() with its default use_past_kv_cache=True",
+    ]
     return Arm(forward, generate, notes=notes)
 
 
