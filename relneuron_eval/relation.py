@@ -49,6 +49,11 @@ class Prompt:
     answers: tuple[str, ...]
     template_index: int
 
+    @property
+    def query(self) -> str:
+        """The prompt without its few-shot demos: the last line."""
+        return self.text.rsplit("\n", 1)[-1]
+
 
 @dataclass
 class Relation:

@@ -28,10 +28,6 @@ from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.prefix_check import report_record as prefix2_record
 from relneuron_eval.report_analysis import canonical_top_k, parse_ks
 from relneuron_eval.report_experiments import (
-    EXPERIMENTS,
-    LANGS,
-    METRICS,
-    Setup,
     analyze_crosslingual,
     analyze_cumulativity,
     analyze_interference,
@@ -41,16 +37,22 @@ from relneuron_eval.report_experiments import (
     base_tasks,
     cumulativity_points,
     kn_coverage,
-    lang_task,
     pick,
     plan_base,
     plan_cumulativity,
     plan_interference,
     plan_reasoning,
     plan_versatility,
-    task_fingerprint,
 )
 from relneuron_eval.report_runs import Evaluate, Runner
+from relneuron_eval.report_setup import (
+    EXPERIMENTS,
+    LANGS,
+    METRICS,
+    Setup,
+    lang_task,
+    task_fingerprint,
+)
 
 HELP = (
     "run the papers' experiments (cumulativity, versatility, interference, reasoning recall) "

@@ -197,48 +197,54 @@ def _interference(results: dict[str, Any]) -> list[str]:
         f"relations and smaller for {a['control_larger']}.",
         "",
     ]
-    matrix = inter.get("matrix")
-    if matrix:
-        own, ctrl = matrix["offdiag_own"], matrix["offdiag_control"]
-        names = inter["matrix_relations"]
-        out += [
-            "### The r x r' matrix",
-            "",
-            f"Relative drop (acc_orig - acc_deact) / acc_orig of relation r' (column) when r's "
-            f"neurons (row) are deactivated, for {len(names)} relations "
-            f"({', '.join(names)}); cells where r' improved are marked with a triangle, "
-            "columns below the threshold are hatched. Right: the random controls.",
-            "",
-            "![interference](interference.png)",
-            "",
-        ]
-        out += _table(
-            ["off-diagonal cells", "own neurons", "random control"],
+    if inter.get("matrix"):
+        out += _interference_matrix(inter)
+    return out
+
+
+def _interference_matrix(inter: dict[str, Any]) -> list[str]:
+    """The r x r' section: off-diagonal drops of own neurons vs random controls."""
+    matrix = inter["matrix"]
+    own, ctrl = matrix["offdiag_own"], matrix["offdiag_control"]
+    names = inter["matrix_relations"]
+    out = [
+        "### The r x r' matrix",
+        "",
+        f"Relative drop (acc_orig - acc_deact) / acc_orig of relation r' (column) when r's "
+        f"neurons (row) are deactivated, for {len(names)} relations "
+        f"({', '.join(names)}); cells where r' improved are marked with a triangle, "
+        "columns below the threshold are hatched. Right: the random controls.",
+        "",
+        "![interference](interference.png)",
+        "",
+    ]
+    out += _table(
+        ["off-diagonal cells", "own neurons", "random control"],
+        [
+            ["cells (eligible columns)", str(own["n_cells"]), str(ctrl["n_cells"])],
             [
-                ["cells (eligible columns)", str(own["n_cells"]), str(ctrl["n_cells"])],
-                [
-                    "mean relative drop",
-                    pct(own["mean_relative_drop"]),
-                    pct(ctrl["mean_relative_drop"]),
-                ],
-                [
-                    "mean change (points)",
-                    pts(neg(own["mean_absolute_drop"])),
-                    pts(neg(ctrl["mean_absolute_drop"])),
-                ],
-                ["cells that improved", str(own["n_improved"]), str(ctrl["n_improved"])],
-                [
-                    f"significant drops / improvements (p<{ALPHA})",
-                    f"{own['n_dropped_significant']} / {own['n_improved_significant']}",
-                    "-",
-                ],
+                "mean relative drop",
+                pct(own["mean_relative_drop"]),
+                pct(ctrl["mean_relative_drop"]),
             ],
-        )
-        out += [
-            f"Diagonal (own relation) mean relative drop in the matrix: "
-            f"{pct(matrix['diag_mean_relative_drop'])}.",
-            "",
-        ]
+            [
+                "mean change (points)",
+                pts(neg(own["mean_absolute_drop"])),
+                pts(neg(ctrl["mean_absolute_drop"])),
+            ],
+            ["cells that improved", str(own["n_improved"]), str(ctrl["n_improved"])],
+            [
+                f"significant drops / improvements (p<{ALPHA})",
+                f"{own['n_dropped_significant']} / {own['n_improved_significant']}",
+                "-",
+            ],
+        ],
+    )
+    out += [
+        f"Diagonal (own relation) mean relative drop in the matrix: "
+        f"{pct(matrix['diag_mean_relative_drop'])}.",
+        "",
+    ]
     return out
 
 
@@ -323,69 +329,74 @@ def _versatility(results: dict[str, Any]) -> list[str]:
             ["pair", "shared units", "Jaccard"],
             [[f"{a} / {b}", str(ov["counts"][a][b]), f"{j:.3f}"] for j, a, b in pairs],
         )
-    cl = ver.get("crosslingual")
-    if cl:
-        out += [
-            "### Cross-lingual transfer",
-            "",
-            f"Neurons found on English prompts deactivated (top-{cl['top_k']}); accuracy "
-            f"(`{cl['metric']}`) on the same relation asked in other languages, vs base "
-            "and the random control.",
-            "",
-            "![crosslingual](crosslingual.png)",
-            "",
-        ]
-        rows = []
-        for lang, s in cl["per_language"].items():
-            a = s["absolute"]
-            rows.append(
-                [
-                    lang,
-                    f"{s['n_eligible']} / {s['n_total']}",
-                    pts(neg(a["mean_own"])),
-                    pts(neg(a["mean_control"])),
-                    pct(s["relative"]["mean_own"], 0),
-                    pct(s["relative"]["mean_control"], 0),
-                    f"{s['n_significant_drop']}",
-                    f"{s['n_significant_vs_control']}",
-                ]
-            )
-        out += _table(
+    if ver.get("crosslingual"):
+        out += _crosslingual(ver["crosslingual"])
+    return out
+
+
+def _crosslingual(cl: dict[str, Any]) -> list[str]:
+    """Cross-lingual transfer: per-language summary, per-relation cells, overall line."""
+    out = [
+        "### Cross-lingual transfer",
+        "",
+        f"Neurons found on English prompts deactivated (top-{cl['top_k']}); accuracy "
+        f"(`{cl['metric']}`) on the same relation asked in other languages, vs base "
+        "and the random control.",
+        "",
+        "![crosslingual](crosslingual.png)",
+        "",
+    ]
+    rows = []
+    for lang, s in cl["per_language"].items():
+        a = s["absolute"]
+        rows.append(
             [
-                "language",
-                "relations (eligible / all)",
-                "mean change",
-                "random control",
-                "rel. drop",
-                "control rel. drop",
-                f"sig. drops (p<{ALPHA})",
-                "sig. vs control",
-            ],
-            rows,
+                lang,
+                f"{s['n_eligible']} / {s['n_total']}",
+                pts(neg(a["mean_own"])),
+                pts(neg(a["mean_control"])),
+                pct(s["relative"]["mean_own"], 0),
+                pct(s["relative"]["mean_control"], 0),
+                f"{s['n_significant_drop']}",
+                f"{s['n_significant_vs_control']}",
+            ]
         )
-        rows = []
-        for r, langs in cl["cells"].items():
-            row = [r]
-            for lang in ["en", "de", "es", "fr", "zh", "ja"]:
-                c = langs.get(lang)
-                row.append(
-                    "-"
-                    if c is None
-                    else f"{pct(c['base'], 0)} → {pct(c['deact'], 0)} ({pct(c['control'], 0)})"
-                )
-            rows.append(row)
-        out += ["Per relation: base → deactivated (random control):", ""]
-        out += _table(["relation", "en", "de", "es", "fr", "zh", "ja"], rows)
-        s = cl["summary_foreign"]
-        out += [
-            f"Over all {s['n_eligible']} eligible non-English cells: mean change "
-            f"{pts(neg(s['absolute']['mean_own']))} vs {pts(neg(s['absolute']['mean_control']))} for "
-            f"random units (difference {pts(s['absolute']['mean_difference'])} "
-            f"{_ci(s['absolute'])}); {s['n_significant_drop']} cells drop significantly."
-            if s["n_eligible"]
-            else "No non-English cell reaches the base-accuracy threshold.",
-            "",
-        ]
+    out += _table(
+        [
+            "language",
+            "relations (eligible / all)",
+            "mean change",
+            "random control",
+            "rel. drop",
+            "control rel. drop",
+            f"sig. drops (p<{ALPHA})",
+            "sig. vs control",
+        ],
+        rows,
+    )
+    rows = []
+    for r, langs in cl["cells"].items():
+        row = [r]
+        for lang in ["en", "de", "es", "fr", "zh", "ja"]:
+            c = langs.get(lang)
+            row.append(
+                "-"
+                if c is None
+                else f"{pct(c['base'], 0)} → {pct(c['deact'], 0)} ({pct(c['control'], 0)})"
+            )
+        rows.append(row)
+    out += ["Per relation: base → deactivated (random control):", ""]
+    out += _table(["relation", "en", "de", "es", "fr", "zh", "ja"], rows)
+    s = cl["summary_foreign"]
+    out += [
+        f"Over all {s['n_eligible']} eligible non-English cells: mean change "
+        f"{pts(neg(s['absolute']['mean_own']))} vs {pts(neg(s['absolute']['mean_control']))} for "
+        f"random units (difference {pts(s['absolute']['mean_difference'])} "
+        f"{_ci(s['absolute'])}); {s['n_significant_drop']} cells drop significantly."
+        if s["n_eligible"]
+        else "No non-English cell reaches the base-accuracy threshold.",
+        "",
+    ]
     return out
 
 

@@ -470,8 +470,9 @@ def write_files(root: Path, files: dict[str, str], *, prune: bool = True) -> lis
     return written
 
 
-def drift(root: Path, files: dict[str, str]) -> list[str]:
-    """Files that differ from what taskgen would write (missing, changed or stale)."""
+def content_drift(root: Path, files: dict[str, str]) -> list[str]:
+    """Generated files (path under ``root`` -> text) missing or changed on disk: the
+    shared half of every generator's ``--check`` (taskgen, datagen)."""
     problems = []
     for rel_path, text in sorted(files.items()):
         path = root / rel_path
@@ -479,6 +480,12 @@ def drift(root: Path, files: dict[str, str]) -> list[str]:
             problems.append(f"missing {rel_path}")
         elif path.read_text(encoding="utf-8") != text:
             problems.append(f"changed {rel_path}")
+    return problems
+
+
+def drift(root: Path, files: dict[str, str]) -> list[str]:
+    """Files that differ from what taskgen would write (missing, changed or stale)."""
+    problems = content_drift(root, files)
     for path in sorted(root.rglob("*.yaml")):
         rel_path = path.relative_to(root).as_posix()
         if rel_path in files or "data" in path.relative_to(root).parts:

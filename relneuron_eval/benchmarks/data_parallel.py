@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from relneuron_eval.benchmarks.timing import interleaved, median, ratios
 
@@ -114,9 +114,17 @@ def compare_samples(
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.rounds < 1 or args.limit < 1 or args.batch_size < 1:
-        raise SystemExit("--rounds, --limit and --batch-size must be positive")
+class Measured(NamedTuple):
+    """What the alternating runs produced, per arm ("one", "two")."""
+
+    times: dict[str, list[float]]  # wall seconds of each run
+    results: dict[str, list[dict[str, Any]]]  # lm-eval's results of each run
+    samples: dict[str, list[Any]]  # logged samples of each run
+    rank1_seen: list[bool]  # per 2-process run: whether rank 1 evaluated documents
+
+
+def _measure(args: argparse.Namespace) -> Measured:
+    """Run the 1-process and 2-process arms alternately for ``--rounds`` rounds."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -157,6 +165,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rounds=args.rounds,
             warmup=0,
         )
+    return Measured(times, results, samples, rank1_seen)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.rounds < 1 or args.limit < 1 or args.batch_size < 1:
+        raise SystemExit("--rounds, --limit and --batch-size must be positive")
+    times, results, samples, rank1_seen = _measure(args)
     ratio = ratios(times, "one")["two"]
     seconds = {k: round(median(v), 2) for k, v in times.items()}
     runs_agree = {arm: all(r == rs[0] for r in rs) for arm, rs in results.items()}

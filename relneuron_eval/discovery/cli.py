@@ -15,10 +15,15 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relneuron_eval.arglists import parse_layers
 from relneuron_eval.errors import RelNeuronError
+
+if TYPE_CHECKING:
+    from relneuron_eval.discovery.relation_specific import RelationSpecificConfig, RelationSummary
+    from relneuron_eval.facts import Relation
+    from relneuron_eval.neuron_set import NeuronSet
 
 HELP = (
     "find relation-specific neurons (Liu et al. 2025) or knowledge neurons (Dai et al. 2022) "
@@ -262,33 +267,14 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
     from relneuron_eval.discovery.data import (
         base_facts_only,
         discovery_prompts,
-        fewshot_record,
         resolve_relations,
     )
-    from relneuron_eval.discovery.relation_specific import (
-        RelationSpecificConfig,
-        find_relation_specific,
-        validate_config,
-    )
+    from relneuron_eval.discovery.relation_specific import find_relation_specific
 
     relations = resolve_relations(args.relations)
     if args.facts == "base":
         relations = base_facts_only(relations)
-    config = RelationSpecificConfig(
-        top_k=args.top_k,
-        sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
-        ratio=args.negatives_ratio,
-        seed=args.seed,
-        fewshot=fewshot_record(relations, args.fewshot),
-        demos=args.demos,
-        average_over=args.average_over,
-        min_positives=args.min_positives,
-        skip_unscorable=args.skip_unscorable,
-        batch_size=args.batch_size,
-        store_dtype=args.store_dtype,
-        correct=args.correct,
-    )
-    validate_config(config)
+    config = _relation_specific_config(args, relations)
     if len(relations) < 2:
         raise RelNeuronError(
             "relation-specific neurons need at least 2 relations (negatives come from the others)"
@@ -329,6 +315,39 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
     if result is None:
         return 0
     neuron_set, summaries = result
+    _print_relation_specific(out, neuron_set, summaries, config.min_positives)
+    return 0
+
+
+def _relation_specific_config(
+    args: argparse.Namespace, relations: dict[str, Relation]
+) -> RelationSpecificConfig:
+    """The validated ``RelationSpecificConfig`` of the command line."""
+    from relneuron_eval.discovery.data import fewshot_record
+    from relneuron_eval.discovery.relation_specific import RelationSpecificConfig, validate_config
+
+    config = RelationSpecificConfig(
+        top_k=args.top_k,
+        sites=tuple(s.strip() for s in args.sites.split(",") if s.strip()),
+        ratio=args.negatives_ratio,
+        seed=args.seed,
+        fewshot=fewshot_record(relations, args.fewshot),
+        demos=args.demos,
+        average_over=args.average_over,
+        min_positives=args.min_positives,
+        skip_unscorable=args.skip_unscorable,
+        batch_size=args.batch_size,
+        store_dtype=args.store_dtype,
+        correct=args.correct,
+    )
+    validate_config(config)
+    return config
+
+
+def _print_relation_specific(
+    out: Path, neuron_set: NeuronSet, summaries: list[RelationSummary], min_positives: int
+) -> None:
+    """What was written, one line per relation (prompts, positives, AP), and what was skipped."""
     print(f"wrote {out} ({len(neuron_set)} neurons, {len(neuron_set.groups())} relations)")
     print(
         f"{'relation':32} {'prompts':>7} {'correct':>7} {'pos':>5} {'neg':>5} {'best AP':>8} {'k-th AP':>8}"
@@ -340,8 +359,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         )
     skipped = neuron_set.method.get("data", {}).get("relations_skipped") or []
     if skipped:
-        print(f"skipped (fewer than {config.min_positives} correct answers): {', '.join(skipped)}")
-    return 0
+        print(f"skipped (fewer than {min_positives} correct answers): {', '.join(skipped)}")
 
 
 def _auto() -> str:

@@ -12,28 +12,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 from relneuron_eval import facts
 from relneuron_eval.errors import RelNeuronError
 
-
-@dataclass(frozen=True)
-class DiscoveryPrompt:
-    """One filled discovery template of one fact (few-shot demos, if any, come first)."""
-
-    relation: str
-    fact_id: str
-    text: str
-    object: str
-    answers: tuple[str, ...]
-    template_index: int
-
-    @property
-    def query(self) -> str:
-        """The prompt without its few-shot demos: the last line."""
-        return self.text.rsplit("\n", 1)[-1]
+# What discovery reads of a prompt: the one prompt type of the relation data.
+DiscoveryPrompt = facts.Prompt
 
 
 FACT_SOURCES = ("all", "base")
@@ -155,10 +140,7 @@ def discovery_prompts(
                     random.Random(f"discovery-sample:{seed}:{relation.name}").sample(ids, max_facts)
                 )
                 prompts = [p for p in prompts if p.fact_id in keep]
-        out.extend(
-            DiscoveryPrompt(p.relation, p.fact_id, p.text, p.object, p.answers, p.template_index)
-            for p in prompts
-        )
+        out.extend(prompts)
     return out
 
 
@@ -199,12 +181,9 @@ def bridge_facts(
         wanted = wanted[:max_facts]
     out = []
     for fact_id in wanted:
-        prompts = [
-            DiscoveryPrompt(p.relation, p.fact_id, p.text, p.object, p.answers, p.template_index)
-            for p in _fact_prompts(
-                relation_of[fact_id], fact_id, fewshot=fewshot, seed=seed, demos=demos
-            )
-        ]
+        prompts = _fact_prompts(
+            relation_of[fact_id], fact_id, fewshot=fewshot, seed=seed, demos=demos
+        )
         out.append((fact_id, prompts))
     return out
 
