@@ -279,7 +279,9 @@ class HookState:
     """Mutable state the hooks read: which edits are active, and where "last" is.
 
     ``active`` maps (site, layer) to the edit to apply (missing key: leave the unit
-    alone), so one set of hooks serves per-document interventions by swapping it.
+    alone). Per-document interventions set ``group_edits`` instead: every group's edits
+    at once, and before each forward ``row_groups``, each batch row's group, so one
+    batch mixes documents of all groups (rows with no group get no edit).
     ``positions="last"`` means the last token of the *prompt*: the position whose output
     predicts the first answer token. ``last_positions`` is a per-row LongTensor of that
     position (right-padded loglikelihood batches), or None when it is the last column

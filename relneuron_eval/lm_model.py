@@ -186,10 +186,7 @@ class RelNeuronLM(HFLM):
         return self._run(super().loglikelihood_rolling, requests, disable_tqdm)
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        # a shared prefix's cache holds one group's edits unless only the last position
-        # is edited (its forward skips the edits): then per_doc stays per group
-        per_row = self._rn is None or not self._rn_prefix.enabled or self._rn.positions == "last"
-        return self._run(self._generate_until, requests, disable_tqdm, per_row=per_row)
+        return self._run(self._generate_until, requests, disable_tqdm, per_row=True)
 
     def _generate_until(self, requests, disable_tqdm: bool = False):
         """HFLM's, with this call's (one intervention state's) shared prompt prefixes.
@@ -274,8 +271,7 @@ class RelNeuronLM(HFLM):
 
         ``per_row``: every group's edits sit in one table per hooked module and each
         batch row picks its group's row, so batches stay full. Otherwise (rolling
-        loglikelihood, prefix-cached generation with edits at every position) the
-        requests run in one call per group.
+        loglikelihood, whose windows HFLM regroups) the requests run in one call per group.
         """
         assert self._rn is not None
         groups = self._doc_groups(requests)

@@ -15,8 +15,9 @@ HF's ``generate`` then prefills only the query columns. Rows whose tokens start 
 no known prefix (left truncation, a tokenizer that adds BOS differently, prompts no
 other prompt shares) run with an empty prefix in the same batch, and a batch that
 would not get shorter runs on the plain path. The caches live for one call, i.e. one
-intervention state (per-document buckets are separate calls). The prefix's forward
-runs without ``positions=last`` edits: its last token is not the prompt's last.
+intervention state; with ``per_doc`` rows a prefix's cache is computed once per group
+(the row's group edits the prefix too). The prefix's forward runs without
+``positions=last`` edits: its last token is not the prompt's last.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MAX_ENTRIES = 64
 
 Tokens = tuple[int, ...]
 LayerKV = list[tuple[torch.Tensor, torch.Tensor]]
+# (per_doc group row or None, prefix): a prefix's KV holds its group's edits
+Key = tuple[int | None, Tokens]
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -120,7 +123,7 @@ class PrefixCache:
         self.enabled = enabled
         self.min_tokens = min_tokens
         self._lengths: dict[int, set[Tokens]] = {}
-        self._kv: OrderedDict[Tokens, LayerKV] = OrderedDict()
+        self._kv: OrderedDict[Key, LayerKV] = OrderedDict()
         self._kwarg: str | None = None
         self._counts: Counter[str] = Counter()  # this call's
         self.stats: Counter[str] = Counter()  # all calls': rows served from cache, ...
@@ -181,7 +184,8 @@ class PrefixCache:
         the prefix's forward).
         """
         rows, prefixes = self._plan(context, generation_kwargs.get("attention_mask"))
-        kv = {p: self._prefix_kv(lm, p, state) for p in dict.fromkeys(prefixes) if p}
+        keys = list(zip(_groups(state, len(prefixes)), prefixes, strict=True))
+        kv = {k: self._prefix_kv(lm, k, state) for k in dict.fromkeys(keys) if k[1]}
         if not rows or self._kwarg is None:
             if self._lengths:
                 self._counts["plain_rows"] += context.shape[0]
@@ -190,29 +194,35 @@ class PrefixCache:
         query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
         ids, mask = _layout(rows, prefixes, longest, query, _pad_id(lm), context)
         kwargs = {**generation_kwargs, "attention_mask": mask}
-        kwargs[self._kwarg] = _batch_cache(kv, prefixes, longest)
+        kwargs[self._kwarg] = _batch_cache(kv, keys, longest)
         new_max = max_length - context.shape[1] + ids.shape[1]
         out = plain(context=ids, max_length=new_max, stop=stop, **kwargs)
         self._counts["cached_rows"] += sum(1 for p in prefixes if p)
         self._counts["uncached_rows_in_cached_batches"] += sum(1 for p in prefixes if not p)
         return torch.cat([context, out[:, ids.shape[1] :]], dim=1)
 
-    def _prefix_kv(self, lm: Any, prefix: Tokens, state: Any) -> LayerKV:
-        """The prefix's per-layer keys and values, computed once per call."""
-        if prefix in self._kv:
-            self._kv.move_to_end(prefix)
-            return self._kv[prefix]
+    def _prefix_kv(self, lm: Any, key: Key, state: Any) -> LayerKV:
+        """The prefix's per-layer keys and values (with its group's edits), once per call."""
+        if key in self._kv:
+            self._kv.move_to_end(key)
+            return self._kv[key]
+        group, prefix = key
         ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
         last_only = state is not None and getattr(state, "positions", "all") == "last"
         previous = getattr(state, "skip", False)
+        rows = getattr(state, "row_groups", None)
         try:
             if last_only:
                 state.skip = True  # the prefix's last token is not the prompt's last
+            if group is not None:
+                state.row_groups = torch.tensor([group])
             with torch.no_grad(), _autocast(lm):
                 out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
         finally:
             if last_only:
                 state.skip = previous
+            if group is not None:
+                state.row_groups = rows
         cache = getattr(out, "cache", None)
         layers = _layers(cache if cache is not None else getattr(out, "past_key_values", None))
         if layers is None:
@@ -220,10 +230,18 @@ class PrefixCache:
             self._kwarg = None
             return []
         self._counts["prefix_forwards"] += 1
-        self._kv[prefix] = layers
+        self._kv[key] = layers
         if len(self._kv) > MAX_ENTRIES:
             self._kv.popitem(last=False)
         return layers
+
+
+def _groups(state: Any, n: int) -> list[int | None]:
+    """Each row's per_doc group when the prefix's forward is edited, else None."""
+    rows = getattr(state, "row_groups", None)
+    if rows is None or n == 0 or getattr(state, "positions", "all") == "last":
+        return [None] * n
+    return [int(g) for g in rows.tolist()]
 
 
 def _autocast(lm: Any) -> Any:
@@ -284,20 +302,20 @@ def _layout(
     return ids.to(like.device), mask.to(like.device)
 
 
-def _batch_cache(kv: dict[Tokens, LayerKV], prefixes: list[Tokens], longest: int) -> Any:
+def _batch_cache(kv: dict[Key, LayerKV], keys: list[Key], longest: int) -> Any:
     """A DynamicCache of ``longest`` positions: each row's prefix KV, left-padded with zeros."""
     from transformers import DynamicCache
 
     order = list(kv)
-    index = torch.tensor([order.index(p) if p else len(order) for p in prefixes])
+    index = torch.tensor([order.index(k) if k[1] else len(order) for k in keys])
     cache = DynamicCache()
     num_layers = len(next(iter(kv.values())))
     for layer in range(num_layers):
         pair = []
         for part in (0, 1):
             padded = [
-                torch.nn.functional.pad(kv[p][layer][part], (0, 0, longest - len(p), 0))
-                for p in order
+                torch.nn.functional.pad(kv[k][layer][part], (0, 0, longest - len(k[1]), 0))
+                for k in order
             ]
             padded.append(torch.zeros_like(padded[0]))  # rows without a prefix
             pair.append(torch.cat(padded, dim=0)[index.to(padded[0].device)])
