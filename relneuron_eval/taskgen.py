@@ -483,6 +483,14 @@ def content_drift(root: Path, files: dict[str, str]) -> list[str]:
     return problems
 
 
+def print_drift(root: Path, files: dict[str, str], problems: list[str]) -> int:
+    """``--check``'s report: each problem, a summary line, and the exit code (1 = drift)."""
+    for problem in problems:
+        print(problem)
+    print(f"{len(files)} files, {len(problems)} out of date under {root}")
+    return 1 if problems else 0
+
+
 def drift(root: Path, files: dict[str, str]) -> list[str]:
     """Files that differ from what taskgen would write (missing, changed or stale)."""
     problems = content_drift(root, files)
@@ -535,11 +543,7 @@ def run(args: argparse.Namespace) -> int:
         files = generate_shipped()
         root = Path(args.out) if args.out else shipped_dir()
     if args.check:
-        problems = drift(root, files)
-        for problem in problems:
-            print(problem)
-        print(f"{len(files)} files, {len(problems)} out of date under {root}")
-        return 1 if problems else 0
+        return print_drift(root, files, drift(root, files))
     tokenizer = optional_tokenizer(args.tokenizer)  # a bad --tokenizer fails before writing
     changed = write_files(root, files, prune=True)
     n_tasks = sum(1 for text in files.values() if "\ntask: " in text)
