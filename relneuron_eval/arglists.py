@@ -81,7 +81,10 @@ def parse_layers(
 
 
 def parse_names(value: Any) -> list[str] | None:
-    """``a|b`` or ``a,b`` -> ``["a", "b"]``; empty -> None."""
+    """``a|b`` or ``a,b`` (or a list) -> ``["a", "b"]``; empty -> None."""
+    if isinstance(value, (list, tuple)):  # the Python API's own list
+        names = [str(v).strip() for v in value if str(v).strip()]
+        return names or None
     if value is None or str(value).strip() == "":
         return None
     return _parts(value)

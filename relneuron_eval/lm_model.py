@@ -90,76 +90,79 @@ class RelNeuronLM(HFLM):
         self._rn_prefix = PrefixCache(enabled=parse_flag("prefix_cache", prefix_cache))
         if strategy not in ("auto", "fold", "hook"):
             raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
-        optional = {
+        settings = {
+            "mode": mode,
             "factor": factor,
             "value": value,
             "top_k": top_k,
             "fraction": fraction,
+            "positions": positions,
             "control": control,
             "seed": seed,
-            "per_doc": per_doc,
             "layers": layers,
             "sites": sites,
         }
-        given = [k for k, v in optional.items() if v not in (None, "")]
-        if neuron_set is None and given:
-            raise RelNeuronError(
-                f"{', '.join(k + '=' for k in given)} need(s) a neuron_set=",
-                hint="add neuron_set=FILE, or drop them to run the plain model",
-            )
-        check_arguments(
-            mode=mode, factor=factor, value=value, positions=positions, control=control, seed=seed
-        )
-        groups_arg = "*" if groups in (None, "") else str(groups)
+        self._check_settings(neuron_set, per_doc, settings)
         if neuron_set is not None:
-            if per_doc and control:
-                raise RelNeuronError(
-                    "control=random with per_doc= is not supported",
-                    hint="draw a control set with `relneuron` and pass it as neuron_set=",
-                )
-            self._rn = Intervention.build(
-                neuron_set,
-                groups_arg,
-                mode=mode,
-                factor=factor,
-                value=value,
-                top_k=top_k,
-                fraction=fraction,
-                positions=positions,
-                control=control,
-                seed=seed,
-                layers=layers,
-                sites=parse_names(sites),
-            )
-            if per_doc:
-                # top_k/fraction apply per group, so each group's own units are its part
-                # of the selection
-                selection = self._rn.selection
-                self._rn_group_sets = {g: selection.select([g]) for g in selection.groups()}
-                self._rn.description.update(per_doc=per_doc, num_groups=len(self._rn_group_sets))
-            self._rn.description["variant"] = variant_name(
-                base=_base_name(pretrained),
-                neuron_set=neuron_set,
-                groups=groups_arg,
-                mode=mode,
-                factor=factor,
-                value=value,
-                top_k=top_k,
-                fraction=fraction,
-                positions=positions,
-                control=control,
-                seed=0 if seed is None else seed,
-                per_doc=per_doc,
-                layers=layers,
-                sites=sites,
-                name=name,
-            )
+            self._build_intervention(pretrained, neuron_set, groups, per_doc, name, settings)
         if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
             kwargs["dtype"] = "float32"
         super().__init__(pretrained=resolve_pretrained(pretrained), **kwargs)
         self._enable_cpu_data_parallel()
         if self._rn is not None:
             check_model(self.model, self._rn.selection)
+
+    @staticmethod
+    def _check_settings(neuron_set: str | None, per_doc: str | None, settings: dict) -> None:
+        """Refuse bad or meaningless intervention arguments before the (slow) model load."""
+        modifiers = ("factor", "value", "top_k", "fraction", "control", "seed", "layers", "sites")
+        given = [k for k in modifiers if settings[k] not in (None, "")]
+        given += ["per_doc"] if per_doc else []
+        if neuron_set is None and given:
+            raise RelNeuronError(
+                f"{', '.join(k + '=' for k in given)} need(s) a neuron_set=",
+                hint="add neuron_set=FILE, or drop them to run the plain model",
+            )
+        check_arguments(
+            **{k: settings[k] for k in ("mode", "factor", "value", "positions")},
+            control=settings["control"],
+            seed=settings["seed"],
+        )
+        if per_doc and settings["control"]:
+            raise RelNeuronError(
+                "control=random with per_doc= is not supported",
+                hint="draw a control set with `relneuron` and pass it as neuron_set=",
+            )
+
+    def _build_intervention(
+        self,
+        pretrained: Any,
+        neuron_set: str,
+        groups: str | None,
+        per_doc: str | None,
+        name: str | None,
+        settings: dict,
+    ) -> None:
+        """The intervention, its per-document group sets, and its variant name."""
+        groups_arg = "*" if groups in (None, "") else str(groups)
+        self._rn = Intervention.build(
+            neuron_set, groups_arg, **{**settings, "sites": parse_names(settings["sites"])}
+        )
+        if per_doc:
+            # top_k/fraction apply per group, so each group's own units are its part
+            # of the selection
+            selection = self._rn.selection
+            self._rn_group_sets = {g: selection.select([g]) for g in selection.groups()}
+            self._rn.description.update(per_doc=per_doc, num_groups=len(self._rn_group_sets))
+        seed = 0 if settings["seed"] is None else settings["seed"]
+        self._rn.description["variant"] = variant_name(
+            base=_base_name(pretrained),
+            neuron_set=neuron_set,
+            groups=groups_arg,
+            per_doc=per_doc,
+            name=name,
+            **{**settings, "seed": seed},
+        )
 
     def _enable_cpu_data_parallel(self) -> None:
         """Shard requests across ``accelerate launch`` processes on CPU machines too.

@@ -114,6 +114,7 @@ def variant_name_from_model_args(model_args: Any, base: str | None) -> str | Non
     if not any(args.get(k) not in (None, "") for k in ("neuron_set", "name")):
         return None
     kwargs = {k: args.get(k) for k in _NAME_KEYS if k in args}
+    kwargs.setdefault("neuron_set", None)  # `name=` alone labels a plain run
     kwargs.setdefault("groups", "*")
     kwargs.setdefault("mode", "deactivate")
     kwargs.setdefault("positions", "all")
