@@ -3,7 +3,7 @@
 lm-eval 0.4.13 has no plugin discovery, so ``relneuron_eval.pth`` imports this module
 at interpreter start-up. It only installs a tiny ``sys.meta_path`` finder: nothing
 else is imported until lm-eval itself is. When one of the watched lm-eval modules
-finishes executing, ``relneuron_eval.plugin`` registers the ``relneuron-hf`` model,
+finishes executing, ``relneuron_eval.harness.plugin`` registers the ``relneuron-hf`` model,
 the task directory, the variant-aware output naming and the one-line errors of the
 ``lm_eval`` command (every entry point builds ``lm_eval._cli.harness.HarnessCLI``). Set
 ``RELNEURON_EVAL_NO_AUTOLOAD=1`` to switch this off.
@@ -12,7 +12,7 @@ the task directory, the variant-aware output naming and the one-line errors of t
 import os
 import sys
 
-# module name -> name of the function in relneuron_eval.plugin to call after it loads
+# module name -> name of the function in relneuron_eval.harness.plugin to call after it loads
 _WATCHED = {
     "lm_eval.models": "on_models_loaded",
     "lm_eval.tasks.manager": "on_task_manager_loaded",
@@ -34,7 +34,7 @@ class _PostImportLoader:
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        from relneuron_eval import plugin
+        from relneuron_eval.harness import plugin
 
         getattr(plugin, self._callback_name)(module)
 

@@ -18,16 +18,28 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "relneuron_eval.discovery.cli",
         "find neurons (relation-specific or knowledge neurons)",
     ),
-    "report": ("relneuron_eval.report", "run the papers' experiments and write markdown + PNGs"),
-    "compare": ("relneuron_eval.compare", "compare lm-eval results of a base model and variants"),
-    "export": ("relneuron_eval.export", "export a variant as a PEFT IA3 adapter or a checkpoint"),
+    "report": (
+        "relneuron_eval.report.command",
+        "run the papers' experiments and write markdown + PNGs",
+    ),
+    "compare": (
+        "relneuron_eval.compare.command",
+        "compare lm-eval results of a base model and variants",
+    ),
+    "export": (
+        "relneuron_eval.export.command",
+        "export a variant as a PEFT IA3 adapter or a checkpoint",
+    ),
     "bench": (
         "relneuron_eval.benchmarks",
         "benchmarks: overhead, load, start-up, discovery scale, integrated gradients",
     ),
-    "taskgen": ("relneuron_eval.taskgen", "generate lm-eval task YAMLs from relation data"),
-    "datagen": ("relneuron_eval.datagen", "regenerate the GeoNames/CLDR facts (dev extra)"),
-    "gap": ("relneuron_eval.twohop", "compositionality gap of two-hop runs from logged samples"),
+    "taskgen": ("relneuron_eval.data.taskgen", "generate lm-eval task YAMLs from relation data"),
+    "datagen": ("relneuron_eval.data.datagen", "regenerate the GeoNames/CLDR facts (dev extra)"),
+    "gap": (
+        "relneuron_eval.data.twohop",
+        "compositionality gap of two-hop runs from logged samples",
+    ),
     "model-path": ("relneuron_eval.cli", "print the local checkpoint of the embedded model"),
 }
 
@@ -40,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from relneuron_eval.embedded import is_embedded, resolve_pretrained
+    from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
 
     if not is_embedded(args.model):
         from relneuron_eval.errors import RelNeuronError

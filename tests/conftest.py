@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from relneuron_eval.neuron_set import SITES, Neuron, NeuronSet, make_header
+from relneuron_eval.core.neuron_set import SITES, Neuron, NeuronSet, make_header
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def tiny_gpt2(seed: int = 0):
 
 def random_set(model, sites=SITES, per_site: int = 5, groups=("g1", "g2"), seed: int = 0):
     """A neuron set for ``model`` with ``per_site`` units per (group, site, layer)."""
-    from relneuron_eval.architectures import arch_spec, model_card, model_shape
+    from relneuron_eval.core.architectures import arch_spec, model_card, model_shape
 
     rng = random.Random(seed)
     shape = model_shape(model)

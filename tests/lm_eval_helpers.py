@@ -101,7 +101,7 @@ def save_tiny_llama(
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.embedded import ensure_local
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from relneuron_eval.architectures import model_shape, site_module
+from relneuron_eval.core.architectures import model_shape, site_module
 from relneuron_eval.discovery.activations import (
     Layout,
     TokenMeanHooks,
@@ -23,7 +23,7 @@ from relneuron_eval.discovery.data import discovery_prompts, resolve_relations
 def smollm():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.embedded import ensure_local
 
     path = ensure_local(verbose=False)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -91,8 +91,8 @@ def test_run_batch_equals_plain_greedy_and_hand_token_means(smollm):
 
 # ------------------------------------------------------------ checkpoint verification
 def _store(root, notices):
+    from relneuron_eval.core.neuron_set import ModelShape
     from relneuron_eval.discovery.activations import ActivationStore
-    from relneuron_eval.neuron_set import ModelShape
 
     layout = Layout.for_shape(ModelShape(2, 6, 3), ("mlp.up_proj", "mlp.down_proj"))
     return ActivationStore.open(root, layout, 8, {"k": 1}, notice=notices.append)

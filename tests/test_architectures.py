@@ -12,10 +12,10 @@ import random
 import pytest
 import torch
 
-from relneuron_eval.architectures import ARCHITECTURES, model_shape, site_module
+from relneuron_eval.core.architectures import ARCHITECTURES, model_shape, site_module
+from relneuron_eval.core.interventions import Intervention, apply_intervention
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.interventions import Intervention, apply_intervention
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
 
 HIDDEN, INTER, LAYERS = 16, 24, 2
 TOKENS = torch.tensor([[3, 7, 1, 9, 4, 2], [5, 5, 8, 1, 0, 6]])
@@ -76,7 +76,7 @@ def _model(model_type: str):
 
 
 def _set(model, model_type: str, units: dict[tuple[str, int], list[int]]) -> NeuronSet:
-    from relneuron_eval.architectures import model_card
+    from relneuron_eval.core.architectures import model_card
 
     neurons = [Neuron("g", s, layer, i, 1.0) for (s, layer), idx in units.items() for i in idx]
     return NeuronSet(

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from relneuron_eval.arglists import MAX_LAYERS, parse_layers, parse_names
+from relneuron_eval.core.arglists import MAX_LAYERS, parse_layers, parse_names
 from relneuron_eval.errors import RelNeuronError
 
 

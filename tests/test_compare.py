@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tools_helpers as th
 
 from relneuron_eval.cli import main as relneuron
-from relneuron_eval.compare import choose_base, load_runs
+from relneuron_eval.compare.command import choose_base, load_runs
 
 pytestmark = pytest.mark.slow
 
@@ -223,8 +223,8 @@ def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
 
 def _heatmap(runs, *names: str, tasks: str | None = None):
     """The figure `relneuron compare --heatmap` draws, drawn, with its comparison."""
-    from relneuron_eval.compare import compare_runs
-    from relneuron_eval.compare_heatmap import heatmap_figure
+    from relneuron_eval.compare.command import compare_runs
+    from relneuron_eval.compare.heatmap import heatmap_figure
 
     found, problems = load_runs([runs[n] for n in names])
     comparison = compare_runs(
@@ -298,7 +298,7 @@ def test_heatmap_reads_right_at_a_glance(runs):
         assert _inside(small, artist), artist
     assert small_ax.get_xticklabels()[0].get_text() == "toy_a\nn=15"
     # Long task names (relfacts_country_capital_city, ...) are rotated and shown whole.
-    from relneuron_eval.compare_heatmap import heatmap_figure
+    from relneuron_eval.compare.heatmap import heatmap_figure
 
     for row in comparison.rows:
         row.task = f"relfacts_country_capital_city_{row.task}"

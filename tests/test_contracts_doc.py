@@ -53,7 +53,7 @@ def test_subcommands_are_the_cli_ones():
 
 
 def test_model_args_are_relneuron_hf_ones():
-    from relneuron_eval.lm_model import RelNeuronLM
+    from relneuron_eval.harness.lm_model import RelNeuronLM
 
     params = set(inspect.signature(RelNeuronLM.__init__).parameters) - {
         "self",
@@ -64,7 +64,7 @@ def test_model_args_are_relneuron_hf_ones():
 
 
 def test_two_hop_fields_are_in_every_document():
-    from relneuron_eval.twohop import build_chains
+    from relneuron_eval.data.twohop import build_chains
 
     doc = build_chains()[0].doc()
     assert {"hop1_fact", "hop2_fact", "bridge", "answer"} <= set(doc)
@@ -79,7 +79,7 @@ def test_shipped_paths_exist():
 
 def test_facts_imports_neither_torch_nor_lm_eval():
     code = (
-        "import sys, relneuron_eval.facts\n"
+        "import sys, relneuron_eval.data.facts\n"
         "print(sorted(m for m in ('torch', 'lm_eval') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from relneuron_eval.core.neuron_set import ModelShape, load
 from relneuron_eval.discovery.activations import ActivationStore, Layout
 from relneuron_eval.discovery.relation_specific import make_labellings, rank_units, to_neurons
-from relneuron_eval.neuron_set import ModelShape, load
 
 RELNEURON = [sys.executable, "-m", "relneuron_eval.cli"]
 RS_ARGS = [
@@ -278,7 +278,7 @@ def tiny_spec(tmp_path_factory) -> tuple[Path, Path]:
     from tools_helpers import tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval import facts
+    from relneuron_eval.data import facts
     from relneuron_eval.discovery.activations import _next_tokens
     from relneuron_eval.discovery.data import discovery_prompts
 
@@ -472,13 +472,13 @@ def test_help_shows_defaults_for_every_subcommand():
 def test_shipped_set_prompts_are_reproducible_with_facts_base() -> None:
     """The shipped set predates the added (GeoNames) facts: ``--facts base`` and its
     header's relations give exactly the prompts it was found on."""
+    from relneuron_eval.core.neuron_set import load
     from relneuron_eval.discovery.data import (
         base_facts_only,
         discovery_prompts,
         prompts_fingerprint,
         resolve_relations,
     )
-    from relneuron_eval.neuron_set import load
     from relneuron_eval.resources import neuron_sets_dir
 
     header = load(neuron_sets_dir() / "smollm2-135m" / "relation_specific.jsonl.gz").method

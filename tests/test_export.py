@@ -26,10 +26,10 @@ import torch
 from conftest import random_set, tiny_gpt2, tiny_llama
 
 from relneuron_eval import cli
+from relneuron_eval.core.interventions import Intervention, apply_intervention
+from relneuron_eval.core.neuron_set import SITES, Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.export import export_checkpoint, export_peft, read_manifest
-from relneuron_eval.interventions import Intervention, apply_intervention
-from relneuron_eval.neuron_set import SITES, Neuron, NeuronSet, make_header
+from relneuron_eval.export.command import export_checkpoint, export_peft, read_manifest
 
 # PEFT calls a transformers method deprecated in transformers 5; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
@@ -297,8 +297,8 @@ def test_embedded_model_three_routes(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval.architectures import model_shape
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.architectures import model_shape
+    from relneuron_eval.core.embedded import ensure_local
 
     local = ensure_local(verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(local)
@@ -355,7 +355,7 @@ def test_lm_eval_hf_with_adapter_matches_relneuron_hf(tmp_path):
     """`--model hf ... peft=DIR` and `--model relneuron-hf ...`: same per-sample results."""
     from tools_helpers import make_neuron_set, run_lm_eval, tiny_model
 
-    from relneuron_eval.interventions import Intervention
+    from relneuron_eval.core.interventions import Intervention
 
     model_dir = tiny_model()
     set_path = make_neuron_set(tmp_path / "set.jsonl", {"a": 40, "b": 30})

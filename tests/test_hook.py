@@ -61,7 +61,7 @@ def test_no_autoload_switches_everything_off():
 # then calls every plugin function a second time and reports whether anything changed.
 _ONCE = """
 import importlib, json, sys
-from relneuron_eval import plugin
+from relneuron_eval.harness import plugin
 calls = {}
 def counting(name):
     real = getattr(plugin, name)

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from conftest import random_set, tiny_gpt2, tiny_llama
 
-from relneuron_eval.architectures import decoder_layers
+from relneuron_eval.core.architectures import decoder_layers
+from relneuron_eval.core.interventions import Intervention, apply_intervention
+from relneuron_eval.core.neuron_set import SITES
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.interventions import Intervention, apply_intervention
-from relneuron_eval.neuron_set import SITES
 
 # an argument a mode ignores is refused, so only the mode's own argument is given
 MODES = [
@@ -263,7 +263,7 @@ def test_description_records_hashes_and_per_layer_counts(llama, tmp_path):
 
 def test_layer_ranges_are_bounded_without_a_model(memory_cap):
     """``relneuron find --layers`` parses before a model is known; 0-1e9 was a MemoryError."""
-    from relneuron_eval.arglists import parse_layers
+    from relneuron_eval.core.arglists import parse_layers
 
     assert parse_layers("3|5|10-12", "--layers") == [3, 5, 10, 11, 12]
     with pytest.raises(RelNeuronError, match=r"--layers=0-1000000000 is outside 0-9999"):

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import tiny_gpt2, tiny_llama
 
-from relneuron_eval.architectures import site_module
+from relneuron_eval.core.architectures import site_module
+from relneuron_eval.core.neuron_set import NeuronSet
 from relneuron_eval.discovery import ig_kernels, kn_checkpoint
 from relneuron_eval.discovery import knowledge_neurons as kn
 from relneuron_eval.discovery.knowledge_neurons import (
@@ -21,7 +22,6 @@ from relneuron_eval.discovery.knowledge_neurons import (
     SelectConfig,
 )
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import NeuronSet
 
 PROMPT = [3, 7, 9, 11, 5, 2, 17]
 
@@ -208,7 +208,7 @@ def test_suffix_path_follows_the_architecture_table(monkeypatch):
     """Whether and where the suffix path runs comes from the row's ``suffix`` entry alone."""
     from dataclasses import replace
 
-    from relneuron_eval import architectures
+    from relneuron_eval.core import architectures
 
     model = tiny_llama()
     assert kn.suffix_supported(model)

@@ -23,7 +23,7 @@ from lm_eval_helpers import (
     write_toy_task,
 )
 
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header, save
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header, save
 
 COUNTRIES = ["France", "Germany", "Italy", "Spain", "Japan", "Egypt", "Peru", "Chile"]
 CAPITALS = ["Paris", "Berlin", "Rome", "Madrid", "Tokyo", "Cairo", "Lima", "Santiago"]
@@ -250,7 +250,7 @@ def _relfacts_tasks() -> list[str]:
 
 @pytest.mark.slow
 def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.embedded import ensure_local
 
     tasks = [
         t
@@ -383,7 +383,7 @@ def test_accelerate_data_parallel_equals_single_process(tiny_model_dir, toy_task
 
 # ----------------------------------------------------------------- relfacts task suite
 def _shipped_relfacts_tasks() -> set[str]:
-    from relneuron_eval import taskgen
+    from relneuron_eval.data import taskgen
 
     return {
         line.split(": ", 1)[1]

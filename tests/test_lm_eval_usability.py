@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lm_eval_helpers import save_tiny_llama
 
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header, save
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header, save
 
 BIN = Path(sys.executable).parent
 ENTRY_POINTS = {
@@ -197,7 +197,7 @@ def _bar_states(stderr: str) -> list[tuple[int, str]]:
 
 @pytest.mark.slow
 def test_first_embedded_load_says_so_under_one_bar_and_cached_load_is_quiet(tmp_path):
-    from relneuron_eval.embedded import _SHARES, ensure_local
+    from relneuron_eval.core.embedded import _SHARES, ensure_local
 
     cmd = [str(BIN / "relneuron"), "model-path"]
     first = _run(cmd, extra_env={"RELNEURON_CACHE": str(tmp_path)})
@@ -224,7 +224,7 @@ def test_progress_restores_transformers():
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    from relneuron_eval.embedded import _progress
+    from relneuron_eval.core.embedded import _progress
 
     before = (gguf_utils.tqdm, gguf_utils.load_gguf_checkpoint)
     bars = hf_logging.is_progress_bar_enabled()
@@ -239,7 +239,7 @@ def test_cli_hooks_install_once():
     import accelerate.commands.launch as launch
     import lm_eval._cli.harness as harness
 
-    from relneuron_eval import plugin
+    from relneuron_eval.harness import plugin
 
     execute, launch_command = harness.HarnessCLI.execute, launch.launch_command
     assert getattr(execute, "_relneuron_wrapped", False)  # installed at import by _hook
@@ -251,7 +251,7 @@ def test_cli_hooks_install_once():
 
 def test_error_is_found_behind_an_explicit_cause_only():
     from relneuron_eval.errors import RelNeuronError
-    from relneuron_eval.plugin import relneuron_error_in
+    from relneuron_eval.harness.plugin import relneuron_error_in
 
     ours = RelNeuronError("bad", path="f.jsonl", line=3, hint="fix it")
     try:

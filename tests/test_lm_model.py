@@ -15,10 +15,10 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval_helpers import save_tiny_llama
 
-from relneuron_eval.architectures import site_module
+from relneuron_eval.core.architectures import site_module
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.lm_model import RelNeuronLM
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+from relneuron_eval.harness.lm_model import RelNeuronLM
 
 LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
 PROMPTS = [
@@ -76,7 +76,7 @@ def _reference_model(tiny_dir: Path, neuron_file: Path, mode: str, factor: float
     """A fresh copy of the model plus hooks that edit only the positions we set."""
     from transformers import AutoModelForCausalLM
 
-    from relneuron_eval.neuron_set import load
+    from relneuron_eval.core.neuron_set import load
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
     units = load(neuron_file).by_site_layer()
@@ -181,7 +181,7 @@ def test_peft_adapter_combines_with_intervention(tiny_dir, neuron_file, tmp_path
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from relneuron_eval.interventions import Intervention, apply_intervention
+    from relneuron_eval.core.interventions import Intervention, apply_intervention
 
     base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
     peft_model = get_peft_model(

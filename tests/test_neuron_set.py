@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, load, make_header, save
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import Neuron, NeuronSet, load, make_header, save
 
 MODEL = {
     "id": "tiny",
@@ -282,7 +282,7 @@ def test_random_control_equals_drawing_from_the_full_list():
     """The control draws from a lazy list of free units; it must equal the plain list."""
     import random
 
-    from relneuron_eval.neuron_set import _FreeIndices
+    from relneuron_eval.core.neuron_set import _FreeIndices
 
     rng = random.Random(0)
     for _ in range(200):
@@ -310,7 +310,7 @@ def test_random_control_of_a_huge_header_needs_no_memory(tmp_path):
     code = f"""
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))
-from relneuron_eval.neuron_set import load
+from relneuron_eval.core.neuron_set import load
 control = load({str(path)!r}).random_control(seed=1)
 assert len(control) == 2 and not control.units() & load({str(path)!r}).units()
 print(sorted(control.units()))

@@ -128,4 +128,4 @@ def test_installed_wheel_works_without_the_source_tree(wheel, tmp_path):
     assert package_file.startswith(str(target))
     assert tasks.startswith(str(target)) and any(Path(tasks).rglob("*.yaml"))
     assert neuron_sets.startswith(str(target))
-    assert model_module == "relneuron_eval.lm_model"
+    assert model_module == "relneuron_eval.harness.lm_model"

@@ -13,9 +13,9 @@ import torch
 from lm_eval.api.instance import Instance
 from test_prefix_cache import GEN_KWARGS, _prompts, _requests, neuron_file, tiny_dir  # noqa: F401
 
+from relneuron_eval.core.interventions import HookState, UnitEdit
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.interventions import HookState, UnitEdit
-from relneuron_eval.lm_model import RelNeuronLM
+from relneuron_eval.harness.lm_model import RelNeuronLM
 
 GROUPS = ("capital", "currency", "hq")
 ANSWERS = (" Paris", " the Yen and", " Munich")

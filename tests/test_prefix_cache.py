@@ -15,10 +15,10 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval_helpers import save_tiny_llama, write_toy_task
 
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.lm_model import RelNeuronLM
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
-from relneuron_eval.prefix_cache import parse_flag, shared_prefixes
+from relneuron_eval.harness.lm_model import RelNeuronLM
+from relneuron_eval.harness.prefix_cache import parse_flag, shared_prefixes
 
 LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
 DEMOS = {
@@ -141,7 +141,7 @@ def test_gpt2_learned_positions(tmp_path):
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.embedded import ensure_local
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_local(verbose=False))
     torch.manual_seed(0)
@@ -221,7 +221,7 @@ def test_through_lm_eval_with_fixed_demos(tiny_dir, tmp_path):
     """simple_evaluate with a few-shot task whose demos are the same for every document."""
     from lm_eval import simple_evaluate
 
-    from relneuron_eval.task_index import task_manager
+    from relneuron_eval.harness.task_index import task_manager
 
     folder, docs = _fixed_demo_task(tmp_path / "tasks")
     manager = task_manager(["toy_gen"], folder)  # not lm-eval's ~15k built-in tasks
@@ -278,7 +278,7 @@ def test_hook_state_never_reuses_a_freed_edits_vector():
     and a vector cached under that id would edit the previous group's units."""
     import torch
 
-    from relneuron_eval.interventions import HookState, UnitEdit
+    from relneuron_eval.core.interventions import HookState, UnitEdit
 
     state = HookState("all")
     x = torch.ones(1, 2, 8)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from relneuron_eval import prefix_check as pc
-from relneuron_eval import task_metrics as tm
+from relneuron_eval.data import prefix_check as pc
+from relneuron_eval.data.relation import Fact, Relation
 from relneuron_eval.discovery import correct as cr
-from relneuron_eval.relation import Fact, Relation
+from relneuron_eval.harness import task_metrics as tm
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_shared_count_is_the_metrics_own_verdict(tokenizer):
 
 def test_shipped_relations_measured(tokenizer):
     """The shipped English relations: which of them the 2-token criterion cannot judge."""
-    from relneuron_eval.facts import load_relations
+    from relneuron_eval.data.facts import load_relations
 
     checks = {c.relation: c for c in pc.check_relations(tokenizer, load_relations().values())}
     assert [r for r, c in checks.items() if c.flagged] == ["person_mother"]
@@ -222,8 +222,8 @@ def test_discovery_check_on_the_embedded_model():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from relneuron_eval.core.embedded import ensure_local
     from relneuron_eval.discovery.activations import answers_correct
-    from relneuron_eval.embedded import ensure_local
 
     path = ensure_local(verbose=False)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -287,7 +287,7 @@ def test_taskgen_bad_tokenizer_writes_nothing(tmp_path, capsys):
 
 # ------------------------------------------------------------------- report
 def test_report_record_and_flag_sentence():
-    from relneuron_eval.report_markdown import _prefix2_flags
+    from relneuron_eval.report.markdown import _prefix2_flags
 
     record = pc.report_record("smollm2-135m", ["person_mother", "company_hq", "no_such"])
     mother = record["relations"]["person_mother"]

@@ -365,7 +365,7 @@ EXAMPLE_INPUTS: dict[str, Callable[[Run], str]] = {
 
 def _groups_in(commands: list[Command]) -> set[str]:
     """Relation groups the commands use (``--groups X``, ``groups=X``): discovery finds them."""
-    from relneuron_eval.facts import load_relations
+    from relneuron_eval.data.facts import load_relations
 
     shipped = set(load_relations())
     found: set[str] = set()

@@ -22,10 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tools_helpers as th
 
-from relneuron_eval import pytest_plugin, relcheck_judge, relcheck_run  # noqa: F401 - see below
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.relcheck import parse_check
-from relneuron_eval.relcheck_judge import RowInput, judge
+from relneuron_eval.relcheck import pytest_plugin  # noqa: F401 - see below
+from relneuron_eval.relcheck.judge import RowInput, judge
+from relneuron_eval.relcheck.parse import parse_check
 
 # Inner sessions run in this process; pytester drops modules first imported inside them,
 # so everything they use is imported here (the world fixture imports lm-eval and torch).
@@ -57,7 +57,7 @@ def _planted_model(out: Path) -> Path:
 
 
 def _neuron_set(path: Path, a_units: list[int], a_layer: int = 1) -> Path:
-    from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+    from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 
     header = make_header(
         model={"id": "tiny-llama", "architecture": "LlamaForCausalLM", **th.TINY},
@@ -589,7 +589,7 @@ def test_empty_row_list_fails(tmp_path):
 def test_plan_batches_never_repeats_a_task(world):
     from lm_eval.tasks import TaskManager
 
-    from relneuron_eval.relcheck_run import TaskCatalog, plan_batches
+    from relneuron_eval.relcheck.run import TaskCatalog, plan_batches
 
     catalog = TaskCatalog(TaskManager(include_path=[str(world["tasks"])], include_defaults=False))
     assert catalog.leaves("rc_group") == ["rc_a", "rc_b"]

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
-from relneuron_eval.report_analysis import (
+from relneuron_eval.report.analysis import (
     ALL,
     canonical_top_k,
     drop_matrix,
@@ -33,7 +33,7 @@ from relneuron_eval.report_analysis import (
     relative_drop,
     resolve_ks,
 )
-from relneuron_eval.report_runs import Runner, TaskRun, Variant, cache_key
+from relneuron_eval.report.runs import Runner, TaskRun, Variant, cache_key
 
 SMOL = {"num_layers": 30, "intermediate_size": 1536, "hidden_size": 576}
 SITES3 = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -111,7 +111,7 @@ def test_drop_matrix_by_hand():
 
 
 def test_overlap_of_a_hand_made_neuron_set(tmp_path):
-    from relneuron_eval.report_experiments import Setup, analyze_overlap
+    from relneuron_eval.report.experiments import Setup, analyze_overlap
 
     header = make_header(
         model={"id": "m", "architecture": "LlamaForCausalLM", **SMOL}, method={"name": "t"}
@@ -280,7 +280,7 @@ class HandEval:
         self.calls = 0
 
     def __call__(self, variant, samples):
-        from relneuron_eval.task_data import rows_for
+        from relneuron_eval.harness.task_data import rows_for
 
         self.calls += 1
         args = variant.lm_args()
@@ -318,7 +318,7 @@ class HandEval:
 
 
 def _args(out: Path, *extra: str) -> argparse.Namespace:
-    from relneuron_eval.report import add_arguments
+    from relneuron_eval.report.command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -327,8 +327,8 @@ def _args(out: Path, *extra: str) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def hand_report(tmp_path_factory):
-    from relneuron_eval.report import build_setup, run_report
-    from relneuron_eval.task_data import rows_for
+    from relneuron_eval.harness.task_data import rows_for
+    from relneuron_eval.report.command import build_setup, run_report
 
     folder = tmp_path_factory.mktemp("hand")
     sizes = {
@@ -450,7 +450,7 @@ def test_cumulativity_grid_by_hand(hand_report):
 
 
 def test_crosslingual_and_reasoning_by_hand(hand_report):
-    from relneuron_eval.task_data import rows_for
+    from relneuron_eval.harness.task_data import rows_for
 
     cl = hand_report["results"]["versatility"]["crosslingual"]
     assert set(cl["cells"]) == {
@@ -487,8 +487,8 @@ def test_crosslingual_and_reasoning_by_hand(hand_report):
 
 
 def test_reasoning_sample_spreads_over_chains_with_neurons(hand_report):
-    from relneuron_eval.report_experiments import kn_coverage
-    from relneuron_eval.task_data import rows_for
+    from relneuron_eval.harness.task_data import rows_for
+    from relneuron_eval.report.experiments import kn_coverage
 
     setup = hand_report["setup"]
     chains = rows_for("2hop")["test"]
@@ -510,7 +510,7 @@ def test_reasoning_sample_spreads_over_chains_with_neurons(hand_report):
 
 
 def test_outputs_agree_and_second_run_evaluates_nothing(hand_report):
-    from relneuron_eval.report import build_setup, run_report
+    from relneuron_eval.report.command import build_setup, run_report
 
     out = hand_report["out"]
     saved = json.loads((out / "results.json").read_text())
@@ -543,7 +543,7 @@ def test_outputs_agree_and_second_run_evaluates_nothing(hand_report):
 # ============================================================== validation
 def _fail(args: list[str], capsys, monkeypatch) -> str:
     from relneuron_eval import cli
-    from relneuron_eval.report_runs import LMEvaluator
+    from relneuron_eval.report.runs import LMEvaluator
 
     def no_load(self):
         raise AssertionError("the model must not be loaded")
@@ -604,7 +604,7 @@ def test_bad_input_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
 def tiny(tmp_path_factory):
     from tools_helpers import TINY, tiny_model
 
-    from relneuron_eval.task_data import rows_for
+    from relneuron_eval.harness.task_data import rows_for
 
     folder = tmp_path_factory.mktemp("tiny-report")
     model = tiny_model()

@@ -1,4 +1,4 @@
-"""``relneuron_eval.statistics``: the shared significance tests, checked against scipy.
+"""``relneuron_eval.evaluation.statistics``: the shared significance tests, checked against scipy.
 
 * exact McNemar against ``scipy.stats.binomtest`` on the discordant pairs;
 * the paired t-test against ``scipy.stats.ttest_rel``; its edge cases (n < 2, zero variance);
@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as sp
 
-from relneuron_eval import relcheck_judge
-from relneuron_eval.statistics import (
+from relneuron_eval.evaluation.statistics import (
     MCNEMAR,
     PAIRED_T,
     PairedTest,
@@ -32,6 +31,7 @@ from relneuron_eval.statistics import (
     paired_test,
     stderr_z,
 )
+from relneuron_eval.relcheck import judge as relcheck_judge
 
 PACKAGE = Path(__file__).resolve().parents[1] / "relneuron_eval"
 
@@ -155,7 +155,7 @@ def test_the_tests_are_defined_only_here():
     names |= {"_t_sf", "is_binary"}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "statistics.py" and path.parent == PACKAGE:
+        if path == PACKAGE / "evaluation" / "statistics.py":
             continue
         source = path.read_text(encoding="utf-8")
         for node in ast.walk(ast.parse(source)):
@@ -169,7 +169,7 @@ def test_the_tests_are_defined_only_here():
 
 def test_statistics_imports_neither_torch_nor_lm_eval():
     code = (
-        "import sys, relneuron_eval.statistics\n"
+        "import sys, relneuron_eval.evaluation.statistics\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lm_eval')))"
     )
     out = subprocess.run(

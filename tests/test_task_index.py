@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lm_eval_helpers import write_toy_task
 
-from relneuron_eval import task_index
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.harness import task_index
 
 OURS = "relfacts_country_capital_city"
 
@@ -48,8 +48,8 @@ def test_builtin_names_fall_back_to_the_full_index_unknown_names_are_one_error(c
 
 
 def test_report_and_relcheck_use_it():
-    from relneuron_eval import report
-    from relneuron_eval.relcheck_run import Evaluator
+    from relneuron_eval.relcheck.run import Evaluator
+    from relneuron_eval.report import command as report
 
     assert report.task_manager() is task_index.manager()
     assert Evaluator().catalog(()).manager is task_index.manager()

@@ -7,14 +7,14 @@ import logging
 
 import pytest
 
-from relneuron_eval import task_metrics as tm
+from relneuron_eval.harness import task_metrics as tm
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from relneuron_eval.embedded import ensure_local
+    from relneuron_eval.core.embedded import ensure_local
 
     return AutoTokenizer.from_pretrained(ensure_local(verbose=False))
 
@@ -108,7 +108,7 @@ def test_prefix2_cjk_uses_empty_delimiter(tokenizer):
 
 def test_prefix2_fallback_without_tokenizer_warns_once(caplog, monkeypatch):
     monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
-    with caplog.at_level(logging.WARNING, logger="relneuron_eval.task_metrics"):
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.harness.task_metrics"):
         assert tm.prefix2(" Johann Sebastian Bach", ["Johann Sebastian Bach"])
         assert tm.prefix2(" Paris, France", ["Paris"])
         assert not tm.prefix2(" Johann Strauss", ["Johann Sebastian Bach"])
@@ -139,7 +139,7 @@ def test_outside_an_evaluation_there_is_no_model_tokenizer(caplog, monkeypatch):
     monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
     assert tm.model_tokenizer() is None
     doc = {"answers": ["Lima"], "delimiter": " "}
-    with caplog.at_level(logging.WARNING, logger="relneuron_eval.task_metrics"):
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.harness.task_metrics"):
         assert tm.process_generation(doc, ["Lima, Peru"])["acc_prefix2"] == 1  # by words
     assert any("no Hugging Face tokenizer" in r.getMessage() for r in caplog.records)
 
@@ -167,7 +167,7 @@ def test_two_models_in_one_process_each_scored_with_their_own_tokenizer(tmp_path
     from lm_eval.models.huggingface import HFLM
     from lm_eval_helpers import char_tokenizer, save_constant_llama
 
-    from relneuron_eval.task_index import task_manager
+    from relneuron_eval.harness.task_index import task_manager
 
     task = "relfacts_country_capital_city"
     chars = save_constant_llama(tmp_path / "chars", char_tokenizer("L"), "L")

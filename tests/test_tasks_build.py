@@ -18,9 +18,10 @@ import pytest
 from lm_eval_helpers import run_lm_eval as run_lm_eval_cli
 from tools_helpers import make_neuron_set, tiny_model
 
-from relneuron_eval import facts, task_data, taskgen, twohop
 from relneuron_eval.cli import main as cli_main
+from relneuron_eval.data import facts, taskgen, twohop
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.harness import task_data
 
 SHIPPED = facts.shipped_dir()
 
@@ -101,7 +102,7 @@ def test_mc_documents_have_gold_among_choices():
 
 def test_relation_sampler_depends_on_relation_and_seed_only():
     """Issue 11: demos must not depend on rank, document order or how many were drawn."""
-    from relneuron_eval.fewshot import RelationSampler
+    from relneuron_eval.harness.fewshot import RelationSampler
 
     pool = task_data.rows_for("gen", "country_currency")["fewshot"]
     sampler = RelationSampler(pool).set_rnd(1234)
@@ -123,7 +124,7 @@ def test_relation_sampler_depends_on_relation_and_seed_only():
 def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2, log=False):
     import lm_eval
 
-    from relneuron_eval.task_index import task_manager
+    from relneuron_eval.harness.task_index import task_manager
 
     return lm_eval.simple_evaluate(
         model=model,

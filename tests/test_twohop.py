@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from relneuron_eval import facts, twohop
 from relneuron_eval.cli import main as cli_main
+from relneuron_eval.data import facts, twohop
+from relneuron_eval.data.facts import subject_key
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.facts import subject_key
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relneuron_eval.variant import variant_name, variant_name_from_model_args
+from relneuron_eval.core.variant import variant_name, variant_name_from_model_args
 
 SET_BYTES = b'{"layer": 1, "index": 2, "group": "capital"}\n'
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from relneuron_eval import facts
+from relneuron_eval.data import facts
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.relcheck import parse_check
+from relneuron_eval.relcheck.parse import parse_check
 from relneuron_eval.yaml_lines import KEY, LineDict, LineList, YamlDoc, load_yaml
 
 DOC = """\

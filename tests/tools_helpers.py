@@ -92,7 +92,7 @@ def toy_tasks() -> Path:
 
 def make_neuron_set(path: Path, groups: dict[str, int], seed: int = 1) -> Path:
     """A neuron set for the tiny model: ``groups`` maps group name -> number of units."""
-    from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+    from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 
     header = make_header(
         model={"id": "tiny-llama", "architecture": "LlamaForCausalLM", **TINY},

@@ -42,9 +42,9 @@ def _rss_mb() -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from relneuron_eval.core.neuron_set import ModelShape
     from relneuron_eval.discovery.activations import ActivationStore, Layout
     from relneuron_eval.discovery.relation_specific import make_labellings, rank_units
-    from relneuron_eval.neuron_set import ModelShape
 
     torch.set_num_threads(args.threads)
     shape = ModelShape(args.layers, args.intermediate, args.hidden)

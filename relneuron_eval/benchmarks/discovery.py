@@ -81,7 +81,7 @@ def statistics_pass(model: Any, tokenizer: Any, prompts: list, root: Path, batch
     """
     import numpy as np
 
-    from relneuron_eval.architectures import model_card, model_shape
+    from relneuron_eval.core.architectures import model_card, model_shape
     from relneuron_eval.discovery.activations import (
         ActivationStore,
         Layout,
@@ -177,7 +177,7 @@ def measure(model_name: str, count: int, batch_size: int, fewshot: int, seed: in
 
     import torch
 
-    from relneuron_eval.architectures import model_shape
+    from relneuron_eval.core.architectures import model_shape
     from relneuron_eval.discovery.activations import Layout
     from relneuron_eval.discovery.relation_specific import PAPER_SITES
 
@@ -243,7 +243,7 @@ def _measure_in_child(args: argparse.Namespace, count: int, workdir: str) -> dic
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from relneuron_eval.architectures import model_shape
+    from relneuron_eval.core.architectures import model_shape
     from relneuron_eval.discovery.activations import Layout
     from relneuron_eval.discovery.relation_specific import PAPER_SITES
 

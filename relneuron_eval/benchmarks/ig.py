@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from relneuron_eval.arglists import parse_layers
+from relneuron_eval.core.arglists import parse_layers
 
 PROMPTS = [
     ("The capital city of France is", "Paris"),
@@ -71,13 +71,13 @@ def attribute_all(
 ) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from relneuron_eval.core.embedded import ensure_local
     from relneuron_eval.discovery.knowledge_neurons import (
         IGConfig,
         coarse_mask,
         encode,
         prompt_attributions,
     )
-    from relneuron_eval.embedded import ensure_local
 
     if threads:
         torch.set_num_threads(threads)

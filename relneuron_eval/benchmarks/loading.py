@@ -19,7 +19,7 @@ from relneuron_eval.benchmarks.timing import median
 
 _CHILD = """
 import json, time
-from relneuron_eval.lm_model import RelNeuronLM
+from relneuron_eval.harness.lm_model import RelNeuronLM
 start = time.perf_counter()
 RelNeuronLM(pretrained="smollm2-135m", device="cpu", batch_size=1)
 print(json.dumps({"seconds": time.perf_counter() - start}))

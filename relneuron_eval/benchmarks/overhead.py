@@ -39,7 +39,7 @@ def _requests(tasks: list[str], include_path: str | None, limit: int) -> dict[st
     """The requests lm-eval would send for these tasks, grouped by request type."""
     from lm_eval.tasks import get_task_dict
 
-    from relneuron_eval.task_index import manager as task_manager
+    from relneuron_eval.harness.task_index import manager as task_manager
 
     manager = task_manager([include_path] if include_path else [])
     by_type: dict[str, list[Any]] = {}
@@ -52,8 +52,8 @@ def _requests(tasks: list[str], include_path: str | None, limit: int) -> dict[st
 
 def _random_set(model: Any, count: int, groups: list[str], path: Path) -> Path:
     """``count`` seeded random ``mlp.act`` units for each group."""
-    from relneuron_eval.architectures import model_card, model_shape
-    from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
+    from relneuron_eval.core.architectures import model_card, model_shape
+    from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 
     shape = model_shape(model)
     rng = random.Random(0)
@@ -79,8 +79,8 @@ def _relations(requests: dict[str, list[Any]]) -> list[str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
 
-    from relneuron_eval.embedded import resolve_pretrained
-    from relneuron_eval.lm_model import RelNeuronLM
+    from relneuron_eval.core.embedded import resolve_pretrained
+    from relneuron_eval.harness.lm_model import RelNeuronLM
 
     pretrained = str(resolve_pretrained(args.model))
     requests = _requests([t for t in args.tasks.split(",") if t], args.include_path, args.limit)

@@ -73,7 +73,7 @@ class Setting:
     tokenizer: Any
     units: dict[int, list[int]]  # layer -> mlp.act indices
     scale: dict[int, Any]  # layer -> multiplier vector (0 at the units, 1 elsewhere)
-    intervention: Any  # relneuron_eval.interventions.Intervention
+    intervention: Any  # relneuron_eval.core.interventions.Intervention
 
     def plain_generate(self, model: Any, ids: Any, new: int) -> Any:
         """Greedy decoding of exactly ``new`` tokens (eos cannot stop a row early)."""
@@ -117,7 +117,7 @@ def _context_arm(setting: Setting, make: Callable[[], Any]) -> Arm:
 
 
 def _our_arm(name: str, setting: Setting) -> Arm:
-    from relneuron_eval.interventions import apply_intervention
+    from relneuron_eval.core.interventions import apply_intervention
 
     if name == "torch_hooks":
         return _context_arm(setting, lambda: torch_hooks(setting))
@@ -257,10 +257,10 @@ def _setting(args: argparse.Namespace, folder: Path) -> Setting:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval.architectures import model_shape
     from relneuron_eval.benchmarks.overhead import _random_set
-    from relneuron_eval.embedded import resolve_pretrained
-    from relneuron_eval.interventions import Intervention
+    from relneuron_eval.core.architectures import model_shape
+    from relneuron_eval.core.embedded import resolve_pretrained
+    from relneuron_eval.core.interventions import Intervention
 
     path = str(resolve_pretrained(args.model))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
     """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
-    from relneuron_eval.task_index import manager as task_manager
+    from relneuron_eval.harness.task_index import manager as task_manager
 
     manager = task_manager([include_path] if include_path else [])
     unknown = [t for t in tasks if t not in manager.all_tasks]
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
-    from relneuron_eval.lm_model import RelNeuronLM
+    from relneuron_eval.harness.lm_model import RelNeuronLM
 
     tasks = [t for t in args.tasks.split(",") if t]
     requests = generation_requests(tasks, args.include_path, args.limit)

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from relneuron_eval.architectures import model_shape, site_module
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.core.architectures import model_shape, site_module
+from relneuron_eval.core.neuron_set import SITES, ModelShape
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import SITES, ModelShape
 
 
 @dataclass(frozen=True)

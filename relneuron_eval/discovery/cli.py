@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relneuron_eval.arglists import parse_layers
+from relneuron_eval.core.arglists import parse_layers
 from relneuron_eval.errors import RelNeuronError
 
 if TYPE_CHECKING:
+    from relneuron_eval.core.neuron_set import NeuronSet
+    from relneuron_eval.data.facts import Relation
     from relneuron_eval.discovery.relation_specific import RelationSpecificConfig, RelationSummary
-    from relneuron_eval.facts import Relation
-    from relneuron_eval.neuron_set import NeuronSet
 
 HELP = (
     "find relation-specific neurons (Liu et al. 2025) or knowledge neurons (Dai et al. 2022) "
@@ -230,7 +230,7 @@ def load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval.embedded import is_embedded, resolve_pretrained
+    from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in torch_dtype:
@@ -305,7 +305,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         model_id=model_id,
         data={
             "relations": list(relations),
-            "source": "relneuron_eval.facts",
+            "source": "relneuron_eval.data.facts",
             "max_facts_per_relation": args.max_facts,
             "facts": args.facts,
         },

@@ -6,7 +6,7 @@
   prefix cannot satisfy it: " 1875" is not " 1911".
 * ``prefix2``: Liu et al.'s criterion, the greedy first 2 tokens form a prefix of an
   accepted answer. With SmolLM2's digit-by-digit numbers every year starting with 1
-  passes for " 1911" (see ``relneuron_eval.prefix_check``); kept to reproduce sets made
+  passes for " 1911" (see ``relneuron_eval.data.prefix_check``); kept to reproduce sets made
   with it.
 
 Decoding is greedy token by token; ``is_open`` says whether more tokens could still
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.task_metrics import ARTICLES, is_cjk, match, normalize
+from relneuron_eval.harness.task_metrics import ARTICLES, is_cjk, match, normalize
 
 CRITERIA = {
     "match": "greedy continuation up to the first newline (at most 16 tokens) matches an "

@@ -14,7 +14,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from relneuron_eval import facts
+from relneuron_eval.data import facts
 from relneuron_eval.errors import RelNeuronError
 
 # What discovery reads of a prompt: the one prompt type of the relation data.
@@ -158,7 +158,7 @@ def bridge_facts(
     ids are an error); ``max_facts`` takes facts round-robin over the chains' relation
     pairs, so a small budget still covers every kind of chain.
     """
-    from relneuron_eval.twohop import build_chains
+    from relneuron_eval.data.twohop import build_chains
 
     by_pair: dict[str, list[str]] = {}
     relation_of: dict[str, facts.Relation] = {}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from relneuron_eval.architectures import (
+from relneuron_eval.core.architectures import (
     SuffixModules,
     decoder_layers,
     site_module,

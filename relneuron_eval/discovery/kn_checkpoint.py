@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from relneuron_eval.architectures import model_card, model_shape
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.core.architectures import model_card, model_shape
 from relneuron_eval.discovery.ig_kernels import PromptAttribution, prompt_attributions
 from relneuron_eval.discovery.kn_config import (
     CHECKPOINT_FORMAT,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.discovery.kn_checkpoint import FactResult, load_results
 from relneuron_eval.discovery.kn_config import (
     DEFAULT_SELECT,
@@ -27,7 +28,6 @@ from relneuron_eval.discovery.kn_config import (
     validate_facts,
     validate_select,
 )
-from relneuron_eval.neuron_set import Neuron, NeuronSet, make_header
 
 
 def coarse_mask(attr: np.ndarray, max_attr: np.ndarray, threshold: float) -> np.ndarray:

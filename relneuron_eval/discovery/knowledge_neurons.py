@@ -54,7 +54,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from relneuron_eval.architectures import model_shape
+from relneuron_eval.core.architectures import model_shape
+from relneuron_eval.core.neuron_set import NeuronSet
 from relneuron_eval.discovery.ig_kernels import (
     PromptAttribution,
     frozen,
@@ -101,7 +102,6 @@ from relneuron_eval.discovery.kn_selection import (
     relation_units,
 )
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import NeuronSet
 
 __all__ = [
     "ANSWER_TOKENS",

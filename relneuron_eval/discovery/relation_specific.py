@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from relneuron_eval.core.neuron_set import Neuron
 from relneuron_eval.discovery.activations import ActivationStore
 from relneuron_eval.discovery.ap import SortedBlock
 from relneuron_eval.discovery.correct import CRITERIA, check_criterion
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.neuron_set import Neuron
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class RelationSummary:
 
 def validate_config(config: RelationSpecificConfig, total_units: int | None = None) -> None:
     """Every argument error before any model work or file write."""
-    from relneuron_eval.neuron_set import SITES
+    from relneuron_eval.core.neuron_set import SITES
 
     unknown = [s for s in config.sites if s not in SITES]
     if unknown or not config.sites:
@@ -386,7 +386,7 @@ def find_relation_specific(
     """
     import shutil
 
-    from relneuron_eval.architectures import model_card, model_shape
+    from relneuron_eval.core.architectures import model_card, model_shape
     from relneuron_eval.discovery.activations import Layout, collect, query_token_counts
 
     layout = Layout.for_shape(model_shape(model), config.sites)
@@ -442,7 +442,7 @@ def find_relation_specific(
 
 def _neuron_set(store, best, card, config, meta, data, *, skipped: list[str]):
     """The set with its header: how it was made, including the batch sizes used."""
-    from relneuron_eval.neuron_set import NeuronSet, make_header
+    from relneuron_eval.core.neuron_set import NeuronSet, make_header
 
     sizes = Counter(int(b) for b in np.asarray(store.batch_sizes()))
     header = make_header(

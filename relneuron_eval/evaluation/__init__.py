@@ -1,0 +1,1 @@
+"""Evaluation results and the statistics every command uses (one paired-test rule)."""

@@ -1,0 +1,323 @@
+"""Shared-prefix KV caching for batched generation (``relneuron-hf``'s ``prefix_cache``).
+
+Few-shot prompts of one task repeat the same demonstrations in front of every query,
+and on a CPU the prefill of those demonstrations is most of a short-answer generation
+run. Within one ``generate_until`` call this module finds the token prefixes that many
+prompts share (no task names: sorted token sequences and their common prefixes), runs
+each such prefix through the model once, and gives every batch a KV cache that holds
+each row's own prefix (left-padded to the batch's longest prefix), followed by the
+row's remaining query tokens, left-padded too::
+
+    [pad pad prefix_a ][pad query_1]      attention mask 0 on pads; position ids from
+    [prefix_b ........ ][query_2 ..]      the mask's cumulative sum, as for plain rows
+
+HF's ``generate`` then prefills only the query columns. Rows whose tokens start with
+no known prefix (left truncation, a tokenizer that adds BOS differently, prompts no
+other prompt shares) run with an empty prefix in the same batch, and a batch that
+would not get shorter runs on the plain path. The caches live for one call, i.e. one
+intervention state; with ``per_doc`` rows a prefix's cache is computed once per group
+(the row's group edits the prefix too). The prefix's forward runs without
+``positions=last`` edits: its last token is not the prompt's last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from itertools import pairwise
+from typing import Any
+
+import torch
+
+from relneuron_eval.core.architectures import unwrap
+from relneuron_eval.errors import RelNeuronError
+
+log = logging.getLogger(__name__)
+
+# A shared prefix shorter than this is not worth its own forward and cache assembly.
+MIN_PREFIX_TOKENS = 8
+# Prefix caches kept per call (least recently used dropped first).
+MAX_ENTRIES = 64
+
+Tokens = tuple[int, ...]
+LayerKV = list[tuple[torch.Tensor, torch.Tensor]]
+# (per_doc group row or None, prefix): a prefix's KV holds its group's edits
+Key = tuple[int | None, Tokens]
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _runs(ordered: list[Tokens], links: list[int], threshold: int) -> list[tuple[int, int, int]]:
+    """Maximal runs ``(start, stop, lcp)`` of sorted sequences linked by >= threshold tokens."""
+    runs, start, shared = [], 0, len(ordered[0])
+    for i, link in enumerate(links, start=1):
+        if link >= threshold:
+            shared = min(shared, link)
+            continue
+        runs.append((start, i, shared))
+        start, shared = i, len(ordered[i])
+    runs.append((start, len(ordered), shared))
+    return runs
+
+
+def _prefix(members: list[Tokens], shared: int) -> Tokens:
+    """The run's common prefix, leaving every member at least one query token."""
+    length = min(shared, min(len(m) for m in members) - 1)
+    return members[0][:length]
+
+
+def shared_prefixes(sequences: Sequence[Sequence[int]], min_tokens: int) -> set[Tokens]:
+    """Prefixes (>= ``min_tokens``) shared by groups of at least two sequences.
+
+    Sorted sequences sit next to those they share most with. One cut-off on the
+    common-prefix length of neighbours splits them into groups; the cut-off chosen is
+    the one that saves the most prefill tokens, (members - 1) x prefix length summed.
+    """
+    counts = Counter(tuple(s) for s in sequences)
+    ordered = sorted(counts)
+    if len(sequences) < 2 or not ordered:
+        return set()
+    links = [_lcp(a, b) for a, b in pairwise(ordered)]
+    best: tuple[int, set[Tokens]] = (0, set())
+    for threshold in sorted({max(link, min_tokens) for link in links} | {min_tokens}):
+        found, saved = set(), 0
+        for start, stop, shared in _runs(ordered, links, threshold):
+            members = ordered[start:stop]
+            rows = sum(counts[m] for m in members)
+            prefix = _prefix(members, shared)
+            if rows >= 2 and len(prefix) >= min_tokens:
+                found.add(prefix)
+                saved += (rows - 1) * len(prefix)
+        if saved > best[0]:
+            best = (saved, found)
+    return best[1]
+
+
+def parse_flag(name: str, value: Any) -> bool:
+    """A boolean model argument: lm-eval passes ``true``/``false`` as bools already."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise RelNeuronError(
+        f"{name}={value!r} is not a boolean", hint=f"use {name}=true or {name}=false"
+    )
+
+
+class PrefixCache:
+    """Shared prompt prefixes of one ``generate_until`` call and their KV caches."""
+
+    def __init__(self, enabled: bool = True, min_tokens: int = MIN_PREFIX_TOKENS) -> None:
+        self.enabled = enabled
+        self.min_tokens = min_tokens
+        self._lengths: dict[int, set[Tokens]] = {}
+        self._kv: OrderedDict[Key, LayerKV] = OrderedDict()
+        self._kwarg: str | None = None
+        self._counts: Counter[str] = Counter()  # this call's
+        self.stats: Counter[str] = Counter()  # all calls': rows served from cache, ...
+
+    @contextlib.contextmanager
+    def session(self, lm: Any, requests: Sequence[Any]) -> Iterator[None]:
+        """Find the shared prefixes of these requests' prompts; drop all caches afterwards."""
+        self._counts = Counter()
+        if self.enabled and getattr(lm, "backend", "causal") == "causal":
+            self._kwarg = _cache_kwarg(lm.model)
+            if self._kwarg is None:
+                log.info("prefix cache: off, the model's forward takes no position_ids")
+        if self._kwarg is not None:
+            tokens = [lm.tok_encode(request.args[0]) for request in requests]
+            for prefix in shared_prefixes(tokens, self.min_tokens):
+                self._lengths.setdefault(len(prefix), set()).add(prefix)
+        try:
+            yield
+        finally:
+            if self._lengths:
+                log.info("prefix cache: %s", dict(self._counts))
+            self.stats.update(self._counts)
+            self._lengths, self._kwarg = {}, None
+            self._kv.clear()
+
+    def _match(self, row: list[int]) -> Tokens:
+        """The longest known prefix of ``row`` that leaves it a query token (or ())."""
+        for length in sorted(self._lengths, reverse=True):
+            if length < len(row) and tuple(row[:length]) in self._lengths[length]:
+                return tuple(row[:length])
+        return ()
+
+    def _plan(self, context: torch.Tensor, mask: Any) -> tuple[list[list[int]], list[Tokens]]:
+        """Each row's tokens and its cached prefix; no rows when the batch would not gain."""
+        if not self._lengths or self._kwarg is None or mask is None:
+            return [], []
+        rows = [r[m.bool()].tolist() for r, m in zip(context, mask, strict=True)]
+        prefixes = [self._match(row) for row in rows]
+        query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
+        if not any(prefixes) or context.shape[1] - query < self.min_tokens:
+            return [], []
+        return rows, prefixes
+
+    def generate(
+        self,
+        lm: Any,
+        plain: Callable[..., torch.Tensor],
+        context: torch.Tensor,
+        max_length: int,
+        stop: list[str],
+        generation_kwargs: dict[str, Any],
+        state: Any = None,
+    ) -> torch.Tensor:
+        """``plain(context, max_length, stop, **kwargs)``, with shared prefixes from cache.
+
+        Returns what ``plain`` would: the context's columns, then the generated tokens.
+        ``state`` is the intervention's HookState, if any (``positions=last`` is kept off
+        the prefix's forward).
+        """
+        rows, prefixes = self._plan(context, generation_kwargs.get("attention_mask"))
+        keys = list(zip(_groups(state, len(prefixes)), prefixes, strict=True))
+        kv = {k: self._prefix_kv(lm, k, state) for k in dict.fromkeys(keys) if k[1]}
+        if not rows or self._kwarg is None:
+            if self._lengths:
+                self._counts["plain_rows"] += context.shape[0]
+            return plain(context=context, max_length=max_length, stop=stop, **generation_kwargs)
+        longest = max(len(p) for p in prefixes)
+        query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
+        ids, mask = _layout(rows, prefixes, longest, query, _pad_id(lm), context)
+        kwargs = {**generation_kwargs, "attention_mask": mask}
+        kwargs[self._kwarg] = _batch_cache(kv, keys, longest)
+        new_max = max_length - context.shape[1] + ids.shape[1]
+        out = plain(context=ids, max_length=new_max, stop=stop, **kwargs)
+        self._counts["cached_rows"] += sum(1 for p in prefixes if p)
+        self._counts["uncached_rows_in_cached_batches"] += sum(1 for p in prefixes if not p)
+        return torch.cat([context, out[:, ids.shape[1] :]], dim=1)
+
+    def _prefix_kv(self, lm: Any, key: Key, state: Any) -> LayerKV:
+        """The prefix's per-layer keys and values (with its group's edits), once per call."""
+        if key in self._kv:
+            self._kv.move_to_end(key)
+            return self._kv[key]
+        group, prefix = key
+        ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
+        last_only = state is not None and getattr(state, "positions", "all") == "last"
+        previous = getattr(state, "skip", False)
+        rows = getattr(state, "row_groups", None)
+        try:
+            if last_only:
+                state.skip = True  # the prefix's last token is not the prompt's last
+            if group is not None:
+                state.row_groups = torch.tensor([group])
+            with torch.no_grad(), _autocast(lm):
+                out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        finally:
+            if last_only:
+                state.skip = previous
+            if group is not None:
+                state.row_groups = rows
+        cache = getattr(out, "cache", None)
+        layers = _layers(cache if cache is not None else getattr(out, "past_key_values", None))
+        if layers is None:
+            log.warning("prefix cache: off, the model's cache is not a plain per-layer KV cache")
+            self._kwarg = None
+            return []
+        self._counts["prefix_forwards"] += 1
+        self._kv[key] = layers
+        if len(self._kv) > MAX_ENTRIES:
+            self._kv.popitem(last=False)
+        return layers
+
+
+def _groups(state: Any, n: int) -> list[int | None]:
+    """Each row's per_doc group when the prefix's forward is edited, else None."""
+    rows = getattr(state, "row_groups", None)
+    if rows is None or n == 0 or getattr(state, "positions", "all") == "last":
+        return [None] * n
+    return [int(g) for g in rows.tolist()]
+
+
+def _autocast(lm: Any) -> Any:
+    dtype = getattr(lm, "mixed_precision_dtype", None)
+    return torch.autocast(device_type=lm.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _pad_id(lm: Any) -> int:
+    pad = lm.tokenizer.pad_token_id
+    return int(pad if pad is not None else lm.eot_token_id)
+
+
+def _cache_kwarg(model: Any) -> str | None:
+    """``cache`` in recent transformers, ``past_key_values`` before; None if the model's
+    positions do not follow the attention mask (pads inside a row would shift them)."""
+    params = inspect.signature(unwrap(model).forward).parameters
+    if "position_ids" not in params:
+        return None
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _layers(cache: Any) -> LayerKV | None:
+    """Per-layer (keys, values) of a DynamicCache made only of full-attention layers."""
+    if cache is None:
+        return None
+    for layer in getattr(cache, "layers", []):
+        if type(layer).__name__ != "DynamicLayer":  # sliding windows, linear attention, ...
+            return None
+    out = []
+    for item in cache:
+        keys, values = item[0], item[1]
+        if keys is None or keys.dim() != 4:
+            return None
+        out.append((keys, values))
+    return out or None
+
+
+def _layout(
+    rows: list[list[int]],
+    prefixes: list[Tokens],
+    longest: int,
+    query: int,
+    pad: int,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and mask: each row's prefix right-aligned in the first ``longest`` columns,
+    its query right-aligned in the last ``query`` columns, pads (mask 0) elsewhere."""
+    width = longest + query
+    ids = torch.full((len(rows), width), pad, dtype=like.dtype)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
+        rest = row[len(prefix) :]
+        if prefix:
+            ids[i, longest - len(prefix) : longest] = torch.tensor(prefix)
+            mask[i, longest - len(prefix) : longest] = 1
+        ids[i, width - len(rest) :] = torch.tensor(rest)
+        mask[i, width - len(rest) :] = 1
+    return ids.to(like.device), mask.to(like.device)
+
+
+def _batch_cache(kv: dict[Key, LayerKV], keys: list[Key], longest: int) -> Any:
+    """A DynamicCache of ``longest`` positions: each row's prefix KV, left-padded with zeros."""
+    from transformers import DynamicCache
+
+    order = list(kv)
+    index = torch.tensor([order.index(k) if k[1] else len(order) for k in keys])
+    cache = DynamicCache()
+    num_layers = len(next(iter(kv.values())))
+    for layer in range(num_layers):
+        pair = []
+        for part in (0, 1):
+            padded = [
+                torch.nn.functional.pad(kv[k][layer][part], (0, 0, longest - len(k[1]), 0))
+                for k in order
+            ]
+            padded.append(torch.zeros_like(padded[0]))  # rows without a prefix
+            pair.append(torch.cat(padded, dim=0)[index.to(padded[0].device)])
+        cache.update(pair[0], pair[1], layer)
+    return cache

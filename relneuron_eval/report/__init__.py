@@ -1,0 +1,1 @@
+"""``relneuron report``: the papers' experiments as lm-eval runs, written as markdown and figures."""

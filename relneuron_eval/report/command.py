@@ -1,0 +1,573 @@
+"""``relneuron report``: do the papers' properties hold on a model and its neuron sets?
+
+Runs the experiments of the relation-specific neurons paper (cumulativity, versatility,
+interference) and the knowledge-neuron reasoning-recall experiment as ordinary lm-eval
+evaluations of ``relneuron-hf`` variants of one loaded model, each deactivation next to
+size-matched random controls, and writes ``report.md``, PNG figures and
+``results.json`` (every number of the markdown) into ``--out``. Evaluations are cached
+per (variant, task, documents) in ``--out/runs``: an interrupted report resumes, and a
+later report with more experiments reuses what it shares.
+
+Everything is validated (neuron-set groups vs relations, the k grid, control draws,
+tasks, model shape) before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.core.arglists import parse_names
+from relneuron_eval.data.prefix_check import report_record as prefix2_record
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.report.analysis import canonical_top_k, parse_ks
+from relneuron_eval.report.experiments import (
+    analyze_crosslingual,
+    analyze_cumulativity,
+    analyze_interference,
+    analyze_overlap,
+    analyze_reasoning,
+    base_accuracy,
+    base_tasks,
+    cumulativity_points,
+    kn_coverage,
+    pick,
+    plan_base,
+    plan_cumulativity,
+    plan_interference,
+    plan_reasoning,
+    plan_versatility,
+)
+from relneuron_eval.report.runs import Evaluate, Runner
+from relneuron_eval.report.setup import (
+    EXPERIMENTS,
+    LANGS,
+    METRICS,
+    Setup,
+    lang_task,
+    task_fingerprint,
+)
+
+HELP = (
+    "run the papers' experiments (cumulativity, versatility, interference, reasoning recall) "
+    "with random controls; write report.md, PNG figures and results.json"
+)
+DEFAULT_KS = "10,100,1000,3000,all"
+
+
+# ================================================================= arguments
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
+    )
+    parser.add_argument(
+        "--neuron-set",
+        default=None,
+        help="relation-specific neuron set (groups = relation names); default for the "
+        "embedded model: neuron_sets/smollm2-135m/relation_specific.jsonl.gz",
+    )
+    parser.add_argument(
+        "--kn-set",
+        default=None,
+        help="knowledge-neuron set (groups = fact ids) for the reasoning experiment; "
+        "default: knowledge_neurons.jsonl.gz next to --neuron-set",
+    )
+    parser.add_argument("--out", required=True, help="output folder (report.md, *.png, runs/)")
+    parser.add_argument(
+        "--relations", default="all", help="comma-separated relations, or all (= every group)"
+    )
+    parser.add_argument(
+        "--experiments", default="all", help=f"comma-separated: {', '.join(EXPERIMENTS)}, or all"
+    )
+    parser.add_argument(
+        "--ks", default=DEFAULT_KS, help="cumulativity grid of top-k sizes ('all' = whole group)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=3000, help="neurons per relation for interference/versatility"
+    )
+    parser.add_argument("--seeds", default="0", help="random-control seeds, comma-separated")
+    parser.add_argument(
+        "--limit", default="20", help="documents per relation task (first N; 'none' = all)"
+    )
+    parser.add_argument(
+        "--limit-own",
+        default="50",
+        help="documents of a relation's own task in the specificity test (the headline)",
+    )
+    parser.add_argument(
+        "--reasoning-limit",
+        default="40",
+        help="two-hop chains (evenly spread over all chains; 'none' = all)",
+    )
+    parser.add_argument(
+        "--reasoning-chains",
+        default="with-neurons",
+        choices=["with-neurons", "all"],
+        help="spread the two-hop sample over the chains whose bridge fact has knowledge "
+        "neurons (default), or over all chains",
+    )
+    parser.add_argument("--metric", default="acc_prefix2", choices=METRICS)
+    parser.add_argument(
+        "--min-base",
+        type=float,
+        default=0.2,
+        help="relations with a lower base accuracy are reported but left out of drop claims",
+    )
+    parser.add_argument(
+        "--matrix-relations",
+        default="auto:8",
+        help="relations of the r x r' interference matrix: names, all, or auto:N (the N "
+        "with the highest base accuracy)",
+    )
+    parser.add_argument(
+        "--cumulativity-relations",
+        default="auto:3",
+        help="relations of the cumulativity curves: names, all, or auto:N",
+    )
+    parser.add_argument("--langs", default=",".join(LANGS), help="languages for cross-lingual")
+    parser.add_argument("--batch-size", default="32", help="batch size (an integer or auto)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; on a busy shared CPU 1 can be "
+        "several times faster)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# ================================================================ validation
+def _csv(text: str) -> list[str]:
+    return parse_names(text) or []
+
+
+def _limit(text: str, name: str) -> int | None:
+    if str(text).strip().lower() in ("none", "all"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise RelNeuronError(f"{name}: not an integer: {text!r}", hint="e.g. 20, or none") from None
+    if value < 1:
+        raise RelNeuronError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _subset(spec: str, relations: list[str], name: str) -> list[str] | int:
+    text = spec.strip().lower()
+    if text == "all":
+        return list(relations)
+    if text.startswith("auto"):
+        _, _, number = text.partition(":")
+        try:
+            n = int(number or 3)
+        except ValueError:
+            raise RelNeuronError(f"{name}: expected auto:N, got {spec!r}") from None
+        if n < 1:
+            raise RelNeuronError(f"{name}: N in auto:N must be positive")
+        return n
+    names = _csv(spec)
+    missing = [r for r in names if r not in relations]
+    if missing:
+        raise RelNeuronError(
+            f"{name}: {missing} not among the report's relations",
+            hint=f"report relations: {', '.join(relations)}",
+        )
+    return names
+
+
+def _available_tasks() -> set[str]:
+    """Task names in the shipped folder (one cheap TaskManager without lm-eval's own)."""
+    return set(task_manager().all_tasks)
+
+
+def task_manager() -> Any:
+    """The shipped tasks only (cached per process by ``task_index``)."""
+    from relneuron_eval.harness.task_index import manager
+
+    return manager()
+
+
+def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], path: str):
+    from relneuron_eval.data.facts import RELATIONS
+
+    def has_task(r: str) -> bool:
+        name = f"relfacts_mc_{r}" if args.metric == "mc" else f"relfacts_{r}"
+        return name in tasks
+
+    notes = []
+    if args.relations.strip().lower() == "all":
+        relations = [g for g in groups if g in RELATIONS and has_task(g)]
+        ignored = [g for g in groups if g not in relations]
+        if ignored:
+            why = "no relation task" + (" (mc)" if args.metric == "mc" else "")
+            notes.append(f"neuron-set groups without a {why}, left out: {', '.join(ignored)}")
+        missing = [r for r in RELATIONS if r not in groups]
+        if missing:
+            notes.append(f"relations without neurons in the set: {', '.join(missing)}")
+    else:
+        relations = _csv(args.relations)
+        absent = [r for r in relations if r not in groups]
+        if absent:
+            raise RelNeuronError(
+                f"relation(s) {absent} are not groups of the neuron set",
+                path=path,
+                hint=f"groups in the set: {', '.join(groups[:40])}",
+            )
+        no_task = [r for r in relations if not has_task(r)]
+        if no_task:
+            hint = "use --metric acc_prefix2" if args.metric == "mc" else "check the names"
+            raise RelNeuronError(f"no relfacts task for {no_task}", hint=hint)
+    if not relations:
+        raise RelNeuronError(
+            "no relation of the neuron set has a relfacts task",
+            path=path,
+            hint="groups must be relation names such as company_hq",
+        )
+    return list(dict.fromkeys(relations)), notes
+
+
+def _default_set(model: str, name: str) -> str:
+    from relneuron_eval.core.embedded import is_embedded
+
+    if not is_embedded(model):
+        raise RelNeuronError(
+            "--neuron-set is required for a model other than the embedded smollm2-135m"
+        )
+    return f"neuron_sets/smollm2-135m/{name}"
+
+
+def _check_model_shape(model: str, neuron_set: Any) -> None:
+    """Compare the set's sizes with the model's config (no weights are loaded)."""
+    from relneuron_eval.core.neuron_set import ModelShape
+
+    try:
+        from transformers import AutoConfig
+
+        from relneuron_eval.core.embedded import resolve_pretrained
+
+        config = AutoConfig.from_pretrained(resolve_pretrained(model))
+        shape = ModelShape(
+            int(config.num_hidden_layers), int(config.intermediate_size), int(config.hidden_size)
+        )
+    except RelNeuronError:
+        raise
+    except (AttributeError, TypeError):
+        return  # unusual config names: check_model catches a mismatch at load time
+    except (OSError, ValueError) as exc:
+        raise RelNeuronError(f"cannot read the config of model {model!r}: {exc}") from None
+    neuron_set.check_shape(shape, model_name=model)
+
+
+def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[Setup, list[str]]:
+    """Validate every argument and file; return the setup and notes for the report."""
+    from relneuron_eval.core.neuron_set import load
+    from relneuron_eval.resources import resolve_shipped
+
+    experiments = EXPERIMENTS if args.experiments.strip() == "all" else _csv(args.experiments)
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown or not experiments:
+        raise RelNeuronError(
+            f"unknown experiment(s) {unknown}", hint=f"choose from {', '.join(EXPERIMENTS)}"
+        )
+    experiments = [e for e in EXPERIMENTS if e in experiments]
+    if args.top_k < 1:
+        raise RelNeuronError(f"--top-k must be positive, got {args.top_k}")
+    if not 0.0 <= args.min_base < 1.0:
+        raise RelNeuronError(f"--min-base must be in [0, 1), got {args.min_base}")
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)]
+    except ValueError:
+        raise RelNeuronError(f"--seeds: integers separated by commas, got {args.seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RelNeuronError("--seeds must list at least one seed, each once")
+    ks = parse_ks(args.ks)
+    limit = _limit(args.limit, "--limit")
+    reasoning_limit = _limit(args.reasoning_limit, "--reasoning-limit")
+    limit_own = _limit(args.limit_own, "--limit-own")
+    langs_wanted = _csv(args.langs)
+    bad = [lang for lang in langs_wanted if lang not in LANGS]
+    if bad:
+        raise RelNeuronError(f"--langs: unknown {bad}", hint=f"choose from {', '.join(LANGS)}")
+
+    set_arg = args.neuron_set or _default_set(args.model, "relation_specific.jsonl.gz")
+    set_path = str(resolve_shipped(set_arg))
+    neuron_set = load(set_path)
+    tasks = _available_tasks()
+    relations, notes = _relations(args, neuron_set.groups(), tasks, set_path)
+
+    setup = Setup(
+        model=args.model,
+        model_key={"model": args.model, "dtype": args.dtype},
+        out=Path(args.out),
+        neuron_set_path=set_path,
+        neuron_set=neuron_set,
+        set_hash=neuron_set.content_hash(),
+        relations=relations,
+        experiments=list(experiments),
+        ks=ks,
+        top_k=args.top_k,
+        seeds=seeds,
+        limit=limit,
+        reasoning_limit=reasoning_limit,
+        limit_own=limit_own,
+        reasoning_chains=args.reasoning_chains,
+        metric=args.metric,
+        min_base=args.min_base,
+        matrix=_subset(args.matrix_relations, relations, "--matrix-relations"),
+        cumulativity=_subset(args.cumulativity_relations, relations, "--cumulativity-relations"),
+    )
+    for r in relations:
+        size = setup.group_size(r)
+        if size < args.top_k:
+            notes.append(f"{r} has {size} neurons (< --top-k {args.top_k}): all are used")
+    if "versatility" in experiments:
+        for r in relations:
+            langs = [lang for lang in langs_wanted if lang_task(lang, r) in tasks]
+            if langs and f"relfacts_{r}" in tasks:
+                setup.langs[r] = langs
+    if "reasoning" in experiments:
+        _setup_reasoning(setup, args, set_path)
+    _check_controls(setup)
+    missing = [t for t in base_tasks(setup) if t not in tasks]
+    if missing:
+        raise RelNeuronError(f"task(s) not found: {missing}", hint="run `relneuron taskgen`")
+    if check_model:
+        _check_model_shape(args.model, neuron_set)
+        if setup.kn_set is not None:
+            _check_model_shape(args.model, setup.kn_set)
+    return setup, notes
+
+
+def _setup_reasoning(setup: Setup, args: argparse.Namespace, set_path: str) -> None:
+    from relneuron_eval.core.neuron_set import load
+    from relneuron_eval.resources import resolve_shipped
+
+    if args.kn_set:
+        kn_path = str(resolve_shipped(args.kn_set))
+    else:
+        sibling = Path(set_path).with_name("knowledge_neurons.jsonl.gz")
+        if not sibling.is_file():
+            raise RelNeuronError(
+                "the reasoning experiment needs a knowledge-neuron set",
+                hint=f"pass --kn-set, or leave reasoning out of --experiments (looked for {sibling})",
+            )
+        kn_path = str(sibling)
+    setup.kn_set_path = kn_path
+    setup.kn_set = load(kn_path)
+    setup.kn_hash = setup.kn_set.content_hash()
+    coverage = kn_coverage(setup)
+    if coverage["n_with_neurons"] == 0:
+        raise RelNeuronError(
+            "no evaluated two-hop chain has knowledge neurons for its bridge fact",
+            path=kn_path,
+            hint="groups must be bridge fact ids such as landmark_in_country/5 "
+            "(relneuron find knowledge-neurons --twohop-bridges)",
+        )
+    folder = setup.out / "control_sets"
+    for seed in setup.seeds:
+        control = setup.kn_set.random_control(seed)
+        path = folder / f"knowledge_neurons_random_s{seed}.jsonl.gz"
+        setup.kn_controls[seed] = (str(path), control.content_hash())
+        setup.kn_control_sets[seed] = control
+
+
+def _check_controls(setup: Setup) -> None:
+    """Every selection and random control the report will use can be drawn."""
+    ks: list[Any] = [setup.top_k]
+    if "cumulativity" in setup.experiments:
+        ks += setup.ks
+    for r in setup.relations:
+        for k in ks:
+            top_k = canonical_top_k(k, setup.group_size(r))
+            selection = setup.neuron_set.select([r], top_k=top_k)
+            for seed in setup.seeds:
+                try:
+                    selection.random_control(seed)
+                except RelNeuronError as exc:
+                    raise RelNeuronError(
+                        f"{r}, top_k={top_k or 'all'}: {exc.message}", hint=exc.hint
+                    ) from None
+        if "cumulativity" in setup.experiments:
+            cumulativity_points(setup, r)
+
+
+# ================================================================ the report
+def run_report(
+    setup: Setup,
+    evaluate: Evaluate,
+    *,
+    notes: list[str] | None = None,
+    progress: bool = True,
+    settings: dict[str, Any] | None = None,
+    command: str | None = None,
+    fingerprint: Any = task_fingerprint,
+) -> tuple[dict[str, Any], Runner]:
+    """Plan, evaluate (what is not cached), analyse and write the report files."""
+    started = time.perf_counter()
+    notes = list(notes or [])
+    setup.save_controls()
+    runner = Runner(
+        setup.out / "runs", setup.model_key, evaluate, progress=progress, fingerprint=fingerprint
+    )
+    plan_base(setup, runner)
+    runner.run()
+    base = base_accuracy(setup, runner)
+    matrix = pick(setup.matrix, setup, base) if "interference" in setup.experiments else []
+    cumul = pick(setup.cumulativity, setup, base) if "cumulativity" in setup.experiments else []
+    if "interference" in setup.experiments:
+        plan_interference(setup, runner, matrix)
+    if "versatility" in setup.experiments:
+        plan_versatility(setup, runner)
+    if "cumulativity" in setup.experiments:
+        plan_cumulativity(setup, runner, cumul)
+    if "reasoning" in setup.experiments:
+        plan_reasoning(setup, runner)
+    runner.run()
+
+    results: dict[str, Any] = {"base": base}
+    results["prefix2_check"] = prefix2_record(setup.model, setup.relations)
+    if "interference" in setup.experiments:
+        results["interference"] = analyze_interference(setup, runner, matrix)
+    if "cumulativity" in setup.experiments:
+        if cumul:
+            results["cumulativity"] = analyze_cumulativity(setup, runner, cumul)
+        else:
+            notes.append(f"cumulativity: no relation has base accuracy >= {setup.min_base}")
+    if "versatility" in setup.experiments:
+        results["versatility"] = {"overlap": analyze_overlap(setup)}
+        if setup.langs:
+            results["versatility"]["crosslingual"] = analyze_crosslingual(setup, runner)
+    if "reasoning" in setup.experiments:
+        results["reasoning"] = analyze_reasoning(setup, runner)
+    results["meta"] = _meta(setup, runner, notes, settings or {}, started)
+    results["meta"]["command"] = command
+    write_outputs(setup.out, results)
+    return results, runner
+
+
+def _meta(
+    setup: Setup, runner: Runner, notes: list[str], settings: dict[str, Any], started: float
+) -> dict[str, Any]:
+    from relneuron_eval import __version__
+
+    compute = sum(run.seconds or 0.0 for run in runner.all_runs())
+    return {
+        "model": setup.model,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "neuron_set": {
+            "path": setup.neuron_set_path,
+            "sha256": setup.set_hash,
+            "method": setup.neuron_set.method,
+            "sizes": {r: setup.group_size(r) for r in setup.relations},
+        },
+        "kn_set": None
+        if setup.kn_set is None
+        else {
+            "path": setup.kn_set_path,
+            "sha256": setup.kn_hash,
+            "method": setup.kn_set.method,
+            "groups": len(setup.kn_set.groups()),
+            "neurons": len(setup.kn_set),
+            "controls": {str(s): p for s, (p, _) in setup.kn_controls.items()},
+        },
+        "relations": setup.relations,
+        "experiments": setup.experiments,
+        "metric": setup.metric,
+        "limit": setup.limit,
+        "limit_own": setup.limit_own,
+        "reasoning_limit": setup.reasoning_limit,
+        "reasoning_chains": setup.reasoning_chains,
+        "top_k": setup.top_k,
+        "ks": [str(k) for k in setup.ks],
+        "seeds": setup.seeds,
+        "min_base": setup.min_base,
+        "settings": settings,
+        "notes": notes,
+        "evaluations": {
+            "lm_eval_calls": runner.calls,
+            "task_results_computed": runner.evaluated,
+            "task_results_reused": runner.reused,
+        },
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "compute_seconds": round(compute, 1),
+    }
+
+
+def write_outputs(out: Path, results: dict[str, Any]) -> None:
+    """Figures first, then results.json and report.md (each written atomically)."""
+    from relneuron_eval.atomic import atomic_write
+    from relneuron_eval.report.markdown import headline, render
+    from relneuron_eval.report.plots import make_figures
+
+    results["headline"] = headline(results)
+    results["figures"] = make_figures(results, out)
+    with atomic_write(out / "results.json") as handle:
+        json.dump(results, handle, indent=1, ensure_ascii=False, default=str)
+        handle.write("\n")
+    with atomic_write(out / "report.md") as handle:
+        handle.write(render(results))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from relneuron_eval.report.runs import LMEvaluator
+
+    started = time.perf_counter()
+    setup, notes = build_setup(args)
+    batch_size: int | str = args.batch_size
+    if str(batch_size).isdigit():
+        batch_size = int(batch_size)
+    elif batch_size != "auto":
+        raise RelNeuronError(f"--batch-size: an integer or auto, got {batch_size!r}")
+    device = args.device or default_device()
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RelNeuronError(f"--threads must be positive, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    evaluator = LMEvaluator(
+        args.model,
+        task_manager=task_manager(),
+        device=device,
+        dtype=args.dtype,
+        batch_size=batch_size,
+    )
+    settings = {
+        "device": device,
+        "dtype": args.dtype,
+        "batch_size": batch_size,
+        "threads": args.threads or "default",
+    }
+    results, runner = run_report(
+        setup,
+        evaluator,
+        notes=notes,
+        progress=not args.no_progress,
+        settings=settings,
+        command=shlex.join(["relneuron", *sys.argv[1:]]),
+    )
+    seconds = time.perf_counter() - started
+    print(
+        f"report written to {setup.out / 'report.md'} ({runner.calls} lm-eval calls, "
+        f"{runner.evaluated} task results computed, {runner.reused} reused, {seconds:.0f} s)",
+        file=sys.stderr,
+    )
+    if results.get("headline"):
+        print(results["headline"])
+    return 0

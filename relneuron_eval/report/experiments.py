@@ -1,0 +1,456 @@
+"""The papers' experiments as evaluation plans and analyses (``relneuron report``).
+
+Each experiment asks the ``Runner`` for (variant, task, documents) evaluations in
+``plan_*`` and turns the per-document outcomes into numbers in ``analyze_*``. Every
+deactivation is paired with size-matched random controls (``control=random``: the same
+number of units per layer and site, none of them in the selection), and every
+comparison is paired by document. The configuration and task helpers are
+:mod:`relneuron_eval.report.setup`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relneuron_eval.evaluation.statistics import paired_test as paired_p
+from relneuron_eval.report.analysis import (
+    KPoint,
+    drop_matrix,
+    mean,
+    overlap,
+    paired_summary,
+    relative_drop,
+    resolve_ks,
+)
+from relneuron_eval.report.runs import Runner, Variant
+from relneuron_eval.report.setup import KN_MODES, LANGS, TWOHOP_TASKS, Setup, lang_task
+
+ALPHA = 0.05
+CROSSLINGUAL_METRIC = "acc_match"  # acc_prefix2 checks little more than a character in zh/ja
+TWOHOP_MEASURES: dict[str, tuple[str, str]] = {
+    "direct": ("relfacts_2hop", "acc_match"),
+    "cot": ("relfacts_2hop_cot", "acc_match"),
+    "bridge_recall": ("relfacts_2hop_cot", "bridge_recall"),
+    "hop1": ("relfacts_2hop_hop1", "acc_match"),
+}
+
+
+def _acc(
+    runner: Runner, setup: Setup, variant: Variant, task: str, metric: str, own: bool = False
+) -> float:
+    return runner.get(variant, task, setup.docs(task, own)).accuracy(metric)
+
+
+def _vals(
+    runner: Runner, setup: Setup, variant: Variant, task: str, metric: str, own: bool = False
+) -> list[float]:
+    return runner.get(variant, task, setup.docs(task, own)).values(metric)
+
+
+def _seed_mean(rows: list[list[float]]) -> list[float]:
+    """Per-document mean over control seeds (0/1 values stay 0/1 with one seed)."""
+    return [sum(col) / len(col) for col in zip(*rows, strict=True)]
+
+
+# ==================================================================== base
+def base_tasks(setup: Setup) -> list[str]:
+    """Every task any chosen experiment reads, all evaluated once on the base model."""
+    tasks = [setup.task(r)[0] for r in setup.relations]
+    if "versatility" in setup.experiments:
+        for r, langs in setup.langs.items():
+            tasks.append(f"relfacts_{r}")
+            tasks.extend(lang_task(lang, r) for lang in langs)
+    if "reasoning" in setup.experiments:
+        tasks.extend(TWOHOP_TASKS)
+    return list(dict.fromkeys(tasks))
+
+
+def plan_base(setup: Setup, runner: Runner) -> None:
+    tasks = base_tasks(setup)
+    runner.request(Variant.base(), tasks, {t: setup.docs(t) for t in tasks})
+    if "interference" in setup.experiments:
+        own = [setup.task(r)[0] for r in setup.relations]
+        runner.request(Variant.base(), own, {t: setup.docs(t, own=True) for t in own})
+
+
+def base_accuracy(setup: Setup, runner: Runner) -> dict[str, float]:
+    out = {}
+    for r in setup.relations:
+        task, metric = setup.task(r)
+        out[r] = _acc(runner, setup, Variant.base(), task, metric)
+    return out
+
+
+def pick(spec: list[str] | int, setup: Setup, base: dict[str, float]) -> list[str]:
+    """An explicit list as given; N = the N relations with the highest base accuracy
+    among those at or above ``min_base`` (ties by name)."""
+    if isinstance(spec, list):
+        return spec
+    known = [r for r in setup.relations if base[r] >= setup.min_base]
+    return sorted(known, key=lambda r: (-base[r], r))[:spec]
+
+
+def _request(runner: Runner, setup: Setup, variant: Variant, tasks: list[str]) -> None:
+    runner.request(variant, tasks, {t: setup.docs(t) for t in tasks})
+
+
+# ============================================================== interference
+def plan_interference(setup: Setup, runner: Runner, matrix: list[str]) -> None:
+    """Own task of every relation (specificity) and the r x r' matrix over ``matrix``."""
+    for r in setup.relations:
+        own = setup.task(r)[0]
+        tasks = [setup.task(c)[0] for c in matrix] if r in matrix else []
+        for variant in [setup.deact(r, setup.top_k)] + [
+            setup.control(r, setup.top_k, s) for s in setup.seeds
+        ]:
+            runner.request(variant, [own], {own: setup.docs(own, own=True)})
+            _request(runner, setup, variant, tasks)
+
+
+def _own_vs_control(
+    setup: Setup,
+    runner: Runner,
+    r: str,
+    task: str,
+    metric: str,
+    deact: Variant,
+    controls: list[Variant],
+    own: bool = False,
+) -> dict[str, Any]:
+    """Base, deactivation and control on one task, with paired tests (by document)."""
+    b = _vals(runner, setup, Variant.base(), task, metric, own)
+    d = _vals(runner, setup, deact, task, metric, own)
+    cs = [_vals(runner, setup, c, task, metric, own) for c in controls]
+    c = _seed_mean(cs)
+    base, dv, cv = (sum(x) / len(x) for x in (b, d, c))
+    p_base, test = paired_p(b, d)
+    p_ctrl, test_ctrl = paired_p(c, d)
+    p_cb, _ = paired_p(b, c)
+    info = runner.get(deact, task, setup.docs(task, own)).info or {}
+    cinfo = runner.get(controls[0], task, setup.docs(task, own)).info or {}
+    return {
+        "task": task,
+        "metric": metric,
+        "n_docs": len(b),
+        "n_units": info.get("num_units"),
+        "n_units_control": cinfo.get("num_units"),
+        "base": base,
+        "deact": dv,
+        "control": cv,
+        "control_seeds": [sum(x) / len(x) for x in cs],
+        "drop": base - dv,
+        "control_drop": base - cv,
+        "relative_drop": relative_drop(base, dv),
+        "control_relative_drop": relative_drop(base, cv),
+        "p_deact_vs_base": p_base,
+        "p_deact_vs_control": p_ctrl,
+        "p_control_vs_base": p_cb,
+        "test": test,
+        "test_vs_control": test_ctrl,
+        "eligible": base >= setup.min_base,
+        "significant_drop": p_base < ALPHA and dv < base,
+        "significant_vs_control": p_ctrl < ALPHA and dv < cv,
+        "control_significant_drop": p_cb < ALPHA and cv < base,
+    }
+
+
+def summarize_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Own vs control drops over the eligible cells: absolute and relative, paired."""
+    ok = [c for c in cells if c["eligible"]]
+    rel = [c for c in ok if c["relative_drop"] is not None]
+    return {
+        "n_eligible": len(ok),
+        "n_total": len(cells),
+        "absolute": paired_summary([c["drop"] for c in ok], [c["control_drop"] for c in ok]),
+        "relative": paired_summary(
+            [c["relative_drop"] for c in rel], [c["control_relative_drop"] for c in rel]
+        ),
+        "n_significant_drop": sum(1 for c in ok if c["significant_drop"]),
+        "n_significant_vs_control": sum(1 for c in ok if c["significant_vs_control"]),
+        "n_control_significant_drop": sum(1 for c in ok if c["control_significant_drop"]),
+    }
+
+
+def analyze_interference(setup: Setup, runner: Runner, matrix: list[str]) -> dict[str, Any]:
+    per_relation = {}
+    for r in setup.relations:
+        task, metric = setup.task(r)
+        per_relation[r] = _own_vs_control(
+            setup,
+            runner,
+            r,
+            task,
+            metric,
+            setup.deact(r, setup.top_k),
+            [setup.control(r, setup.top_k, s) for s in setup.seeds],
+            own=True,
+        )
+    out: dict[str, Any] = {
+        "top_k": setup.top_k,
+        "metric": setup.task(setup.relations[0])[1],
+        "per_relation": per_relation,
+        "summary": summarize_cells(list(per_relation.values())),
+        "matrix_relations": matrix,
+    }
+    if matrix:
+        out["matrix"] = _matrix(setup, runner, matrix)
+    return out
+
+
+def _matrix(setup: Setup, runner: Runner, names: list[str]) -> dict[str, Any]:
+    base = {c: _acc(runner, setup, Variant.base(), *setup.task(c)) for c in names}
+    own: dict[str, dict[str, float]] = {}
+    ctrl: dict[str, dict[str, float]] = {}
+    p: dict[str, dict[str, float]] = {}
+    for r in names:
+        deact = setup.deact(r, setup.top_k)
+        own[r], ctrl[r], p[r] = {}, {}, {}
+        for c in names:
+            task, metric = setup.task(c)
+            own[r][c] = _acc(runner, setup, deact, task, metric)
+            cs = [
+                _acc(runner, setup, setup.control(r, setup.top_k, s), task, metric)
+                for s in setup.seeds
+            ]
+            ctrl[r][c] = sum(cs) / len(cs)
+            p[r][c] = paired_p(
+                _vals(runner, setup, Variant.base(), task, metric),
+                _vals(runner, setup, deact, task, metric),
+            )[0]
+    m_own = drop_matrix(base, own, rows=names, cols=names, min_base=setup.min_base)
+    m_ctrl = drop_matrix(base, ctrl, rows=names, cols=names, min_base=setup.min_base)
+
+    def offdiag(m) -> dict[str, Any]:
+        cells = list(m.cells(diagonal=False))
+        return {
+            "n_cells": len(cells),
+            "mean_relative_drop": mean([m.relative[r][c] for r, c in cells]),
+            "mean_absolute_drop": mean([m.absolute[r][c] for r, c in cells]),
+            "n_improved": sum(1 for r, c in cells if m.improved[r][c]),
+        }
+
+    return {
+        "own": m_own.to_dict(),
+        "control": m_ctrl.to_dict(),
+        "p_vs_base": p,
+        "offdiag_own": offdiag(m_own)
+        | {
+            "n_improved_significant": sum(
+                1
+                for r, c in m_own.cells(diagonal=False)
+                if m_own.improved[r][c] and p[r][c] < ALPHA
+            ),
+            "n_dropped_significant": sum(
+                1
+                for r, c in m_own.cells(diagonal=False)
+                if m_own.absolute[r][c] > 0 and p[r][c] < ALPHA
+            ),
+        },
+        "offdiag_control": offdiag(m_ctrl),
+        "diag_mean_relative_drop": mean(
+            [m_own.relative[r][r] for r, _ in m_own.cells(diagonal=True)]
+        ),
+    }
+
+
+# ============================================================== cumulativity
+def cumulativity_points(setup: Setup, relation: str) -> list[KPoint]:
+    return resolve_ks(setup.ks, setup.group_size(relation))
+
+
+def plan_cumulativity(setup: Setup, runner: Runner, names: list[str]) -> None:
+    tasks = [setup.task(c)[0] for c in names]
+    for r in names:
+        for point in cumulativity_points(setup, r):
+            _request(runner, setup, setup.deact(r, point.top_k), tasks)
+            for s in setup.seeds:
+                _request(runner, setup, setup.control(r, point.top_k, s), tasks)
+
+
+def analyze_cumulativity(setup: Setup, runner: Runner, names: list[str]) -> dict[str, Any]:
+    base = {c: _acc(runner, setup, Variant.base(), *setup.task(c)) for c in names}
+    curves: dict[str, Any] = {}
+    for r in names:
+        others = [c for c in names if c != r]
+        points = []
+        for point in cumulativity_points(setup, r):
+            deact = setup.deact(r, point.top_k)
+            controls = [setup.control(r, point.top_k, s) for s in setup.seeds]
+
+            def acc(variants: list[Variant], c: str) -> float:
+                return sum(_acc(runner, setup, v, *setup.task(c)) for v in variants) / len(variants)
+
+            own_cell = _own_vs_control(
+                setup, runner, r, setup.task(r)[0], setup.task(r)[1], deact, controls
+            )
+            points.append(
+                {
+                    "labels": list(point.labels),
+                    "top_k": point.top_k,
+                    "n_neurons": point.n_neurons,
+                    "own": acc([deact], r),
+                    "control_own": acc(controls, r),
+                    "others": mean([acc([deact], c) for c in others]),
+                    "control_others": mean([acc(controls, c) for c in others]),
+                    "others_each": {c: acc([deact], c) for c in others},
+                    "control_others_each": {c: acc(controls, c) for c in others},
+                    "p_own_vs_base": own_cell["p_deact_vs_base"],
+                    "p_own_vs_control": own_cell["p_deact_vs_control"],
+                }
+            )
+        curves[r] = {
+            "base_own": base[r],
+            "base_others": mean([base[c] for c in others]),
+            "others": others,
+            "size": setup.group_size(r),
+            "points": points,
+        }
+    return {
+        "relations": names,
+        "ks": [str(k) for k in setup.ks],
+        "curves": curves,
+        "mean_curve": _mean_curve(setup, curves),
+    }
+
+
+def _mean_curve(setup: Setup, curves: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per requested k: mean change from base (accuracy points) over the relations."""
+    out = []
+    for k in setup.ks:
+        label = str(k)
+        rows = []
+        for curve in curves.values():
+            point = next(p for p in curve["points"] if label in p["labels"])
+            rows.append((curve, point))
+        entry: dict[str, Any] = {"label": label}
+        for key, base_key in (
+            ("own", "base_own"),
+            ("control_own", "base_own"),
+            ("others", "base_others"),
+            ("control_others", "base_others"),
+        ):
+            entry[key] = mean(
+                [
+                    p[key] - c[base_key] if p[key] is not None and c[base_key] is not None else None
+                    for c, p in rows
+                ]
+            )
+        out.append(entry)
+    return out
+
+
+# =============================================================== versatility
+def plan_versatility(setup: Setup, runner: Runner) -> None:
+    for r, langs in setup.langs.items():
+        tasks = [f"relfacts_{r}"] + [lang_task(lang, r) for lang in langs]
+        _request(runner, setup, setup.deact(r, setup.top_k), tasks)
+        for s in setup.seeds:
+            _request(runner, setup, setup.control(r, setup.top_k, s), tasks)
+
+
+def analyze_overlap(setup: Setup) -> dict[str, Any]:
+    chosen = setup.neuron_set.select(setup.relations, top_k=setup.top_k)
+    units: dict[str, set] = {r: set() for r in setup.relations}
+    for n in chosen.neurons:
+        units[n.group].add(n.unit)
+    result = overlap(units, setup.relations)
+    result["top_k"] = setup.top_k
+    return result
+
+
+def analyze_crosslingual(setup: Setup, runner: Runner) -> dict[str, Any]:
+    metric = CROSSLINGUAL_METRIC
+    cells: dict[str, dict[str, Any]] = {}
+    for r, langs in setup.langs.items():
+        deact = setup.deact(r, setup.top_k)
+        controls = [setup.control(r, setup.top_k, s) for s in setup.seeds]
+        cells[r] = {}
+        for lang in ["en", *langs]:
+            task = f"relfacts_{r}" if lang == "en" else lang_task(lang, r)
+            cells[r][lang] = _own_vs_control(setup, runner, r, task, metric, deact, controls)
+    per_lang = {}
+    for lang in ["en", *LANGS]:
+        entries = [cells[r][lang] for r in cells if lang in cells[r]]
+        if entries:
+            per_lang[lang] = summarize_cells(entries)
+    foreign = [cells[r][lang] for r in cells for lang in cells[r] if lang != "en"]
+    return {
+        "metric": metric,
+        "top_k": setup.top_k,
+        "cells": cells,
+        "per_language": per_lang,
+        "summary_foreign": summarize_cells(foreign),
+    }
+
+
+# ================================================================= reasoning
+def kn_coverage(setup: Setup) -> dict[str, Any]:
+    """How many of the evaluated chains have knowledge neurons for their bridge fact."""
+    from relneuron_eval.harness.task_data import rows_for
+
+    assert setup.kn_set is not None
+    groups = set(setup.kn_set.groups())
+    rows = rows_for("2hop")["test"]
+    docs = setup.docs("relfacts_2hop")
+    with_kn = [i for i in docs if rows[i]["hop1_fact"] in groups]
+    sizes = [
+        sum(1 for n in setup.kn_set.neurons if n.group == rows[i]["hop1_fact"]) for i in with_kn
+    ]
+    covered = [r for r in rows if r["hop1_fact"] in groups]
+    return {
+        "chains_total": len(rows),
+        "chains_total_with_neurons": len(covered),
+        "bridge_facts_total": len({r["hop1_fact"] for r in rows}),
+        "bridge_facts_with_neurons": len({r["hop1_fact"] for r in covered}),
+        "sampled_from": setup.reasoning_chains,
+        "n_chains": len(docs),
+        "n_with_neurons": len(with_kn),
+        "n_without_neurons": len(docs) - len(with_kn),
+        "with_neurons": with_kn,
+        "mean_neurons_per_chain": mean(sizes),
+        "n_bridge_facts": len({rows[i]["hop1_fact"] for i in docs}),
+    }
+
+
+def plan_reasoning(setup: Setup, runner: Runner) -> None:
+    tasks = list(TWOHOP_TASKS)
+    for mode in KN_MODES:
+        _request(runner, setup, setup.kn(mode), tasks)
+        for s in setup.seeds:
+            _request(runner, setup, setup.kn(mode, s), tasks)
+
+
+def analyze_reasoning(setup: Setup, runner: Runner) -> dict[str, Any]:
+    coverage = kn_coverage(setup)
+    subset = set(coverage["with_neurons"])
+    measures: dict[str, Any] = {}
+    for name, (task, metric) in TWOHOP_MEASURES.items():
+        base = runner.get(Variant.base(), task, setup.docs(task)).by_doc(metric)
+        entry: dict[str, Any] = {"task": task, "metric": metric}
+        for scope, ids in (("all", sorted(base)), ("with_neurons", sorted(subset))):
+            b = [base[i] for i in ids]
+            block: dict[str, Any] = {"n": len(ids), "base": mean(b)}
+            for mode in KN_MODES:
+                kn = runner.get(setup.kn(mode), task, setup.docs(task)).by_doc(metric)
+                ctrl_rows = [
+                    runner.get(setup.kn(mode, s), task, setup.docs(task)).by_doc(metric)
+                    for s in setup.seeds
+                ]
+                k = [kn[i] for i in ids]
+                c = _seed_mean([[row[i] for i in ids] for row in ctrl_rows]) if ids else []
+                block[mode] = {
+                    "kn": mean(k),
+                    "control": mean(c),
+                    "delta": None if not ids else mean(k) - mean(b),
+                    "control_delta": None if not ids else mean(c) - mean(b),
+                    "p_kn_vs_base": paired_p(b, k)[0] if ids else None,
+                    "p_kn_vs_control": paired_p(c, k)[0] if ids else None,
+                    "p_control_vs_base": paired_p(b, c)[0] if ids else None,
+                }
+            entry[scope] = block
+        measures[name] = entry
+    return {
+        "coverage": {k: v for k, v in coverage.items() if k != "with_neurons"},
+        "measures": measures,
+        "factor": KN_MODES["enhance"]["factor"],
+    }

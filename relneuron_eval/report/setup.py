@@ -1,0 +1,182 @@
+"""What a report evaluates: its validated configuration and the relfacts tasks it reads.
+
+``Setup`` (built by ``report.build_setup``) names the model, neuron sets, relations,
+experiments and limits, and turns them into tasks, document indices and the ``Variant`` of
+each deactivation or random control. The task helpers read documents and fingerprints in
+pure Python, without lm-eval, so planning and cache keys cost nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.core.neuron_set import NeuronSet
+from relneuron_eval.report.analysis import KValue, canonical_top_k, evenly_spaced, first
+from relneuron_eval.report.runs import Variant
+
+EXPERIMENTS = ("cumulativity", "versatility", "interference", "reasoning")
+METRICS = ("acc_prefix2", "acc_match", "mc")
+LANGS = ("de", "es", "fr", "zh", "ja")
+TWOHOP_TASKS = ("relfacts_2hop", "relfacts_2hop_cot", "relfacts_2hop_hop1")
+KN_MODES: dict[str, dict[str, Any]] = {
+    "deactivate": {"mode": "deactivate"},
+    "enhance": {"mode": "enhance", "factor": 2.0},
+}
+
+
+@dataclass
+class Setup:
+    """A validated report configuration (built by ``report.build_setup``)."""
+
+    model: str
+    model_key: dict[str, Any]
+    out: Path
+    neuron_set_path: str
+    neuron_set: NeuronSet
+    set_hash: str
+    relations: list[str]  # R: relations with neurons and tasks
+    experiments: list[str]
+    ks: list[KValue]
+    top_k: int
+    seeds: list[int]
+    limit: int | None
+    reasoning_limit: int | None
+    limit_own: int | None
+    metric: str
+    min_base: float
+    matrix: list[str] | int  # explicit relations, or N = the N best-known relations
+    cumulativity: list[str] | int
+    langs: dict[str, list[str]] = field(default_factory=dict)  # relation -> languages
+    reasoning_chains: str = "with-neurons"  # or "all": which chains the sample spreads over
+    kn_set_path: str | None = None
+    kn_set: NeuronSet | None = None
+    kn_hash: str | None = None
+    kn_controls: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (path, hash)
+    kn_control_sets: dict[int, NeuronSet] = field(default_factory=dict, repr=False)
+    _sizes: dict[str, int] | None = field(default=None, repr=False)
+
+    def save_controls(self) -> None:
+        """Write the random-control knowledge-neuron sets (unless the same one is there)."""
+        from relneuron_eval.core.neuron_set import load
+
+        for seed, control in self.kn_control_sets.items():
+            path, digest = self.kn_controls[seed]
+            try:
+                same = Path(path).is_file() and load(path).content_hash() == digest
+            except Exception:
+                same = False
+            if not same:
+                control.save(path)
+
+    # ---------------------------------------------------------------- tasks
+    def task(self, relation: str) -> tuple[str, str]:
+        """(task, metric) that measures a relation under the report's metric."""
+        if self.metric == "mc":
+            return f"relfacts_mc_{relation}", "acc"
+        return f"relfacts_{relation}", self.metric
+
+    def docs(self, task: str, own: bool = False) -> list[int]:
+        """Document indices of a task: the first ``limit`` (``limit_own`` for a relation's
+        own task in the specificity experiment); two-hop chains spread evenly."""
+        n = count_docs(task)
+        if task in TWOHOP_TASKS:
+            pool = self.chain_pool()
+            return [pool[i] for i in evenly_spaced(len(pool), self.reasoning_limit)]
+        return first(n, self.limit_own if own else self.limit)
+
+    def chain_pool(self) -> list[int]:
+        """Chains the reasoning sample is spread over: those whose bridge fact has
+        knowledge neurons (``with-neurons``; the others would run unmodified), or all."""
+        n = count_docs("relfacts_2hop")
+        if self.reasoning_chains == "all" or self.kn_set is None:
+            return list(range(n))
+        groups = set(self.kn_set.groups())
+        rows = task_rows("relfacts_2hop")["test"]
+        return [i for i in range(n) if rows[i]["hop1_fact"] in groups]
+
+    def group_size(self, relation: str) -> int:
+        if self._sizes is None:
+            self._sizes = Counter(n.group for n in self.neuron_set.neurons)
+        return self._sizes.get(relation, 0)
+
+    # ------------------------------------------------------------- variants
+    def deact(self, relation: str, k: KValue | None) -> Variant:
+        return self._deactivation(relation, k)
+
+    def control(self, relation: str, k: KValue | None, seed: int) -> Variant:
+        return self._deactivation(relation, k, seed)
+
+    def _deactivation(self, relation: str, k: KValue | None, seed: int | None = None) -> Variant:
+        """Relation's top-k deactivated, or (with a seed) its size-matched random control."""
+        top_k = canonical_top_k(k, self.group_size(relation))
+        label = f"deact {relation} k={top_k or 'all'}"
+        control = {}
+        if seed is not None:
+            label = f"control {relation} k={top_k or 'all'} s={seed}"
+            control = {"control": "random", "seed": seed}
+        return Variant.make(
+            label,
+            self.neuron_set_path,
+            self.set_hash,
+            groups=relation,
+            mode="deactivate",
+            top_k=top_k,
+            **control,
+        )
+
+    def kn(self, mode: str, seed: int | None = None) -> Variant:
+        """Knowledge neurons of each chain's bridge fact (or their random control)."""
+        assert self.kn_set_path is not None and self.kn_hash is not None
+        path, digest = (self.kn_set_path, self.kn_hash) if seed is None else self.kn_controls[seed]
+        label = f"KN {mode}" if seed is None else f"KN control {mode} s={seed}"
+        return Variant.make(label, path, digest, groups="*", per_doc="hop1_fact", **KN_MODES[mode])
+
+
+@functools.cache
+def count_docs(task: str) -> int:
+    """Number of test documents of a relfacts task (pure Python, no lm-eval)."""
+    return len(task_rows(task)["test"])
+
+
+def task_rows(task: str) -> dict[str, list[dict[str, Any]]]:
+    """The documents of a relfacts task by split (pure Python, no lm-eval)."""
+    from relneuron_eval.harness.task_data import rows_for
+
+    if task.startswith("relfacts_2hop"):
+        return rows_for("2hop")
+    rest = task[len("relfacts_") :]
+    if rest.startswith("mc_"):
+        return rows_for("mc", rest[3:])
+    lang = rest[:2]
+    if lang in LANGS and rest[2:3] == "_":
+        return rows_for("gen", rest[3:], lang)
+    return rows_for("gen", rest)
+
+
+@functools.cache
+def task_fingerprint(task: str) -> str:
+    """Hash of what decides a task's numbers apart from the model: its YAML files, its
+    documents (test and few-shot), the few-shot sampler and the metric code. Cached runs of
+    a task whose data, templates, demos or scoring changed are then evaluated again."""
+    import hashlib
+    import json
+
+    from relneuron_eval.harness import fewshot, task_metrics
+    from relneuron_eval.resources import tasks_dir
+
+    digest = hashlib.sha256()
+    folder = tasks_dir() / "relfacts"
+    for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
+        digest.update(path.read_bytes())
+    digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
+    digest.update(Path(task_metrics.__file__).read_bytes())
+    digest.update(Path(fewshot.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def lang_task(lang: str, relation: str) -> str:
+    return f"relfacts_{lang}_{relation}"
