@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from relneuron_eval.data import answers as rules
 from relneuron_eval.harness import task_metrics as tm
 
 
@@ -33,7 +34,7 @@ def tokenizer():
     ],
 )
 def test_normalize(text, expected):
-    assert tm.normalize(text) == expected
+    assert rules.normalize(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -59,14 +60,14 @@ def test_normalize(text, expected):
     ],
 )
 def test_match(generation, answers, expected):
-    assert tm.match(generation, answers) is expected
+    assert rules.match(generation, answers) is expected
 
 
 def test_mentions():
     text = "Ozumba is in Mexico. Mexico's capital is Mexico City."
-    assert tm.mentions(text, ["Mexico"])
-    assert not tm.mentions(text, ["Mex"])
-    assert tm.mentions("它位于中国。", ["中国"])
+    assert rules.mentions(text, ["Mexico"])
+    assert not rules.mentions(text, ["Mex"])
+    assert rules.mentions("它位于中国。", ["中国"])
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,7 @@ def test_mentions():
     ],
 )
 def test_final_answer(generation, expected):
-    assert tm.final_answer(generation) == expected
+    assert rules.final_answer(generation) == expected
 
 
 @pytest.mark.parametrize(
@@ -98,20 +99,20 @@ def test_final_answer(generation, expected):
     ],
 )
 def test_prefix2_with_tokenizer(tokenizer, generation, answers, expected):
-    assert tm.prefix2(generation, answers, " ", tokenizer=tokenizer) is expected
+    assert rules.prefix2(generation, answers, " ", tokenizer=tokenizer) is expected
 
 
 def test_prefix2_cjk_uses_empty_delimiter(tokenizer):
-    assert tm.prefix2("北京是", ["北京"], "", tokenizer=tokenizer)
-    assert not tm.prefix2("上海", ["北京"], "", tokenizer=tokenizer)
+    assert rules.prefix2("北京是", ["北京"], "", tokenizer=tokenizer)
+    assert not rules.prefix2("上海", ["北京"], "", tokenizer=tokenizer)
 
 
 def test_prefix2_fallback_without_tokenizer_warns_once(caplog, monkeypatch):
-    monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
-    with caplog.at_level(logging.WARNING, logger="relneuron_eval.harness.task_metrics"):
-        assert tm.prefix2(" Johann Sebastian Bach", ["Johann Sebastian Bach"])
-        assert tm.prefix2(" Paris, France", ["Paris"])
-        assert not tm.prefix2(" Johann Strauss", ["Johann Sebastian Bach"])
+    monkeypatch.setattr(rules, "_warned_no_tokenizer", False)
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.data.answers"):
+        assert rules.prefix2(" Johann Sebastian Bach", ["Johann Sebastian Bach"])
+        assert rules.prefix2(" Paris, France", ["Paris"])
+        assert not rules.prefix2(" Johann Strauss", ["Johann Sebastian Bach"])
     warnings = [r for r in caplog.records if "no Hugging Face tokenizer" in r.getMessage()]
     assert len(warnings) == 1
 
@@ -136,10 +137,10 @@ def test_process_functions_read_the_right_answers(tokenizer):
 
 # ------------------------------------------------- the evaluated model's tokenizer
 def test_outside_an_evaluation_there_is_no_model_tokenizer(caplog, monkeypatch):
-    monkeypatch.setattr(tm, "_warned_no_tokenizer", False)
+    monkeypatch.setattr(rules, "_warned_no_tokenizer", False)
     assert tm.model_tokenizer() is None
     doc = {"answers": ["Lima"], "delimiter": " "}
-    with caplog.at_level(logging.WARNING, logger="relneuron_eval.harness.task_metrics"):
+    with caplog.at_level(logging.WARNING, logger="relneuron_eval.data.answers"):
         assert tm.process_generation(doc, ["Lima, Peru"])["acc_prefix2"] == 1  # by words
     assert any("no Hugging Face tokenizer" in r.getMessage() for r in caplog.records)
 
@@ -186,7 +187,7 @@ def test_two_models_in_one_process_each_scored_with_their_own_tokenizer(tmp_path
         for row in rows:
             generation = row["filtered_resps"][0]
             assert generation.startswith("LLLL"), generation
-            own = tm.prefix2(generation, row["doc"]["answers"], " ", lm.tokenizer)
+            own = rules.prefix2(generation, row["doc"]["answers"], " ", lm.tokenizer)
             assert row["acc_prefix2"] == int(own), (name, row["doc_id"])
         scores[name] = [row["acc_prefix2"] for row in rows]
     assert scores == {"chars": [1, 0], "bpe": [0, 0]}

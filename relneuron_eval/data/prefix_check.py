@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relneuron_eval.data.answers import match
 from relneuron_eval.data.relation import Relation
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.harness.task_metrics import match
 
 # Chosen before measuring the shipped relations: above one fact in five, a relation's
 # acc_prefix2 mostly measures the shared prefix rather than the fact.
@@ -92,7 +92,7 @@ def check_relation(tokenizer: Any, relation: Relation) -> PrefixCheck:
     """Count the relation's facts that ``acc_prefix2`` cannot tell from wrong answers.
 
     Competitors are every accepted answer of every fact plus a closed set's objects,
-    tokenised as ``task_metrics.prefix2`` tokenises a generation (delimiter + text).
+    tokenised as ``answers.prefix2`` tokenises a generation (delimiter + text).
     """
     delim = relation.target_delimiter
     competitors = {a for f in relation.facts for a in f.answers} | set(relation.objects)

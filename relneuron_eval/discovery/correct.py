@@ -2,7 +2,7 @@
 
 * ``match`` (default): the greedy continuation up to the first newline (at most
   ``MAX_NEW_TOKENS``, as the tasks generate) matches an accepted answer as
-  ``task_metrics.match`` (``acc_match``) decides: normalised, whole words. A shared
+  ``answers.match`` (``acc_match``) decides: normalised, whole words. A shared
   prefix cannot satisfy it: " 1875" is not " 1911".
 * ``prefix2``: Liu et al.'s criterion, the greedy first 2 tokens form a prefix of an
   accepted answer. With SmolLM2's digit-by-digit numbers every year starting with 1
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relneuron_eval.data.answers import ARTICLES, is_cjk, match, normalize
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.harness.task_metrics import ARTICLES, is_cjk, match, normalize
 
 CRITERIA = {
     "match": "greedy continuation up to the first newline (at most 16 tokens) matches an "
