@@ -128,6 +128,44 @@ def save_tiny_llama(
     return folder
 
 
+# The tiny Llama of the in-process ``relneuron-hf`` tests (lm_model, prefix_cache, per_doc)
+TINY_LAYERS, TINY_INTERMEDIATE, TINY_HIDDEN = 2, 48, 32
+
+
+def save_tiny_lm(folder: Path) -> Path:
+    """That tiny Llama, with MLP weights large enough for a few units to move the logits."""
+    return save_tiny_llama(
+        folder, hidden=TINY_HIDDEN, intermediate=TINY_INTERMEDIATE, layers=TINY_LAYERS, mlp_std=0.4
+    )
+
+
+def save_tiny_set(
+    path: Path, groups: list[str], sites: list[str], *, per_layer: int, seed: int
+) -> Path:
+    """A neuron set for ``save_tiny_lm``: ``per_layer`` seeded units per (group, site, layer)."""
+    import random
+
+    from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
+
+    rng = random.Random(seed)
+    neurons = [
+        Neuron(group, site, layer, index, 1.0)
+        for group in groups
+        for site in sites
+        for layer in range(TINY_LAYERS)
+        for index in rng.sample(range(TINY_INTERMEDIATE), per_layer)
+    ]
+    model = {
+        "id": "tiny",
+        "architecture": "LlamaForCausalLM",
+        "num_layers": TINY_LAYERS,
+        "intermediate_size": TINY_INTERMEDIATE,
+        "hidden_size": TINY_HIDDEN,
+    }
+    NeuronSet(make_header(model=model, method={"name": "test"}), neurons).save(path)
+    return path
+
+
 def char_tokenizer(first: str):
     """A character-level HF tokenizer (printable ASCII, ``first`` at id 0), unlike SmolLM2's BPE."""
     import string

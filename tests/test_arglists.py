@@ -113,3 +113,19 @@ def test_a_list_of_names_is_taken_as_is():
     assert parse_names(["mlp.act", " mlp.up_proj "]) == ["mlp.act", "mlp.up_proj"]
     assert parse_names(("mlp.act",)) == ["mlp.act"]
     assert parse_names([]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3--5", "--layers=3--5 has a '-' too many: a range is LOW-HIGH with one '-' (layers "
+         "count from 0, never negative) (write 3-5)"),
+        ("1|10---20", "--layers=10---20 has a '-' too many"),
+        ("-3--5", "(write 3-5)"),
+    ],
+)  # fmt: skip
+def test_double_dash_says_what_is_wrong_and_what_to_write(text, expected):
+    with pytest.raises(RelNeuronError) as info:
+        parse_layers(text, "--layers")
+    assert expected in str(info.value)
+    assert "reversed" not in str(info.value)  # what "3--5" used to be called (3 > -5)

@@ -53,13 +53,11 @@ def test_subcommands_are_the_cli_ones():
 
 
 def test_model_args_are_relneuron_hf_ones():
+    from relneuron_eval.core.spec import SETTING_NAMES
     from relneuron_eval.harness.lm_model import RelNeuronLM
 
-    params = set(inspect.signature(RelNeuronLM.__init__).parameters) - {
-        "self",
-        "pretrained",
-        "kwargs",
-    }
+    own = set(inspect.signature(RelNeuronLM.__init__).parameters) - {"self", "pretrained", "kwargs"}
+    params = own | set(SETTING_NAMES)  # the settings arrive as **kwargs, read by the spec
     assert _backticked_after("Intervention model args:") == params
 
 

@@ -50,7 +50,7 @@ KN_ARGS = [
     "--relations",
     "country_capital_city",
     "--max-facts",
-    "2",
+    "4",  # the model answers 2 of the first 4 under every prompt (the check drops 2)
     "--fewshot",
     "3",
     "--steps",
@@ -155,6 +155,11 @@ def test_knowledge_neurons_two_processes_and_resume_equal_one(tmp_path):
     assert all(n.site == "mlp.act" for n in neuron_set)
     fact_groups = [g for g in neuron_set.groups() if "/" in g]
     assert fact_groups and all(g.startswith("country_capital_city/") for g in fact_groups)
+    data = neuron_set.method["data"]
+    assert neuron_set.method["params"]["correct"] == "match"  # the default, named
+    assert data["facts_checked"] == 4 and data["facts"] + len(data["facts_dropped"]) == 4
+    assert not set(fact_groups) & set(data["facts_dropped"])
+    assert f"{data['facts']} of 4 facts answered correctly" in proc.stderr
     _launch_two([*KN_ARGS, "--out", str(two)])
     assert _lines(two) == _lines(one)
     assert _run([*KN_ARGS, "--out", str(resumed), "--stop-after", "1"], check=False).returncode
@@ -401,6 +406,62 @@ def test_too_few_positives_names_every_option_before_the_activation_pass(tiny_sp
     neuron_set = load(out)
     assert neuron_set.groups() == ["alpha", "beta"]
     assert neuron_set.method["data"]["relations_skipped"] == ["gamma"]
+
+
+KN_TINY = ["find", "knowledge-neurons", "--max-facts", "6", "--steps", "2", "--no-progress"]
+
+
+def _kn_tiny(model: Path, spec: Path, out: Path, *extra: str, check: bool = True):
+    args = [*KN_TINY, "--model", str(model), "--relations", str(spec), "--out", str(out)]
+    return _run([*args, *extra], check=check)
+
+
+def test_knowledge_neurons_attribute_only_answered_facts(tiny_spec, tmp_path):
+    """The tiny model "knows" the facts whose object is its own greedy answer (prefix2)."""
+    from relneuron_eval.discovery.data import relation_prompts, resolve_relations
+
+    model, folder = tiny_spec
+    candidates = []
+    for rel in resolve_relations(str(folder / "spec_ok.yaml")).values():
+        prompts = relation_prompts(rel, "discovery", fewshot=None, demos="per-relation")
+        ids = list(dict.fromkeys(p.fact_id for p in prompts))[:6]
+        candidates += [(p.fact_id, p.object) for p in prompts if p.fact_id in ids]
+    unknown = [fact_id for fact_id, obj in candidates if obj == "zzz"]
+    assert 0 < len(unknown) < len(candidates)  # the check has something to keep and to drop
+    out = tmp_path / "kn.jsonl"
+    proc = _kn_tiny(model, folder / "spec_ok.yaml", out, "--correct", "prefix2")
+    kept = len(candidates) - len(unknown)
+    assert f"{kept} of {len(candidates)} facts answered correctly" in proc.stderr
+    method = load(out).method
+    assert method["params"]["correct"] == "prefix2"
+    assert method["data"]["facts_dropped"] == unknown and method["data"]["facts"] == kept
+    assert not {g for g in load(out).groups() if "/" in g} & set(unknown)
+    off = tmp_path / "off.jsonl"
+    proc = _kn_tiny(model, folder / "spec_ok.yaml", off, "--correct", "off")
+    assert f"all {len(candidates)} facts attributed" in proc.stderr
+    assert load(off).method["params"]["correct"] == "off"
+    assert load(off).method["data"]["facts"] == len(candidates)
+
+
+def test_knowledge_neurons_with_no_answered_fact_fail_before_attribution(tiny_spec, tmp_path):
+    model, _ = tiny_spec
+    _write_tiny_spec(tmp_path, {})  # every object "zzz": nothing is answered
+    out = tmp_path / "out" / "kn.jsonl"
+    out.parent.mkdir()
+    proc = _kn_tiny(model, tmp_path / "spec_ok.yaml", out, "--correct", "prefix2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "none of the 12 facts is answered correctly (--correct prefix2)" in proc.stderr
+    assert "--correct off" in proc.stderr
+    assert list(out.parent.iterdir()) == []  # no output, no work folder
+
+
+def test_knowledge_neuron_layers_outside_the_model_are_named_as_typed(tiny_spec, tmp_path):
+    model, folder = tiny_spec
+    out = tmp_path / "kn.jsonl"
+    proc = _kn_tiny(model, folder / "spec_ok.yaml", out, "--layers", "1-9000", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1
+    assert "--layers=1-9000 is outside this model's layers 0-1" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fewshot_default_is_the_tasks_prompting(tiny_reference):

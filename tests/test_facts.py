@@ -291,6 +291,25 @@ def test_bad_json_line(tmp_path):
     assert err.line == 10 and "JSON" in str(err)
 
 
+def test_non_finite_number_in_facts_names_file_and_line(tmp_path):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[4] = '{"subject": "Item 4", "object": "stuff 0", "weight": NaN}'
+    err = _error(_spec(tmp_path, None, raw_lines=lines))
+    assert err.path.endswith("toy.jsonl") and err.line == 5 and "NaN" in str(err)
+
+
+def test_line_separator_inside_a_fact_is_not_a_line_break(tmp_path):
+    """A raw U+2028 in a subject (JSON allows it) keeps the fact on its line, and the
+    facts after it keep their numbers."""
+    rows = _rows()
+    rows[2]["subject"] = "Item\u20282"
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    relation = facts.load_spec(_spec(tmp_path, None, raw_lines=lines))["toy"]
+    by_subject = {f.subject: f for f in relation.facts}
+    assert "Item 2" in by_subject  # the separator is whitespace, cleaned
+    assert [by_subject[f"Item {i}"].fact_id for i in (2, 3)] == ["toy/2", "toy/3"]
+
+
 def test_unknown_placeholder_names_spec_line(tmp_path):
     spec_text = (
         "relations:\n"

@@ -355,6 +355,7 @@ FACTS = [
     for i in range(3)
 ]
 IG = IGConfig(steps=3, store_fraction=0.05)
+UNCHECKED = kn.AnswerCheck(None, tuple(f.fact_id for f in FACTS))  # correct=None's record
 
 
 def _arrays(root):
@@ -368,8 +369,9 @@ def _arrays(root):
 def test_shards_and_resume_give_the_single_run(tmp_path):
     model, tok = sharp_llama(), CharTokenizer()
     single, _ = kn.find_knowledge_neurons(
-        model, tok, FACTS, tmp_path / "one", tmp_path / "one.jsonl", IG, progress=False
-    )
+        model, tok, FACTS, tmp_path / "one", tmp_path / "one.jsonl", IG, correct=None,
+        progress=False,
+    )  # fmt: skip
     assert NeuronSet.load(tmp_path / "one.jsonl").content_hash() == single.content_hash()
     assert len(single) > 0
     for rank in (1, 0):  # any order
@@ -377,7 +379,7 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
             model, tok, FACTS, tmp_path / "two", IG, rank=rank, world_size=2, progress=False
         )
         assert report.computed == 3
-    merged, _ = kn.merge(FACTS, tmp_path / "two")
+    merged, _ = kn.merge(FACTS, tmp_path / "two", answer_check=UNCHECKED)
     assert merged.content_hash() == single.content_hash()
     a, b = _arrays(tmp_path / "one"), _arrays(tmp_path / "two")
     assert a.keys() == b.keys()
@@ -391,7 +393,10 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
         kn.merge(FACTS, tmp_path / "re")
     report = kn.compute_shard(model, tok, FACTS, tmp_path / "re", IG, progress=False)
     assert (report.computed, report.skipped) == (4, 2)
-    assert kn.merge(FACTS, tmp_path / "re")[0].content_hash() == single.content_hash()
+    assert (
+        kn.merge(FACTS, tmp_path / "re", answer_check=UNCHECKED)[0].content_hash()
+        == single.content_hash()
+    )
     # other settings: refuse to mix them into this checkpoint
     with pytest.raises(RelNeuronError, match="other settings"):
         kn.compute_shard(model, tok, FACTS, tmp_path / "re", IGConfig(steps=4), progress=False)
@@ -404,7 +409,10 @@ def test_shards_and_resume_give_the_single_run(tmp_path):
     victim.write_bytes(victim.read_bytes()[:100])
     report = kn.compute_shard(model, tok, FACTS, tmp_path / "re", IG, progress=False)
     assert (report.computed, report.skipped) == (2, 4)  # the damaged one and FACTS[0] again
-    assert kn.merge(FACTS, tmp_path / "re")[0].content_hash() == single.content_hash()
+    assert (
+        kn.merge(FACTS, tmp_path / "re", answer_check=UNCHECKED)[0].content_hash()
+        == single.content_hash()
+    )
     header = json.loads((tmp_path / "one.jsonl").read_text().splitlines()[0])
     assert header["method"]["params"]["steps"] == 3
     assert header["method"]["params"]["answer_tokens"] == "first"
@@ -463,3 +471,105 @@ def test_half_precision_model_runs_every_path():
         got = kn.prompt_attributions(model, PROMPT, answer, IGConfig(steps=4, method=method))
         assert got.attr.dtype == np.float32
         assert np.corrcoef(got.attr.ravel(), ref.ravel())[0, 1] > 0.95
+
+
+# ------------------------------------------- the answer check before attribution
+def _greedy(model, tokenizer, prompt: str, steps: int = 16) -> list[int]:
+    """Reference greedy decoding (``generate``, not the check's own loop)."""
+    ids = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=steps, do_sample=False, pad_token_id=0)
+    return out[0, ids["input_ids"].shape[1] :].tolist()
+
+
+@pytest.fixture(scope="module")
+def answered():
+    """A tiny random Llama (SmolLM2 tokenizer) and three facts built from its own answers.
+
+    r/known: both prompts' greedy first two words are accepted answers (kept by every
+    criterion). r/half: its second prompt's answer is not accepted (dropped: every prompt
+    must be answered). r/prefix: the answer shares the greedy first 2 tokens, then differs
+    (prefix2 is fooled, match is not).
+    """
+    from tools_helpers import tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from relneuron_eval.data.answers import match
+    from relneuron_eval.discovery.correct import first_line, prefix2_correct
+
+    path = tiny_model()
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    p1, p2, p3 = "Paris is the capital of", "The home of Alpha item 3 is", "Water is made of"
+    gen = {p: _greedy(model, tokenizer, p) for p in (p1, p2, p3)}
+    text = {p: tokenizer.decode(g) for p, g in gen.items()}
+    two_words = {p: " ".join(t.split()[:2]) for p, t in text.items()}
+    shared = tokenizer.decode(gen[p2][:2]).strip() + "zq"
+    facts = [
+        KnowledgeFact("r/known", [p1, p2], two_words[p1], answers=(two_words[p1], two_words[p2])),
+        KnowledgeFact("r/half", [p1, p3], two_words[p1]),
+        KnowledgeFact("r/prefix", [p2], shared),
+    ]
+    reference = {
+        "match": lambda p, answers: match(first_line(text[p]), answers),
+        "prefix2": lambda p, answers: prefix2_correct(tokenizer.decode(gen[p][:2]), answers),
+    }
+    expected = {
+        crit: [f.fact_id for f in facts if all(rule(p, f.answers) for p in f.prompts)]
+        for crit, rule in reference.items()
+    }
+    # the facts do what they were built for, so the check below can fail
+    assert expected == {"match": ["r/known"], "prefix2": ["r/known", "r/prefix"]}
+    return model, tokenizer, facts, expected
+
+
+@pytest.mark.parametrize("criterion", ["match", "prefix2"])
+def test_answer_check_keeps_the_facts_answered_under_every_prompt(answered, criterion):
+    model, tokenizer, facts, expected = answered
+    kept, check = kn.check_answers(model, tokenizer, facts, criterion, progress=False)
+    assert [f.fact_id for f in kept] == list(check.kept) == expected[criterion]
+    assert set(check.dropped) == {f.fact_id for f in facts} - set(expected[criterion])
+    assert f"{len(kept)} of 3 facts" in check.text() and "dropped" in check.text()
+    everything, off = kn.check_answers(model, tokenizer, facts, None)
+    assert everything == facts and off.params()["correct"] == "off"
+
+
+def test_answer_check_is_recorded_and_only_kept_facts_are_attributed(answered, tmp_path, capsys):
+    model, tokenizer, facts, _ = answered
+    ig = IGConfig(steps=2)
+    ns, summary = kn.find_knowledge_neurons(
+        model, tokenizer, facts, tmp_path / "ck", tmp_path / "kn.jsonl", ig, progress=False
+    )
+    assert "answer check (--correct match): 1 of 3 facts" in capsys.readouterr().err
+    assert summary.facts == 1 and "1 of 3 facts" in summary.text()
+    assert len(list((tmp_path / "ck" / "facts").glob("*.npz"))) == 1  # no IG for the others
+    method = NeuronSet.load(tmp_path / "kn.jsonl").method
+    assert method["params"]["correct"] == "match"
+    assert "every one of its prompts" in method["params"]["correct_rule"]
+    assert method["data"]["facts_dropped"] == ["r/half", "r/prefix"]
+    assert method["data"]["facts_checked"] == 3 and method["data"]["facts"] == 1
+    assert kn.answer_check_of(method) == "match"
+    assert {g for g in ns.groups() if "/" in g} <= {"r/known"}
+    off, _ = kn.find_knowledge_neurons(
+        model, tokenizer, facts, tmp_path / "ck-off", None, ig, correct=None, progress=False
+    )
+    assert off.method["data"]["facts"] == 3 and kn.answer_check_of(off.method) == "not checked"
+
+
+def test_no_answered_fact_is_one_clear_error_before_any_attribution(answered, tmp_path):
+    model, tokenizer, facts, _ = answered
+    with pytest.raises(RelNeuronError, match="none of the 2 facts is answered") as caught:
+        kn.find_knowledge_neurons(
+            model, tokenizer, facts[1:], tmp_path / "ck", tmp_path / "kn.jsonl", progress=False
+        )
+    assert "--correct off" in str(caught.value.hint)
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "kn.jsonl").exists()
+    with pytest.raises(RelNeuronError, match="unknown --correct"):
+        kn.find_knowledge_neurons(model, tokenizer, facts, tmp_path / "ck", correct="exact")
+
+
+def test_shipped_set_reads_as_not_checked():
+    from relneuron_eval.resources import neuron_sets_dir
+
+    shipped = NeuronSet.load(neuron_sets_dir() / "smollm2-135m" / "knowledge_neurons.jsonl.gz")
+    assert "correct" not in shipped.method["params"]  # made before the check existed
+    assert kn.answer_check_of(shipped.method) == "not checked"

@@ -7,20 +7,18 @@ position, a leaked hook or a PEFT mix-up in ``relneuron-hf`` shows up as a misma
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval_helpers import save_tiny_llama
+from lm_eval_helpers import save_tiny_lm, save_tiny_set
 
 from relneuron_eval.core.architectures import site_module
-from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.harness.lm_model import RelNeuronLM
 
-LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
 PROMPTS = [
     "The capital of France is",
     "Tokyo is a city in the country of",
@@ -31,34 +29,13 @@ CONTINUATIONS = [" Paris", " Japan and nothing else", " padding."]
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama-lm")
-    return save_tiny_llama(
-        folder, hidden=HIDDEN, intermediate=INTERMEDIATE, layers=LAYERS, mlp_std=0.4
-    )
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-llama-lm"))
 
 
 @pytest.fixture(scope="module")
 def neuron_file(tmp_path_factory) -> Path:
-    rng = random.Random(3)
-    neurons = [
-        Neuron("g", site, layer, index, 1.0)
-        for site in ("mlp.act", "mlp.up_proj")
-        for layer in range(LAYERS)
-        for index in rng.sample(range(INTERMEDIATE), 16)
-    ]
-    header = make_header(
-        model={
-            "id": "tiny",
-            "architecture": "LlamaForCausalLM",
-            "num_layers": LAYERS,
-            "intermediate_size": INTERMEDIATE,
-            "hidden_size": HIDDEN,
-        },
-        method={"name": "test"},
-    )
     path = tmp_path_factory.mktemp("sets") / "g.jsonl"
-    NeuronSet(header, neurons).save(path)
-    return path
+    return save_tiny_set(path, ["g"], ["mlp.act", "mlp.up_proj"], per_layer=16, seed=3)
 
 
 def _requests(kind: str) -> list[Instance]:

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 from lm_eval.api.instance import Instance
-from lm_eval_helpers import save_tiny_llama, write_toy_task
+from lm_eval_helpers import save_tiny_lm, save_tiny_set, write_toy_task
 
-from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.harness.lm_model import RelNeuronLM
 from relneuron_eval.harness.prefix_cache import parse_flag, shared_prefixes
 
-LAYERS, INTERMEDIATE, HIDDEN = 2, 48, 32
 DEMOS = {
     "capital": "The capital of France is Paris\nThe capital of Peru is Lima\nThe capital of "
     "Kenya is Nairobi\n",
@@ -62,34 +60,13 @@ def _requests(gen_kwargs: list[dict]) -> list[Instance]:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-llama-prefix")
-    return save_tiny_llama(
-        folder, hidden=HIDDEN, intermediate=INTERMEDIATE, layers=LAYERS, mlp_std=0.4
-    )
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-llama-prefix"))
 
 
 @pytest.fixture(scope="module")
 def neuron_file(tmp_path_factory) -> Path:
-    rng = random.Random(5)
-    neurons = [
-        Neuron(group, "mlp.act", layer, index, 1.0)
-        for group in ("capital", "currency", "hq")
-        for layer in range(LAYERS)
-        for index in rng.sample(range(INTERMEDIATE), 24)
-    ]
-    header = make_header(
-        model={
-            "id": "tiny",
-            "architecture": "LlamaForCausalLM",
-            "num_layers": LAYERS,
-            "intermediate_size": INTERMEDIATE,
-            "hidden_size": HIDDEN,
-        },
-        method={"name": "test"},
-    )
     path = tmp_path_factory.mktemp("sets") / "groups.jsonl"
-    NeuronSet(header, neurons).save(path)
-    return path
+    return save_tiny_set(path, ["capital", "currency", "hq"], ["mlp.act"], per_layer=24, seed=5)
 
 
 # Greedy with a newline stop; and stop strings that fire mid-answer in most generations.

@@ -450,7 +450,7 @@ def test_valid_file_parses(tmp_path):
         (
             ("  ablate: {groups: a}", "  ablate: {groups: a, top_k: 0}"),
             5,
-            "top_k must be an integer >= 1",
+            "top_k must be a positive integer, got 0",  # the message of every entry point
         ),
         (
             ("  ablate: {groups: a}", "  ablate: {groups: a, factor: 2}"),

@@ -22,6 +22,8 @@ import pytest
 
 from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.results import TaskResult
+from relneuron_eval.evaluation.runner import Runner, Variant, cache_key
 from relneuron_eval.report.analysis import (
     ALL,
     canonical_top_k,
@@ -33,7 +35,6 @@ from relneuron_eval.report.analysis import (
     relative_drop,
     resolve_ks,
 )
-from relneuron_eval.report.runs import Runner, TaskRun, Variant, cache_key
 
 SMOL = {"num_layers": 30, "intermediate_size": 1536, "hidden_size": 576}
 SITES3 = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -188,7 +189,7 @@ def test_cache_key_depends_on_what_changes_numbers_only():
 
 
 class CountingEval:
-    """A stub evaluator: doc d of any task is right iff (d + len(args)) is even."""
+    """A stub evaluator: doc d of any task is right iff it is even (base) or odd (variants)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, list[int]]]] = []
@@ -196,8 +197,8 @@ class CountingEval:
     def __call__(self, variant, samples):
         self.calls.append((variant.label, {t: list(d) for t, d in samples.items()}))
         return {
-            t: TaskRun(
-                t, [{"doc_id": d, "acc": float((d + len(variant.args)) % 2 == 0)} for d in docs]
+            t: TaskResult(
+                t, [{"doc_id": d, "acc": float((d + (not variant.is_base)) % 2 == 0)} for d in docs]
             )
             for t, docs in samples.items()
         }
@@ -283,7 +284,7 @@ class HandEval:
         from relneuron_eval.harness.task_data import rows_for
 
         self.calls += 1
-        args = variant.lm_args()
+        spec = variant.spec
         chains = rows_for("2hop")["test"]
         out = {}
         for task, docs in samples.items():
@@ -291,13 +292,13 @@ class HandEval:
             for d in docs:
                 if task.startswith("relfacts_2hop"):
                     ok = d % 4 != 3
-                    if args.get("per_doc") and "control_sets" not in args["neuron_set"]:
+                    if spec.per_doc and "control_sets" not in spec.neuron_set:
                         if chains[d]["hop1_fact"] in self.kn_facts:
-                            ok = args["mode"] == "enhance"
+                            ok = spec.mode == "enhance"
                 else:
                     rel = _relation_of(task)
                     ok = d == 0 if rel == "person_father" else d % 4 != 3
-                    group, control = args.get("groups"), args.get("control")
+                    group, control = spec.groups, spec.control
                     if group == rel and control is None:
                         ok = False
                     elif group == "landmark_in_country" and rel == "company_hq" and not control:
@@ -313,7 +314,7 @@ class HandEval:
                         ),
                     }
                 )
-            out[task] = TaskRun(task, rows, {"num_units": 7})
+            out[task] = TaskResult(task, rows, {"num_units": 7})
         return out
 
 
@@ -543,12 +544,12 @@ def test_outputs_agree_and_second_run_evaluates_nothing(hand_report):
 # ============================================================== validation
 def _fail(args: list[str], capsys, monkeypatch) -> str:
     from relneuron_eval import cli
-    from relneuron_eval.report.runs import LMEvaluator
+    from relneuron_eval.evaluation.runner import LoadedModel
 
     def no_load(self):
         raise AssertionError("the model must not be loaded")
 
-    monkeypatch.setattr(LMEvaluator, "_load", no_load)
+    monkeypatch.setattr(LoadedModel, "_load", no_load)
     assert cli.main(["report", *args]) == 2
     return capsys.readouterr().err
 

@@ -5,6 +5,8 @@
 * the z-test on standard errors against the normal tail;
 * the dispatch rule (0/1 -> McNemar, else t) on ints, bools, floats, empty and mixed input;
 * the seeded percentile bootstrap;
+* the Wilson interval against scipy; the minimum detectable drop against the textbook
+  sample size (Fleiss: 0.5 vs 0.4 needs 388 per arm) and a simulation of its power;
 * the rule is defined once: no other module of the package carries a test of its own,
   and importing the module pulls in neither torch nor lm-eval.
 """
@@ -27,9 +29,12 @@ from relneuron_eval.evaluation.statistics import (
     PairedTest,
     bootstrap_ci,
     mcnemar_exact,
+    min_detectable_drop,
     paired_t,
     paired_test,
     stderr_z,
+    two_proportion_power,
+    wilson_ci,
 )
 from relneuron_eval.relcheck import judge as relcheck_judge
 
@@ -149,10 +154,49 @@ def test_bootstrap_ci():
     assert lo == pytest.approx(0.5 - half, abs=0.05) and hi == pytest.approx(0.5 + half, abs=0.05)
 
 
+def test_wilson_ci_matches_scipy():
+    assert wilson_ci(0, 0) is None
+    for k, n in [(0, 10), (3, 10), (10, 10), (45, 50), (1, 990), (500, 990)]:
+        ci = sp.binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson_ci(k, n) == (pytest.approx(ci.low), pytest.approx(ci.high)), (k, n)
+    lo, hi = wilson_ci(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.31  # not a point at 0 successes, unlike Wald
+    lo90, hi90 = wilson_ci(3, 10, level=0.90)
+    assert wilson_ci(3, 10)[0] < lo90 < hi90 < wilson_ci(3, 10)[1]
+
+
+def test_min_detectable_drop_against_the_textbook_sample_size():
+    # 0.5 -> 0.4 at alpha 0.05 two-sided, power 0.8: n = 387.3 per arm (Fleiss, no
+    # continuity correction), so 388 documents detect a 10-point drop and 387 do not
+    assert min_detectable_drop(388, 0.5) < 0.1 < min_detectable_drop(387, 0.5)
+    assert two_proportion_power(388, 0.5, 0.4) == pytest.approx(0.8, abs=0.002)
+    mdes = [min_detectable_drop(n, 0.7) for n in (20, 50, 200, 990)]
+    assert mdes == sorted(mdes, reverse=True) and mdes[-1] < 0.07
+    assert min_detectable_drop(0, 0.5) is None and min_detectable_drop(50, 0.0) is None
+    assert min_detectable_drop(3, 0.2) is None  # even a drop to 0 is not detectable
+    assert min_detectable_drop(50, 0.8, power=0.9) > min_detectable_drop(50, 0.8)
+
+
+def test_min_detectable_drop_has_its_power_in_simulation():
+    # two independent arms of n documents at base and base - mde, tested with the
+    # pooled two-proportion z-test: rejected in about 80 % of 4000 draws
+    rng = random.Random(5)
+    n, base = 200, 0.6
+    drop = min_detectable_drop(n, base)
+    hits = 0
+    for _ in range(4000):
+        a = sum(rng.random() < base for _ in range(n))
+        b = sum(rng.random() < base - drop for _ in range(n))
+        pooled = (a + b) / (2 * n)
+        se = math.sqrt(2 * pooled * (1 - pooled) / n)
+        hits += se > 0 and abs(a - b) / n / se > 1.959964
+    assert hits / 4000 == pytest.approx(0.8, abs=0.025)
+
+
 # ============================================================ one definition
 def test_the_tests_are_defined_only_here():
     names = {"mcnemar_exact", "paired_t", "paired_test", "paired_p", "stderr_z", "bootstrap_ci"}
-    names |= {"_t_sf", "is_binary"}
+    names |= {"_t_sf", "is_binary", "wilson_ci", "min_detectable_drop", "two_proportion_power"}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path == PACKAGE / "evaluation" / "statistics.py":

@@ -150,3 +150,28 @@ def test_gap_bad_sample_line(run_folder):
     with pytest.raises(RelNeuronError) as info:
         twohop.compute_gap(twohop._find_samples([str(run_folder)]))
     assert info.value.line == 7 and info.value.path == str(direct)
+
+
+def test_gap_reads_generations_with_line_separators(run_folder):
+    """lm-eval writes samples with ensure_ascii=False: a generation may hold U+2028."""
+    hop1 = next(run_folder.rglob("samples_relfacts_2hop_hop1_*.jsonl"))
+    before = twohop.compute_gap(twohop._find_samples([str(run_folder)]))
+    rows = [json.loads(line) for line in hop1.read_text().split("\n") if line]
+    rows[0]["resps"] = [["Paris\u2028is the capital\x85"]]
+    hop1.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    assert twohop.compute_gap(twohop._find_samples([str(run_folder)])) == before
+
+
+def test_gap_refuses_a_non_finite_metric(run_folder):
+    hop2 = next(run_folder.rglob("samples_relfacts_2hop_hop2_*.jsonl"))
+    lines = hop2.read_text().splitlines()
+    lines[1] = (
+        lines[1]
+        .replace('"acc_match": 1.0', '"acc_match": NaN')
+        .replace('"acc_match": 0.0', '"acc_match": NaN')
+    )
+    assert "NaN" in lines[1]
+    hop2.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RelNeuronError, match="NaN is not a JSON number") as info:
+        twohop.compute_gap(twohop._find_samples([str(run_folder)]))
+    assert info.value.line == 2 and info.value.path == str(hop2)

@@ -38,7 +38,6 @@ from relneuron_eval.compare.read import (  # noqa: F401  (re-exported: the publi
     Run,
     TaskResult,
     _model_identity,
-    _number,
     choose_base,
     find_result_files,
     load_runs,
@@ -46,6 +45,7 @@ from relneuron_eval.compare.read import (  # noqa: F401  (re-exported: the publi
     parse_results_file,
     read_samples,
 )
+from relneuron_eval.compare.read import number as _number
 from relneuron_eval.compare.render import (  # noqa: F401
     RENDERERS,
     render_csv,
@@ -168,30 +168,7 @@ def _paired_values(
     if not base.samples or not variant.samples:
         which = "base" if not base.samples else "variant"
         return f"no sample log for the {which} run of {base.name}"
-    try:
-        left, right = read_samples(base.samples), read_samples(variant.samples)
-    except RelNeuronError as exc:
-        return f"unreadable sample log: {exc}"
-    keys = sorted(k for k in left if k[1] == filt)
-    other = sorted(k for k in right if k[1] == filt)
-    if not keys or other != keys:
-        expected = f"; lm-eval evaluated {base.n_docs}" if base.n_docs is not None else ""
-        return (
-            f"the sample logs cover different documents ({len(keys)} in {base.samples}, "
-            f"{len(other)} in {variant.samples}{expected}; a truncated log?)"
-        )
-    xs: list[float] = []
-    ys: list[float] = []
-    for key in keys:
-        a, b = left[key], right[key]
-        if a.get("doc_hash") != b.get("doc_hash"):
-            return f"document {key[0]} differs between the sample logs"
-        x, y = _number(a.get(metric)), _number(b.get(metric))
-        if x is None or y is None:
-            return f"no per-sample numbers for {metric}"
-        xs.append(x)
-        ys.append(y)
-    return xs, ys
+    return base.paired(variant, metric, filt)
 
 
 def _paired_test(

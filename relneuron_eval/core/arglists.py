@@ -23,6 +23,14 @@ def _parts(value: Any) -> list[str]:
 def _bounds(part: str, name: str, value: Any) -> tuple[int, int]:
     """``"10-20"`` -> (10, 20), ``"7"`` -> (7, 7); only syntax is checked here."""
     head, dash, tail = part[1:].partition("-")
+    if dash and tail.startswith("-"):  # "3--5": int("-5") would read a negative layer
+        low, high = part[0] + head, tail.lstrip("-")
+        example = f"{low}-{high}" if low.isdigit() and high.isdigit() else "3-5"
+        raise RelNeuronError(
+            f"{name}={part} has a '-' too many: a range is LOW-HIGH with one '-' (layers "
+            "count from 0, never negative)",
+            hint=f"write {example}",
+        )
     try:
         if dash:
             return int(part[0] + head), int(tail)
@@ -33,12 +41,16 @@ def _bounds(part: str, name: str, value: Any) -> tuple[int, int]:
         ) from None
 
 
-def _check_range(part: str, lo: int, hi: int, name: str, num_layers: int | None) -> None:
-    """Refuse reversed and out-of-range ranges before anything is expanded."""
+def _check_order(part: str, lo: int, hi: int, name: str) -> None:
     if lo > hi:
         raise RelNeuronError(
             f"{name}={part} is a reversed range", hint=f"write the lower layer first: {hi}-{lo}"
         )
+
+
+def _check_range(part: str, lo: int, hi: int, name: str, num_layers: int | None) -> None:
+    """Refuse reversed and out-of-range ranges before anything is expanded."""
+    _check_order(part, lo, hi, name)
     top = MAX_LAYERS if num_layers is None else num_layers
     if lo < 0 or hi >= top:
         where = (
@@ -78,6 +90,18 @@ def parse_layers(
         _check_range(part, lo, hi, name, num_layers)
         out.extend(range(lo, hi + 1))
     return out
+
+
+def check_layers_syntax(text: str, name: str = "layers") -> str:
+    """``" 3 , 10-20 "`` -> ``"3|10-20"``: syntax and order checked, nothing expanded.
+
+    For settings read before the model's layer count is known (see ``parse_layers``).
+    """
+    parts = _parts(text)
+    for part in parts:
+        lo, hi = _bounds(part, name, text)
+        _check_order(part, lo, hi, name)
+    return "|".join(parts)
 
 
 def parse_names(value: Any) -> list[str] | None:

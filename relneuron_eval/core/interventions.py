@@ -15,7 +15,6 @@ exception: folded slices are written back from saved copies (bit-exact), hooks r
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,37 @@ from typing import Any, Literal
 import torch
 
 from relneuron_eval.core.architectures import SiteSpec, model_shape, site_module, unwrap
-from relneuron_eval.core.arglists import parse_layers
+from relneuron_eval.core.arglists import parse_layers, parse_names
 from relneuron_eval.core.neuron_set import NeuronSet, load
+from relneuron_eval.core.spec import (
+    DEFAULT_FACTOR,
+    DEFAULT_VALUE,
+    MODES,
+    POSITIONS,
+    InterventionSpec,
+    InvalidSetting,
+    parse_setting,
+)
 from relneuron_eval.errors import RelNeuronError
 
-MODES = ("deactivate", "enhance", "scale", "set")
-POSITIONS = ("all", "last")
+__all__ = [  # MODES and POSITIONS are re-exported from core.spec
+    "MODES",
+    "POSITIONS",
+    "HookState",
+    "Intervention",
+    "RowTable",
+    "Strategy",
+    "UnitEdit",
+    "UnitKey",
+    "apply_intervention",
+    "can_fold",
+    "check_model",
+    "edits_for",
+    "install_hooks",
+    "multiplier_for",
+    "prompt_only",
+]
+
 Strategy = Literal["auto", "fold", "hook"]
 UnitKey = tuple[str, int]  # (site, layer)
 
@@ -49,69 +73,72 @@ class Intervention:
 
     selection: NeuronSet
     mode: str = "deactivate"
-    factor: float = 2.0
-    value: float = 0.0
+    factor: float = DEFAULT_FACTOR
+    value: float = DEFAULT_VALUE
     positions: str = "all"
     description: dict[str, Any] = field(default_factory=dict)
+    spec: InterventionSpec | None = None  # the settings it was built from
 
     @classmethod
     def build(
-        cls,
-        neuron_set: str | Path | NeuronSet,
-        groups: str | list[str] | None = "*",
-        *,
-        mode: str = "deactivate",
-        factor: float | None = None,
-        value: float | None = None,
-        top_k: int | None = None,
-        fraction: float | None = None,
-        positions: str = "all",
-        control: str | None = None,
-        seed: int | None = None,
-        layers: Any = None,
-        sites: list[str] | None = None,
+        cls, neuron_set: str | Path | NeuronSet, groups: Any = "*", **settings: Any
     ) -> Intervention:
-        """Validate the arguments, load and select the neurons, draw the control if asked.
-
-        Every entry point (``relneuron-hf`` model args, ``relneuron export``, the Python
-        API) comes through here, so a value is refused the same way everywhere. ``layers``
-        is a list or the ``3|10-20`` text; it is checked against the set's layer count
-        before any range is expanded.
-        """
-        args = check_arguments(
-            mode=mode, factor=factor, value=value, positions=positions, control=control, seed=seed
+        """The Python API: ``settings`` are :class:`InterventionSpec` fields (``mode=``,
+        ``top_k=``, ``layers=[0, 2]`` or ``"0|2"``, ...), validated as model args are."""
+        loaded = neuron_set if isinstance(neuron_set, NeuronSet) else None
+        source = str(loaded.source or "(in memory)") if loaded is not None else neuron_set
+        spec = InterventionSpec.from_model_args(
+            {**settings, "neuron_set": source, "groups": groups}
         )
-        full = neuron_set if isinstance(neuron_set, NeuronSet) else load(neuron_set)
-        layer_list = parse_layers(layers, num_layers=full.shape.num_layers)
+        return cls.from_spec(spec, loaded)
+
+    @classmethod
+    def from_spec(cls, spec: InterventionSpec, neuron_set: NeuronSet | None = None) -> Intervention:
+        """Load and select the neurons of ``spec`` (validated first), draw the control.
+
+        Every entry point comes through here. ``layers`` is checked against the set's
+        layer count before any range is expanded. ``neuron_set``: the set, if already loaded.
+        """
+        spec.validate()
+        if spec.is_base:
+            raise InvalidSetting("neuron_set", "an intervention needs a neuron_set=")
+        full = neuron_set if neuron_set is not None else load(str(spec.neuron_set))
+        layer_list = parse_layers(spec.layers, num_layers=full.shape.num_layers)
         selection = full.select(
-            groups, top_k=top_k, fraction=fraction, layers=layer_list, sites=sites
+            spec.groups,
+            top_k=spec.top_k,
+            fraction=spec.fraction,
+            layers=layer_list,
+            sites=parse_names(spec.sites),
         )
         if len(selection) == 0:
             raise RelNeuronError(
                 "the selection is empty: no neuron matches these groups/layers/sites",
                 path=full.source,
-                hint=f"layers with neurons of these groups: {_layers_of(full, groups)}",
+                hint=f"layers with neurons of these groups: {_layers_of(full, spec.groups)}",
             )
-        if args["control"]:
-            selection = selection.random_control(args["seed"])
+        if spec.control:
+            selection = selection.random_control(spec.effective_seed)
+        enhance = spec.mode in ("enhance", "scale")
         return cls(
             selection=selection,
-            mode=mode,
-            factor=args["factor"],
-            value=args["value"],
-            positions=positions,
+            mode=spec.mode,
+            factor=spec.effective_factor,
+            value=spec.effective_value,
+            positions=spec.positions,
+            spec=spec,
             description={
                 "neuron_set": full.source,
                 "groups": selection.header.get("selection", {}).get("groups"),
-                "mode": mode,
-                "factor": args["factor"] if mode in ("enhance", "scale") else None,
-                "value": args["value"] if mode == "set" else None,
-                "top_k": top_k,
-                "fraction": fraction,
+                "mode": spec.mode,
+                "factor": spec.effective_factor if enhance else None,
+                "value": spec.effective_value if spec.mode == "set" else None,
+                "top_k": spec.top_k,
+                "fraction": spec.fraction,
                 "layers": layer_list,
-                "positions": positions,
-                "control": args["control"],
-                "seed": args["seed"] if args["control"] else None,
+                "positions": spec.positions,
+                "control": spec.control,
+                "seed": spec.effective_seed if spec.control else None,
                 "num_units": len(selection.units()),
                 "units_per_layer": selection.units_per_layer(),
                 "neuron_set_sha256": full.file_sha256,  # of the file's bytes
@@ -129,74 +156,6 @@ class Intervention:
         return edits_for(self.selection, self.mode, self.factor, self.value)
 
 
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise RelNeuronError(f"unknown mode {mode!r}", hint=f"use one of {list(MODES)}")
-
-
-def _finite(name: str, number: Any) -> float:
-    """A finite float: NaN or infinity would silently turn every logit into NaN."""
-    if isinstance(number, bool) or not isinstance(number, (int, float)):
-        raise RelNeuronError(f"{name} must be a number, got {number!r}", hint=f"e.g. {name}=2.0")
-    try:
-        result = float(number)
-    except OverflowError:
-        result = math.inf
-    if not math.isfinite(result):
-        raise RelNeuronError(f"{name} must be a finite number, got {number!r}")
-    return result
-
-
-def check_arguments(
-    *,
-    mode: str = "deactivate",
-    factor: Any = None,
-    value: Any = None,
-    positions: str = "all",
-    control: Any = None,
-    seed: Any = None,
-) -> dict[str, Any]:
-    """Validated scalar arguments of an intervention (the one place that checks them).
-
-    Returns ``factor`` and ``value`` as finite floats (defaults 2.0 and 0.0), ``control``
-    as "random" or None and ``seed`` as an int (default 0). An argument the mode or the
-    control would ignore is refused, as relcheck files refuse it.
-    """
-    check_mode(mode)
-    if positions not in POSITIONS:
-        raise RelNeuronError(
-            f"unknown positions {positions!r}", hint=f"use one of {list(POSITIONS)}"
-        )
-    if control not in (None, "", "none", "random"):
-        raise RelNeuronError(
-            f"unknown control {control!r}", hint="use control=random (size-matched random units)"
-        )
-    if factor is not None and mode not in ("enhance", "scale"):
-        raise RelNeuronError(
-            f"factor only applies to mode enhance or scale, not {mode}",
-            hint="drop factor, or use mode=enhance / mode=scale",
-        )
-    if value is not None and mode != "set":
-        raise RelNeuronError(
-            f"value only applies to mode set, not {mode}", hint="drop value, or use mode=set"
-        )
-    if seed is not None and control != "random":
-        raise RelNeuronError(
-            "seed only applies to control=random",
-            hint="add control=random for a seeded random control, or drop seed",
-        )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise RelNeuronError(
-            f"seed must be an integer >= 0, got {seed!r}", hint="e.g. control=random,seed=1"
-        )
-    return {
-        "factor": _finite("factor", 2.0 if factor is None else factor),
-        "value": _finite("value", 0.0 if value is None else value),
-        "control": "random" if control == "random" else None,
-        "seed": 0 if seed is None else seed,
-    }
-
-
 def _layers_of(neuron_set: NeuronSet, groups: Any) -> str:
     """Compact list of the layers that hold neurons of ``groups`` (for error hints)."""
     try:
@@ -208,7 +167,7 @@ def _layers_of(neuron_set: NeuronSet, groups: Any) -> str:
 
 
 def multiplier_for(mode: str, factor: float) -> float | None:
-    check_mode(mode)
+    parse_setting("mode", mode)
     return {"deactivate": 0.0, "enhance": factor, "scale": factor, "set": None}[mode]
 
 
@@ -481,8 +440,7 @@ def apply_intervention(
     model: Any, intervention: Intervention, strategy: Strategy = "auto"
 ) -> Iterator[HookState]:
     """Apply ``intervention`` to ``model`` for the duration of the ``with`` block."""
-    if strategy not in ("auto", "fold", "hook"):
-        raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
+    parse_setting("strategy", strategy)
     check_model(model, intervention.selection)
     edits = intervention.edits()
     state = HookState(intervention.positions)

@@ -7,13 +7,13 @@ shipped copies stay byte-identical to what was downloaded. Pure Python.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from relneuron_eval.data.fact_text import clean_text
 from relneuron_eval.data.relation import SPLITS
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.jsonl import JsonLines
 
 
 @dataclass
@@ -33,22 +33,9 @@ class FactRow:
 
 def read_facts_file(path: Path, relation: str) -> tuple[list[FactRow], int]:
     """Rows of a facts file and its number of lines; malformed lines raise with file:line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RelNeuronError(f"relation {relation!r}: facts file not found", path=path) from None
-    except UnicodeDecodeError as exc:
-        raise RelNeuronError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    lines = JsonLines(path, missing=f"relation {relation!r}: facts file not found")
     rows = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RelNeuronError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
-        if not isinstance(row, dict):
-            raise RelNeuronError("expected a JSON object per line", path=path, line=number)
+    for number, row in lines:
         values = {}
         for key in ("subject", "object"):
             if key not in row:
@@ -84,4 +71,4 @@ def read_facts_file(path: Path, relation: str) -> tuple[list[FactRow], int]:
                 tuple(map(clean_text, answers)),
             )
         )
-    return rows, len(lines)
+    return rows, lines.lines

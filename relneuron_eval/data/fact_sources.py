@@ -22,6 +22,7 @@ from pathlib import Path
 from relneuron_eval.data.fact_text import clean_text, dedupe, subject_key
 from relneuron_eval.data.relation import Fact, Relation
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.jsonl import JsonLines
 
 # Shares of the hash range for added facts: the expected shares of the base split
 # (fewshot 5 %, discovery 50 %, test the rest).
@@ -46,17 +47,9 @@ def read_names(path: Path) -> tuple[dict[str, dict[str, str]], dict[str, dict[st
     Returns English name -> {language: name}, and language -> {name: short forms} (the
     bare noun of a currency name, "Yen" for "Japanischer Yen"), used as aliases.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise RelNeuronError(f"cannot read name table: {exc.strerror}", path=path) from None
     table: dict[str, dict[str, str]] = {}
     short: dict[str, dict[str, list[str]]] = {c: {} for c in NAME_COLUMNS}
-    for number, text in enumerate(lines, start=1):
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RelNeuronError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+    for number, row in JsonLines(path, missing="name table not found"):
         english = row.get("en") if isinstance(row, dict) else None
         if not isinstance(english, str) or not english.strip():
             raise RelNeuronError("each row needs a non-empty 'en'", path=path, line=number)

@@ -24,6 +24,7 @@ from typing import Any
 
 from relneuron_eval.data.facts import Fact, Relation, fill, load_relations, subject_key
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.jsonl import iter_jsonl
 
 # (first hop, second hop): the bridge is the first hop's object = the second hop's subject.
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -225,15 +226,9 @@ def _find_samples(inputs: list[str]) -> dict[str, Path]:
 
 def _read_samples(path: Path, metric: str) -> dict[int, dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RelNeuronError(f"not valid JSON: {exc.msg}", path=path, line=number) from None
+    for number, row in iter_jsonl(path):
         doc = row.get("doc") or {}
-        if "doc_id" not in row or "chain_id" not in doc:
+        if "doc_id" not in row or not isinstance(doc, dict) or "chain_id" not in doc:
             raise RelNeuronError(
                 "not a relfacts_2hop sample (no doc_id or doc.chain_id)", path=path, line=number
             )

@@ -413,9 +413,10 @@ def _next_tokens(model: Any, seqs: list[list[int]], pad: int) -> list[int]:
     The LM head runs only at each row's last real position, not over the whole padded
     batch: for a 49k vocabulary that is a sixth of a small model's forward pass.
     """
-    ids, mask = pad_right(seqs, pad)
+    device = model.get_input_embeddings().weight.device  # knowledge neurons run on GPUs
+    ids, mask = (t.to(device) for t in pad_right(seqs, pad))
     hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    last = hidden[torch.arange(len(seqs)), mask.sum(1) - 1]
+    last = hidden[torch.arange(len(seqs), device=device), mask.sum(1) - 1]
     return model.get_output_embeddings()(last).argmax(-1).tolist()
 
 

@@ -189,6 +189,16 @@ def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
         help="at most this many facts (per relation; with --twohop-bridges: in all, "
         "taken round-robin over the chains' relation pairs; default: every fact)",
     )
+    kn.add_argument(
+        "--correct",
+        default="match",
+        choices=["match", "prefix2", "off"],
+        help="attribute only facts the model answers correctly under every prompt (a "
+        "greedy-answers pass before integrated gradients): match = the answer up to the "
+        "newline matches an accepted answer, as acc_match scores it; prefix2 = its first 2 "
+        "tokens are a prefix of one (years and other objects sharing their first tokens "
+        "pass when wrong); off = attribute every fact (Dai et al.; the shipped set)",
+    )
     kn.add_argument("--steps", type=int, default=20, help="integration steps")
     kn.add_argument("--layers", default=None, help="only these layers, e.g. '20-29' (default: all)")
     kn.add_argument("--threshold", type=float, default=0.2, help="coarse: >= t * max attribution")
@@ -369,6 +379,7 @@ def _auto() -> str:
 
 
 def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> int:
+    from relneuron_eval.core.architectures import model_shape
     from relneuron_eval.discovery import knowledge_neurons as kn
 
     p: float | str = args.p
@@ -397,19 +408,8 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
     model, tokenizer, model_id = load_model(
         args.model, args.device or device or _auto(), args.dtype
     )
-    if args.stop_after is not None:  # simulated interruption (tests)
-        kn.compute_shard(
-            model,
-            tokenizer,
-            facts,
-            workdir,
-            ig,
-            rank=rank,
-            world_size=world,
-            model_id=model_id,
-            progress=not args.no_progress,
-            stop_after=args.stop_after,
-        )
+    # the model's bound, named as typed ("--layers=20-40 is outside this model's layers 0-29")
+    parse_layers(args.layers, "--layers", model_shape(model).num_layers)
     result = kn.find_knowledge_neurons(
         model,
         tokenizer,
@@ -418,12 +418,14 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
         out,
         ig,
         select,
+        correct=None if args.correct == "off" else args.correct,
         rank=rank,
         world_size=world,
         barrier=barrier,
         model_id=model_id,
         data=data,
         progress=not args.no_progress,
+        stop_after=args.stop_after,
     )
     if result is None:
         return 0
@@ -471,7 +473,12 @@ def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
     if not pairs:
         raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
     facts = [
-        kn.KnowledgeFact(fact_id, tuple(p.text for p in prompts), prompts[0].object)
+        kn.KnowledgeFact(
+            fact_id,
+            tuple(p.text for p in prompts),
+            prompts[0].object,
+            answers=tuple(prompts[0].answers),
+        )
         for fact_id, prompts in pairs
     ]
     data.update(

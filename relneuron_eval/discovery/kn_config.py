@@ -30,15 +30,22 @@ LOGP_TOLERANCE = 1e-3  # |log P| difference allowed between a fast path and the 
 
 @dataclass(frozen=True)
 class KnowledgeFact:
-    """One fact: its paraphrase prompts (no trailing space) and its gold answer."""
+    """One fact: its paraphrase prompts (no trailing space) and its gold answer.
+
+    ``answers`` are the answers a greedy generation may give to count as correct (the
+    answer check before attribution; aliases included); they do not change attributions,
+    so they are not part of the fingerprint.
+    """
 
     fact_id: str
     prompts: tuple[str, ...]
     answer: str
     relation: str = ""  # default: the part of fact_id before the last "/"
+    answers: tuple[str, ...] = ()  # default: (answer,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "answers", tuple(self.answers) or (self.answer,))
         if not self.relation:
             object.__setattr__(self, "relation", self.fact_id.rpartition("/")[0] or "facts")
 
@@ -121,6 +128,8 @@ def validate_facts(facts: Sequence[KnowledgeFact]) -> None:
             raise RelNeuronError(f"fact {fact.fact_id!r} has no prompts or an empty prompt")
         if not isinstance(fact.answer, str) or not fact.answer.strip():
             raise RelNeuronError(f"fact {fact.fact_id!r} has an empty answer")
+        if any(not isinstance(a, str) or not a.strip() for a in fact.answers):
+            raise RelNeuronError(f"fact {fact.fact_id!r} has an empty accepted answer")
 
 
 def validate_ig(config: IGConfig, num_layers: int | None = None) -> None:
@@ -143,8 +152,12 @@ def validate_ig(config: IGConfig, num_layers: int | None = None) -> None:
         bad = [x for x in config.layers if not _is_int(x)]
         if bad or not config.layers or len(set(config.layers)) != len(config.layers):
             raise RelNeuronError(f"layers must be distinct integers, got {config.layers!r}")
-        if num_layers is not None and not all(0 <= x < num_layers for x in config.layers):
-            raise RelNeuronError(f"layers {list(config.layers)} out of range [0, {num_layers - 1}]")
+        outside = [x for x in config.layers if num_layers is not None and not 0 <= x < num_layers]
+        if outside:  # named, not the whole list: "0-9000" would print 9000 numbers
+            shown = ", ".join(map(str, outside[:5])) + (" ..." if len(outside) > 5 else "")
+            raise RelNeuronError(
+                f"layers {shown} out of range [0, {num_layers - 1}] ({len(outside)} outside)"
+            )
 
 
 def validate_select(

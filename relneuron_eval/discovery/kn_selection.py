@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from relneuron_eval.core.neuron_set import Neuron, NeuronSet, make_header
+from relneuron_eval.discovery.kn_answers import AnswerCheck
 from relneuron_eval.discovery.kn_checkpoint import FactResult, load_results
 from relneuron_eval.discovery.kn_config import (
     DEFAULT_SELECT,
@@ -91,9 +92,11 @@ class MergeSummary:
     relation_neurons: dict[str, int]
     layer_counts: dict[int, int]
     methods: dict[str, int]
+    answer_check: str = ""  # AnswerCheck.text() of the run, when it had one
 
     def text(self) -> str:
-        lines = [
+        lines = [self.answer_check] if self.answer_check else []
+        lines += [
             f"knowledge neurons: {self.facts} facts, {self.prompts} prompts, "
             f"mean P(gold) {self.mean_gold_prob:.3f}",
             f"  {self.neurons_per_fact:.2f} neurons per fact on average; "
@@ -183,8 +186,10 @@ def _method_record(
     facts: Sequence[KnowledgeFact],
     summary: MergeSummary,
     data: Any,
+    answer_check: AnswerCheck | None,
 ) -> dict[str, Any]:
     """The neuron-set header's ``method``: every setting that shaped the set."""
+    params = answer_check.params() if answer_check else {}  # none: merged on its own
     return {
         "name": METHOD_NAME,
         "params": {
@@ -195,6 +200,7 @@ def _method_record(
             "p_used": p_used,
             "score": "mean over prompts of attribution / prompt max (fact groups); "
             "share of the relation's facts (relation groups)",
+            **params,
         },
         "data": {
             "source": data,
@@ -203,6 +209,7 @@ def _method_record(
             "facts_fingerprint": hashlib.sha256(
                 "".join(f.fingerprint() for f in facts).encode()
             ).hexdigest()[:16],
+            **(answer_check.data() if answer_check else {}),
         },
     }
 
@@ -213,8 +220,13 @@ def merge(
     select: SelectConfig = DEFAULT_SELECT,
     *,
     data: Any = None,
+    answer_check: AnswerCheck | None = None,
 ) -> tuple[NeuronSet, MergeSummary]:
-    """Build the neuron set (groups = fact ids, then relation names) from a checkpoint."""
+    """Build the neuron set (groups = fact ids, then relation names) from a checkpoint.
+
+    ``answer_check`` (how ``facts`` were chosen) is recorded in the header; without it
+    the header says nothing about answers, which reads as "not checked".
+    """
     validate_facts(facts)
     meta, results = load_results(facts, checkpoint)
     card = meta["model"]
@@ -241,10 +253,11 @@ def merge(
         relation_neurons=relation_counts,
         layer_counts=dict(sorted(Counter(n.layer for n in fact_neurons).items())),
         methods=dict(methods),
+        answer_check=answer_check.text() if answer_check else "",
     )
     header = make_header(
         model=card,
-        method=_method_record(ig, select, p_used, facts, summary, data),
+        method=_method_record(ig, select, p_used, facts, summary, data, answer_check),
         knowledge_neurons={
             "facts": len(results),
             "facts_without_neurons": empty,

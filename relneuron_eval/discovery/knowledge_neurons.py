@@ -2,6 +2,9 @@
 
 Method, as implemented here (every choice is recorded in the neuron-set header):
 
+* Facts: only those the model answers correctly under every prompt (greedy answer,
+  ``correct="match"``: the line matches an accepted answer; ``"prefix2"``: Liu et al.'s
+  2-token prefix; None: every fact, as Dai et al.), see ``kn_answers``.
 * Target: P(y*|x), the probability of the gold answer's FIRST token after the prompt
   (``answer_tokens="first"``; the answer is tokenized as ``prompt + " " + answer`` and
   the tokens after the prompt's own tokens are the answer's). ``answer_tokens="all"``
@@ -42,6 +45,7 @@ of shards. (Bit-identity also needs the same BLAS thread count in every process:
 exactly on a threshold.)
 
 Where each part lives: ``kn_config`` (facts, settings, validation, encoding),
+``kn_answers`` (the answer check before attribution),
 ``ig_kernels`` (one prompt's attributions; the suffix path reads the architecture table's
 ``suffix`` entry), ``kn_checkpoint`` (per-fact results, sharding, resume) and
 ``kn_selection`` (coarse/refined neurons, the p search, merge). This module is the public
@@ -50,12 +54,15 @@ entry point and re-exports what callers use.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.architectures import model_shape
 from relneuron_eval.core.neuron_set import NeuronSet
+from relneuron_eval.discovery.correct import DEFAULT as DEFAULT_CORRECT
+from relneuron_eval.discovery.correct import check_criterion
 from relneuron_eval.discovery.ig_kernels import (
     PromptAttribution,
     frozen,
@@ -63,6 +70,7 @@ from relneuron_eval.discovery.ig_kernels import (
     prompt_attributions,
     suffix_supported,
 )
+from relneuron_eval.discovery.kn_answers import AnswerCheck, answer_check_of, check_answers
 from relneuron_eval.discovery.kn_checkpoint import (
     FactResult,
     ShardReport,
@@ -113,6 +121,7 @@ __all__ = [
     "P_SCOPES",
     "RIEMANN",
     "SITE",
+    "AnswerCheck",
     "FactResult",
     "IGConfig",
     "KnowledgeFact",
@@ -120,7 +129,9 @@ __all__ = [
     "PromptAttribution",
     "SelectConfig",
     "ShardReport",
+    "answer_check_of",
     "auto_p",
+    "check_answers",
     "check_facts",
     "coarse_mask",
     "compute_shard",
@@ -161,45 +172,58 @@ def find_knowledge_neurons(
     ig: IGConfig = DEFAULT_IG,
     select: SelectConfig = DEFAULT_SELECT,
     *,
+    correct: str | None = DEFAULT_CORRECT,
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] | None = None,
     model_id: str | None = None,
     data: Any = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> tuple[NeuronSet, MergeSummary] | None:
-    """Attribute this rank's shard, wait for the others, merge and save on rank 0.
+    """Check the answers, attribute this rank's shard, wait for the others, merge and
+    save on rank 0.
 
-    All arguments are checked before anything is written. Under several processes pass
-    ``barrier`` (e.g. ``accelerate.PartialState().wait_for_everyone``); ranks other than
-    0 return None.
+    All arguments are checked before anything is written. ``correct`` (a
+    ``discovery.correct`` criterion; None: no check) keeps only the facts the model
+    answers under every prompt. Under several processes pass ``barrier`` (e.g.
+    ``accelerate.PartialState().wait_for_everyone``); ranks other than 0 return None.
+    ``stop_after`` simulates an interruption after that many facts (tests).
     """
     validate_facts(facts)
     shape = model_shape(model)
     validate_ig(ig, shape.num_layers)
     validate_select(select, shape.num_layers * shape.intermediate_size, ig.store_fraction)
     shard(facts, rank, world_size)
+    if correct is not None:
+        check_criterion(correct)
+    if world_size > 1 and barrier is None:
+        raise RelNeuronError("several processes need a barrier to merge")
     if out is not None and Path(out).is_dir():
         raise RelNeuronError("output path is a folder", path=out)
     check_facts(tokenizer, facts, ig)
+    kept, answer_check = check_answers(
+        model, tokenizer, facts, correct, progress=progress and rank == 0
+    )
+    if rank == 0:
+        print(answer_check.text(), file=sys.stderr, flush=True)
     compute_shard(
         model,
         tokenizer,
-        facts,
+        kept,
         checkpoint,
         ig,
         rank=rank,
         world_size=world_size,
         model_id=model_id,
         progress=progress,
+        stop_after=stop_after,
     )
     if world_size > 1:
-        if barrier is None:
-            raise RelNeuronError("several processes need a barrier to merge")
         barrier()
     if rank != 0:
         return None
-    neuron_set, summary = merge(facts, checkpoint, select, data=data)
+    neuron_set, summary = merge(kept, checkpoint, select, data=data, answer_check=answer_check)
     if out is not None:
         neuron_set.save(out)
     return neuron_set, summary

@@ -5,7 +5,8 @@ same documents: is the difference larger than noise? :func:`paired_test` answers
 with one rule, kept here so the three can never disagree: 0/1 outcomes (``acc``-like
 metrics) get the exact McNemar test, anything else a paired t-test. Without per-document
 values, :func:`stderr_z` tests a difference against lm-eval's standard errors; the
-report's intervals come from :func:`bootstrap_ci`.
+report's intervals come from :func:`bootstrap_ci` and :func:`wilson_ci`, its minimum
+detectable effects from :func:`min_detectable_drop`.
 
 Pure Python (math and random, no torch or lm-eval) so every p-value can be checked by
 hand; scipy, when installed (it comes with lm-eval), supplies Student's t tail.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import NamedTuple
 
 MCNEMAR = "mcnemar"
@@ -109,3 +111,60 @@ def bootstrap_ci(
     lo = means[math.floor((1 - level) / 2 * iters)]
     hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
     return lo, hi
+
+
+def _z(level: float) -> float:
+    """Two-sided standard-normal quantile for a confidence ``level`` (1.96 for 0.95)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def wilson_ci(successes: float, n: int, *, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (None for n = 0).
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse to a
+    point at 0 or n successes, which matters for accuracies near 0 % or 100 %.
+    """
+    if n <= 0:
+        return None
+    z = _z(level)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends, no 1e-17
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return lo, hi
+
+
+def two_proportion_power(n: int, p1: float, p2: float, *, alpha: float = 0.05) -> float:
+    """Power of the two-sided two-proportion z-test with ``n`` documents per arm
+    (normal approximation, pooled variance under the null)."""
+    if n <= 0 or p1 == p2:
+        return alpha if n > 0 else 0.0
+    pbar = (p1 + p2) / 2
+    null_sd = math.sqrt(2 * pbar * (1 - pbar) / n)
+    alt_sd = math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
+    if alt_sd == 0.0:
+        return 1.0
+    return NormalDist().cdf((abs(p1 - p2) - _z(1 - alpha) * null_sd) / alt_sd)
+
+
+def min_detectable_drop(
+    n: int, base: float, *, alpha: float = 0.05, power: float = 0.8
+) -> float | None:
+    """Smallest drop ``d`` of an accuracy ``base`` (to ``base - d``) that a two-sided
+    two-proportion z-test on ``n`` documents per arm detects with ``power`` at ``alpha``.
+
+    None when even a drop to 0 is not detectable (or ``n`` is 0). A paired test of the
+    same documents (McNemar) is at least as sensitive when the two conditions' outcomes
+    are positively correlated, so this is a conservative yardstick for a null result.
+    """
+    if n <= 0 or base <= 0.0 or two_proportion_power(n, base, 0.0, alpha=alpha) < power:
+        return None
+    lo, hi = 0.0, base  # power grows with the drop: bisect for the smallest one
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if two_proportion_power(n, base, base - mid, alpha=alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relneuron_eval.core.arglists import parse_names
+from relneuron_eval.core.spec import InterventionSpec, add_options
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.export.manifest import (
     MANIFEST_FORMAT,
@@ -86,28 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base model: local checkpoint folder, hub id in the local cache, or "
         "smollm2-135m (the embedded model; default)",
     )
-    parser.add_argument("--neuron-set", required=True, help="neuron-set file (.jsonl[.gz])")
-    parser.add_argument("--groups", default="*", help="'a|b' or '*' (all groups; default)")
-    parser.add_argument(
-        "--mode", default="deactivate", help="deactivate (default), enhance, scale or set"
-    )
-    parser.add_argument("--factor", type=float, default=None, help="for enhance/scale (2.0)")
-    parser.add_argument("--value", type=float, default=None, help="for mode=set, model only (0.0)")
-    parser.add_argument("--top-k", type=int, default=None, help="best K units per group")
-    parser.add_argument("--fraction", type=float, default=None, help="best fraction per group")
-    parser.add_argument("--layers", default=None, help="e.g. '3|5|10-20'")
-    parser.add_argument("--sites", default=None, help="e.g. 'mlp.act|mlp.up_proj'")
-    parser.add_argument("--control", default=None, help="random: a size-matched random control")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the random control (0)")
-    parser.add_argument(
-        "--positions",
-        default="all",
-        help="only 'all' can be exported ('last' is refused with the reason)",
-    )
-    parser.add_argument(
-        "--per-doc",
-        default=None,
-        help="refused: a per-document intervention is not one fixed variant",
+    add_options(
+        parser,
+        required=("neuron_set",),
+        help={
+            "neuron_set": "neuron-set file (.jsonl[.gz])",
+            "value": "for mode=set, model only (0.0)",
+            "positions": "only 'all' can be exported ('last' is refused with the reason)",
+            "per_doc": "refused: a per-document intervention is not one fixed variant",
+        },
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
@@ -121,29 +108,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.per_doc:
+    from relneuron_eval.core.interventions import Intervention
+
+    spec = InterventionSpec.from_argparse(args)  # refused as model args refuse it
+    if spec.per_doc:
         raise RelNeuronError(
-            f"per_doc={args.per_doc} cannot be exported: it applies a different set of units "
+            f"per_doc={spec.per_doc} cannot be exported: it applies a different set of units "
             "to each document, while an adapter or a checkpoint holds one fixed intervention",
             hint="export one variant per group with --groups NAME, or evaluate per-document "
             "interventions with --model relneuron-hf",
         )
-    from relneuron_eval.core.interventions import Intervention
-
-    iv = Intervention.build(
-        args.neuron_set,
-        args.groups,
-        mode=args.mode,
-        factor=args.factor,
-        value=args.value,
-        top_k=args.top_k,
-        fraction=args.fraction,
-        positions=args.positions,
-        control=args.control,
-        seed=args.seed,
-        layers=args.layers,  # checked against the set's layer count by Intervention.build
-        sites=parse_names(args.sites),
-    )
+    # layers are checked against the set's layer count by Intervention.from_spec
+    iv = Intervention.from_spec(spec)
     out = export(args.format, args.model, iv, args.out, force=args.force, dtype=args.dtype)
     _print_usage(args.format, args.model, out)
     return 0

@@ -18,21 +18,19 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from relneuron_eval.core.arglists import parse_names
 from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
 from relneuron_eval.core.interventions import (
     HookState,
     Intervention,
     UnitKey,
     apply_intervention,
-    check_arguments,
     check_model,
     edits_for,
     install_hooks,
     prompt_only,
 )
 from relneuron_eval.core.neuron_set import NeuronSet
-from relneuron_eval.core.variant import variant_name
+from relneuron_eval.core.spec import SETTING_NAMES, InterventionSpec
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.harness.prefix_cache import PrefixCache, parse_flag
 
@@ -48,37 +46,24 @@ def _base_name(pretrained: Any) -> str:
 
 
 class RelNeuronLM(HFLM):
-    """HFLM plus ``neuron_set``, ``groups``, ``mode``, ``factor``, ``value``, ``top_k``,
-    ``fraction``, ``positions``, ``control``, ``seed``, ``per_doc``, ``layers``, ``sites``,
-    ``strategy``, ``name`` and ``prefix_cache``. Without ``neuron_set`` it scores exactly as
-    ``hf``; ``prefix_cache`` (default on) only computes shared few-shot prefixes once."""
+    """HFLM plus the intervention settings of :class:`InterventionSpec` (``neuron_set``,
+    ``groups``, ``mode``, ``factor``, ``value``, ``top_k``, ``fraction``, ``layers``,
+    ``sites``, ``positions``, ``control``, ``seed``, ``per_doc``, ``strategy``, ``name``)
+    and ``prefix_cache``. Without ``neuron_set`` it scores exactly as ``hf``;
+    ``prefix_cache`` (default on) only computes shared few-shot prefixes once."""
 
     def __init__(
-        self,
-        pretrained: Any = "smollm2-135m",
-        neuron_set: str | None = None,
-        groups: str | None = "*",
-        mode: str = "deactivate",
-        factor: float | None = None,
-        value: float | None = None,
-        top_k: int | None = None,
-        fraction: float | None = None,
-        positions: str = "all",
-        control: str | None = None,
-        seed: int | None = None,
-        per_doc: str | None = None,
-        layers: Any = None,
-        sites: Any = None,
-        strategy: str = "auto",
-        name: str | None = None,
-        prefix_cache: Any = True,
-        **kwargs: Any,
+        self, pretrained: Any = "smollm2-135m", *, prefix_cache: Any = True, **kwargs: Any
     ) -> None:
         # Validate everything cheap before the (slow) model load.
+        spec = InterventionSpec.from_model_args(
+            {k: kwargs.pop(k) for k in SETTING_NAMES if k in kwargs}
+        )
         self._rn: Intervention | None = None
-        self._rn_per_doc: str | None = per_doc or None
+        self._rn_spec = spec
+        self._rn_per_doc: str | None = spec.per_doc
         self._rn_group_sets: dict[str, NeuronSet] = {}
-        self._rn_strategy = strategy
+        self._rn_strategy = spec.strategy
         # loglikelihood inputs of this batch's requests -> (last prompt position, group)
         self._rn_rows: dict[tuple[int, ...], tuple[int, int | None]] | None = None
         # per_doc: each request's group row (0: none), then each prompt's, while scoring
@@ -88,23 +73,8 @@ class RelNeuronLM(HFLM):
         self._rn_state: HookState | None = None
         self._rn_pretrained_arg = pretrained
         self._rn_prefix = PrefixCache(enabled=parse_flag("prefix_cache", prefix_cache))
-        if strategy not in ("auto", "fold", "hook"):
-            raise RelNeuronError(f"unknown strategy {strategy!r}", hint="use auto, fold or hook")
-        settings = {
-            "mode": mode,
-            "factor": factor,
-            "value": value,
-            "top_k": top_k,
-            "fraction": fraction,
-            "positions": positions,
-            "control": control,
-            "seed": seed,
-            "layers": layers,
-            "sites": sites,
-        }
-        self._check_settings(neuron_set, per_doc, settings)
-        if neuron_set is not None:
-            self._build_intervention(pretrained, neuron_set, groups, per_doc, name, settings)
+        if not spec.is_base:
+            self._build_intervention(pretrained, spec)
         if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
             kwargs["dtype"] = "float32"
         super().__init__(pretrained=resolve_pretrained(pretrained), **kwargs)
@@ -112,57 +82,16 @@ class RelNeuronLM(HFLM):
         if self._rn is not None:
             check_model(self.model, self._rn.selection)
 
-    @staticmethod
-    def _check_settings(neuron_set: str | None, per_doc: str | None, settings: dict) -> None:
-        """Refuse bad or meaningless intervention arguments before the (slow) model load."""
-        modifiers = ("factor", "value", "top_k", "fraction", "control", "seed", "layers", "sites")
-        given = [k for k in modifiers if settings[k] not in (None, "")]
-        given += ["per_doc"] if per_doc else []
-        if neuron_set is None and given:
-            raise RelNeuronError(
-                f"{', '.join(k + '=' for k in given)} need(s) a neuron_set=",
-                hint="add neuron_set=FILE, or drop them to run the plain model",
-            )
-        check_arguments(
-            **{k: settings[k] for k in ("mode", "factor", "value", "positions")},
-            control=settings["control"],
-            seed=settings["seed"],
-        )
-        if per_doc and settings["control"]:
-            raise RelNeuronError(
-                "control=random with per_doc= is not supported",
-                hint="draw a control set with `relneuron` and pass it as neuron_set=",
-            )
-
-    def _build_intervention(
-        self,
-        pretrained: Any,
-        neuron_set: str,
-        groups: str | None,
-        per_doc: str | None,
-        name: str | None,
-        settings: dict,
-    ) -> None:
+    def _build_intervention(self, pretrained: Any, spec: InterventionSpec) -> None:
         """The intervention, its per-document group sets, and its variant name."""
-        groups_arg = "*" if groups in (None, "") else str(groups)
-        self._rn = Intervention.build(
-            neuron_set, groups_arg, **{**settings, "sites": parse_names(settings["sites"])}
-        )
-        if per_doc:
+        self._rn = Intervention.from_spec(spec)
+        if spec.per_doc:
             # top_k/fraction apply per group, so each group's own units are its part
             # of the selection
             selection = self._rn.selection
             self._rn_group_sets = {g: selection.select([g]) for g in selection.groups()}
-            self._rn.description.update(per_doc=per_doc, num_groups=len(self._rn_group_sets))
-        seed = 0 if settings["seed"] is None else settings["seed"]
-        self._rn.description["variant"] = variant_name(
-            base=_base_name(pretrained),
-            neuron_set=neuron_set,
-            groups=groups_arg,
-            per_doc=per_doc,
-            name=name,
-            **{**settings, "seed": seed},
-        )
+            self._rn.description.update(per_doc=spec.per_doc, num_groups=len(self._rn_group_sets))
+        self._rn.description["variant"] = spec.label(_base_name(pretrained))
 
     def _enable_cpu_data_parallel(self) -> None:
         """Shard requests across ``accelerate launch`` processes on CPU machines too.

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from relneuron_eval.core.variant import INTERVENTION_KEYS
-from relneuron_eval.relcheck.types import BASE, OTHERS, CheckSpec, Expectation, InterventionSpec
+from relneuron_eval.core.spec import INTERVENTION_KEYS, InterventionSpec, InvalidSetting
+from relneuron_eval.relcheck.types import BASE, OTHERS, CheckSpec, Expectation, NamedIntervention
 from relneuron_eval.yaml_lines import (
     LineDict,
     LocatedError,
@@ -51,7 +52,6 @@ TOP_KEYS = (
     "expect",
 )
 DEFAULT_KEYS = ("batch_size", "limit", "device", "num_fewshot", "bootstrap_iters")
-MODES = ("deactivate", "enhance", "scale", "set")  # mirrors interventions.MODES (no torch here)
 KINDS = ("drop", "within", "drop_below", "control_drop_below", "raises", "compare")
 COMMON_KEYS = ("task", "tasks", "except", "metric", "over", "relative", "id")
 KIND_KEYS: dict[str, tuple[str, ...]] = {
@@ -112,8 +112,8 @@ def _resolve_path(base: Path, value: str) -> str:
     return str(resolve_shipped(candidate))
 
 
-def _model_arg_value(key: str, value: Any, line: int | None) -> Any:
-    """Intervention values in the form relneuron-hf's model args take."""
+def _model_arg_form(key: str, value: Any, line: int | None) -> Any:
+    """YAML lists in the "a|b" form of model args; every value is checked by the spec."""
     if key in ("groups", "sites"):
         return "|".join(as_strings(value, line, key))
     if key == "layers":
@@ -122,40 +122,15 @@ def _model_arg_value(key: str, value: Any, line: int | None) -> Any:
             if isinstance(item, bool) or not isinstance(item, (int, str)):
                 raise LocatedError("layers must be integers or ranges like '2-5'", line)
         return "|".join(str(item).strip() for item in items)
-    if key == "mode":
-        mode = as_string(value, line, key)
-        if mode not in MODES:
-            raise LocatedError(f"unknown mode {mode!r}", line, f"use one of {list(MODES)}")
-        return mode
-    if key == "control":
-        if value in (None, "none"):
-            return None
-        if value != "random":
-            raise LocatedError(f"unknown control {value!r}", line, "use control: random")
-        return "random"
-    if key in ("factor", "value"):
-        return as_number(value, line, key)
-    if key == "top_k":
-        return as_int(value, line, key, 1)
-    if key == "seed":
-        return as_int(value, line, key, 0)
-    if key == "fraction":
-        number = as_number(value, line, key)
-        if not 0.0 < number <= 1.0:
-            raise LocatedError(f"fraction must be in (0, 1], got {value!r}", line)
-        return number
-    if key == "positions":
-        if value not in ("all", "last"):
-            raise LocatedError(f"positions must be 'all' or 'last', got {value!r}", line)
-        return value
-    if key == "strategy":
-        if value not in ("auto", "fold", "hook"):
-            raise LocatedError(f"strategy must be auto, fold or hook, got {value!r}", line)
-        return value
-    return as_string(value, line, key)  # per_doc
+    return value
 
 
-def _parse_intervention(name: Any, raw: Any, line: int | None, base: Path) -> InterventionSpec:
+# Stands in for the check's top-level set while an intervention without its own is
+# validated (settings like top_k need a set; which one is known at run time).
+_CHECK_SET = "(the check's neuron_set)"
+
+
+def _parse_intervention(name: Any, raw: Any, line: int | None, base: Path) -> NamedIntervention:
     if not isinstance(name, str) or not _NAME_RE.match(name) or name == BASE:
         raise LocatedError(
             f"bad intervention name {name!r}",
@@ -165,32 +140,18 @@ def _parse_intervention(name: Any, raw: Any, line: int | None, base: Path) -> In
     if raw is None:
         raw = LineDict()
         raw.line = line or 0
-    spec = as_mapping(raw, line, f"intervention {name!r}")
-    reject_unknown_keys(spec, INTERVENTION_KEYS, f"intervention {name!r}")
-    args: dict[str, Any] = {}
-    neuron_set = None
-    for key in INTERVENTION_KEYS:
-        if key not in spec:
-            continue
-        key_line = line_of(spec, key)
-        if key == "neuron_set":
-            neuron_set = _resolve_path(base, as_string(spec[key], key_line, key))
-            continue
-        converted = _model_arg_value(key, spec[key], key_line)
-        if converted is not None:
-            args[key] = converted
-    mode = args.get("mode", "deactivate")
-    if "factor" in args and mode not in ("enhance", "scale"):
-        raise LocatedError(f"factor only applies to mode enhance or scale, not {mode}", line)
-    if "value" in args and mode != "set":
-        raise LocatedError(f"value only applies to mode set, not {mode}", line)
-    if "top_k" in args and "fraction" in args:
-        raise LocatedError("give either top_k or fraction, not both", line)
-    if args.get("control") and args.get("per_doc"):
-        raise LocatedError("control: random cannot be combined with per_doc", line)
-    if "seed" in args and not args.get("control"):
-        raise LocatedError("seed only applies to control: random", line_of(spec, "seed"))
-    return InterventionSpec(name, args, neuron_set, line or 0)
+    settings = as_mapping(raw, line, f"intervention {name!r}")
+    reject_unknown_keys(settings, INTERVENTION_KEYS, f"intervention {name!r}")
+    args = {k: _model_arg_form(k, v, line_of(settings, k)) for k, v in settings.items()}
+    own_set = None
+    if "neuron_set" in settings:
+        key_line = line_of(settings, "neuron_set")
+        own_set = _resolve_path(base, as_string(settings["neuron_set"], key_line, "neuron_set"))
+    try:
+        spec = InterventionSpec.from_model_args({**args, "neuron_set": own_set or _CHECK_SET})
+    except InvalidSetting as exc:
+        raise LocatedError(exc.message, line_of(settings, exc.setting), exc.hint) from None
+    return NamedIntervention(name, replace(spec, neuron_set=own_set), line or 0)
 
 
 def _threshold(
@@ -212,7 +173,7 @@ def _threshold(
     return value
 
 
-def _expectation_kind(exp: LineDict, known: dict[str, InterventionSpec]) -> tuple[str, str]:
+def _expectation_kind(exp: LineDict, known: dict[str, NamedIntervention]) -> tuple[str, str]:
     """The expectation's kind and the (declared) intervention it is about."""
     kinds = [k for k in KINDS if k in exp]
     if len(kinds) != 1:
@@ -259,7 +220,7 @@ def _expectation_tasks(exp: LineDict) -> tuple[list[str] | None, list[str]]:
 
 
 def _compare_target(
-    exp: LineDict, intervention: str, known: dict[str, InterventionSpec]
+    exp: LineDict, intervention: str, known: dict[str, NamedIntervention]
 ) -> tuple[str, str, str]:
     """A compare expectation's reference, direction and the key holding its threshold."""
     than = as_string(exp["than"], line_of(exp, "than"), "than")
@@ -287,7 +248,7 @@ _THRESHOLDS = {
 
 
 def _parse_expectation(
-    raw: Any, line: int | None, known: dict[str, InterventionSpec], default_metric: str | None
+    raw: Any, line: int | None, known: dict[str, NamedIntervention], default_metric: str | None
 ) -> Expectation:
     exp = as_mapping(raw, line, "an expectation")
     kind, intervention = _expectation_kind(exp, known)
@@ -445,7 +406,7 @@ def _parse_tasks(data: LineDict) -> list[str]:
 
 def _parse_interventions(
     data: LineDict, base: Path, neuron_set: str | dict[str, str] | None
-) -> dict[str, InterventionSpec]:
+) -> dict[str, NamedIntervention]:
     raw_ivs = as_mapping(
         data.get("interventions"), line_of(data, "interventions", data.line), "interventions"
     )
@@ -464,7 +425,7 @@ def _parse_interventions(
 
 
 def _parse_expectations(
-    data: LineDict, interventions: dict[str, InterventionSpec]
+    data: LineDict, interventions: dict[str, NamedIntervention]
 ) -> list[Expectation]:
     """The expectations, each with a unique id (generated ids get #2, #3, ... on repeats)."""
     raw_expect = data.get("expect")

@@ -1,8 +1,10 @@
 """Run the evaluations that check files need, each one once per session.
 
-Evaluations go through ``lm_eval.simple_evaluate(model="relneuron-hf", ...)`` with model
-args built from the intervention: the same code path as ``lm_eval --model relneuron-hf``.
-An evaluation is keyed by everything that changes its numbers (model args, device,
+Evaluations go through ``evaluation.runner`` (as the report's do): the model is loaded
+once per model args, as ``lm_eval --model relneuron-hf --model_args ...`` would load it,
+and each intervention is a ``RelNeuronLM`` with its model args around those weights
+(checked to be restored after each run), evaluated by ``lm_eval.simple_evaluate``. An
+evaluation is keyed by everything that changes its numbers (model args, device,
 batch size, limit, few-shot, task folders); before the first one runs, every collected
 item has registered the tasks it needs, so the base model runs once on the union of
 all tasks instead of once per item. Task managers come from ``task_index``, once per
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.results import TaskResult
+from relneuron_eval.evaluation.runner import LoadedModel, evaluate
 from relneuron_eval.relcheck.judge import Outcome, RowInput, judge
 from relneuron_eval.relcheck.parse import (
     OTHERS,
@@ -144,8 +148,7 @@ class EvalResult:
     """Merged results of one configuration (possibly several lm-eval calls)."""
 
     config: EvalConfig
-    tasks: dict[str, Any] = field(default_factory=dict)  # name -> compare.TaskResult
-    samples: dict[str, dict[tuple[int, str], dict[str, float]]] = field(default_factory=dict)
+    tasks: dict[str, TaskResult] = field(default_factory=dict)  # with per-document records
     covered: set[str] = field(default_factory=set)
     relneuron: dict[str, Any] | None = None
     error: RelNeuronError | None = None
@@ -237,6 +240,7 @@ class Evaluator:
         self._full_needed: set[tuple[str, ...]] = set()
         self._planned: dict[str, set[str]] = {}
         self._results: dict[str, EvalResult] = {}
+        self._models: dict[str, LoadedModel] = {}
         self.records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ task managers
@@ -286,51 +290,38 @@ class Evaluator:
         result.covered |= wanted
         return result
 
-    def _run(self, result: EvalResult, batch: list[str], catalog: TaskCatalog, label: str) -> None:
-        import lm_eval
+    def _model(self, config: EvalConfig) -> LoadedModel:
+        """The configuration's model, loaded once per model args (interventions aside)."""
+        from relneuron_eval.core.spec import SETTING_NAMES
 
-        from relneuron_eval.compare.command import parse_results
+        load_args = {k: v for k, v in config.model_args if k not in SETTING_NAMES}
+        key = json.dumps([load_args, config.device, config.batch_size], default=str)
+        if key not in self._models:
+            self._models[key] = LoadedModel.from_model_args(
+                load_args, device=config.device, batch_size=config.batch_size
+            )
+        return self._models[key]
+
+    def _run(self, result: EvalResult, batch: list[str], catalog: TaskCatalog, label: str) -> None:
         from relneuron_eval.harness.task_index import with_metadata
 
         config = result.config
         started = time.perf_counter()
-        try:
-            out = lm_eval.simple_evaluate(
-                model="relneuron-hf",
-                model_args=dict(config.model_args),
-                tasks=batch,
-                num_fewshot=config.num_fewshot,
-                batch_size=config.batch_size,
-                device=config.device,
-                limit=config.limit,
-                log_samples=True,
-                bootstrap_iters=config.bootstrap_iters,
-                task_manager=with_metadata(catalog.manager, dict(config.model_args)),
-            )
-        except RelNeuronError:
-            raise
-        except Exception as exc:  # lm-eval / transformers errors: keep the cause readable
-            raise RelNeuronError(
-                f"evaluation of {label} failed: {type(exc).__name__}: {exc}",
-                hint=config.describe(),
-            ) from exc
+        tasks = evaluate(
+            self._model(config),
+            dict(config.model_args),
+            batch,
+            label=label,
+            hint=config.describe(),
+            task_manager=with_metadata(catalog.manager, dict(config.model_args)),
+            limit=config.limit,
+            num_fewshot=config.num_fewshot,
+            bootstrap_iters=config.bootstrap_iters,
+        )
         seconds = time.perf_counter() - started
-        if out is None:
-            raise RelNeuronError(f"evaluation of {label} returned nothing (not rank 0?)")
-        _, tasks = parse_results(out, f"<{label}>")
         result.tasks.update(tasks)
-        for task, records in (out.get("samples") or {}).items():
-            per_doc: dict[tuple[int, str], dict[str, float]] = {}
-            for rec in records:
-                values = {
-                    m: float(rec[m])
-                    for m in rec.get("metrics", [])
-                    if isinstance(rec.get(m), (int, float)) and not isinstance(rec.get(m), bool)
-                }
-                per_doc[(int(rec["doc_id"]), str(rec.get("filter", "none")))] = values
-            result.samples[task] = per_doc
-        info = (out.get("config") or {}).get("relneuron")
-        if isinstance(info, dict):
+        info = next((t.info for t in tasks.values() if t.info is not None), None)
+        if info is not None:
             result.relneuron = info
         self.records.append(
             {
@@ -348,7 +339,7 @@ class Evaluator:
                 "include_path": list(config.include),
                 "tasks": batch,
                 "seconds": round(seconds, 3),
-                "relneuron": info if isinstance(info, dict) else None,
+                "relneuron": info,
                 "results": {
                     name: {",".join(k): v for k, v in t.metrics.items()}
                     | {f"{m}_stderr,{f}": s for (m, f), s in t.stderrs.items() if s is not None}
@@ -501,7 +492,7 @@ def _check_interventions(spec: CheckSpec, neuron_set: str | None) -> None:
 
 
 # ===================================================================== judging
-def _metric_key(task: Any, wanted: str | None) -> tuple[str, str]:
+def _metric_key(task: TaskResult, wanted: str | None) -> tuple[str, str]:
     keys = list(task.metrics)
     if wanted and "," in wanted:
         metric, _, filt = wanted.partition(",")
@@ -530,17 +521,14 @@ def _pairs(
     xs: list[float] = []
     ys: list[float] = []
     for leaf in leaves:
-        a, b = ref.samples.get(leaf), var.samples.get(leaf)
-        if not a or not b:
+        a, b = ref.tasks.get(leaf), var.tasks.get(leaf)
+        if a is None or b is None or not a.docs or not b.docs:
             return None
-        keys = sorted(k for k in a if k[1] == filt)
-        if keys != sorted(k for k in b if k[1] == filt):
+        got = a.paired(b, metric, filt)
+        if isinstance(got, str):
             return None
-        for key in keys:
-            if metric not in a[key] or metric not in b[key]:
-                return None
-            xs.append(a[key][metric])
-            ys.append(b[key][metric])
+        xs.extend(got[0])
+        ys.extend(got[1])
     return (xs, ys) if xs else None
 
 

@@ -6,10 +6,11 @@ and the judge only need these types, never the YAML. Pure Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.core.spec import InterventionSpec
 from relneuron_eval.errors import RelNeuronError
 
 OTHERS = "others"  # expectation tasks: every task of the check not named elsewhere
@@ -17,17 +18,31 @@ BASE = "base"  # compare ... than: the unmodified model
 
 
 @dataclass
-class InterventionSpec:
-    """One named intervention: relneuron-hf model args on top of the base model."""
+class NamedIntervention:
+    """One named intervention of a check file: its settings on top of the base model."""
 
     name: str
-    args: dict[str, Any]  # groups/mode/... already in model-arg form ("a|b", "0|1")
-    neuron_set: str | None  # per-intervention set (absolute path or shipped name)
+    spec: InterventionSpec  # neuron_set: the intervention's own set; None = the check's
     line: int
 
     @property
+    def neuron_set(self) -> str | None:
+        """Its own set (absolute path or shipped name); None: the check's top-level set."""
+        return self.spec.neuron_set
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """relneuron-hf model args besides neuron_set (only the settings that differ from
+        their defaults: groups/layers/sites as "a|b", "0|1")."""
+        return {k: v for k, v in self.spec.to_model_args().items() if k != "neuron_set"}
+
+    @property
     def is_random_control(self) -> bool:
-        return self.args.get("control") == "random"
+        return self.spec.control == "random"
+
+    def with_set(self, neuron_set: str | None) -> InterventionSpec:
+        """The full spec, with the check's ``neuron_set`` unless it has its own."""
+        return replace(self.spec, neuron_set=self.spec.neuron_set or neuron_set)
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.args.items()]
@@ -109,7 +124,7 @@ class CheckSpec:
     defaults: dict[str, Any]
     tasks: list[str]
     tasks_line: int
-    interventions: dict[str, InterventionSpec]
+    interventions: dict[str, NamedIntervention]
     expectations: list[Expectation]
     description: str = ""
     lines: dict[str, int] = field(default_factory=dict)

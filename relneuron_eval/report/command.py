@@ -26,7 +26,8 @@ from typing import Any
 from relneuron_eval.core.arglists import parse_names
 from relneuron_eval.data.prefix_check import report_record as prefix2_record
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.report.analysis import canonical_top_k, parse_ks
+from relneuron_eval.evaluation.runner import Evaluate, Runner
+from relneuron_eval.report.analysis import canonical_top_k, parse_ks, parse_top_ks
 from relneuron_eval.report.experiments import (
     analyze_crosslingual,
     analyze_cumulativity,
@@ -44,7 +45,6 @@ from relneuron_eval.report.experiments import (
     plan_reasoning,
     plan_versatility,
 )
-from relneuron_eval.report.runs import Evaluate, Runner
 from relneuron_eval.report.setup import (
     EXPERIMENTS,
     LANGS,
@@ -89,7 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ks", default=DEFAULT_KS, help="cumulativity grid of top-k sizes ('all' = whole group)"
     )
     parser.add_argument(
-        "--top-k", type=int, default=3000, help="neurons per relation for interference/versatility"
+        "--top-k",
+        default="3000",
+        help="neurons per relation for interference/versatility; a comma list (e.g. "
+        "3000,400) gives one interference section per k (the first is the headline's and "
+        "versatility's)",
     )
     parser.add_argument("--seeds", default="0", help="random-control seeds, comma-separated")
     parser.add_argument(
@@ -131,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="relations of the cumulativity curves: names, all, or auto:N",
     )
     parser.add_argument("--langs", default=",".join(LANGS), help="languages for cross-lingual")
+    _add_compute_arguments(parser)
+
+
+def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the evaluations run (not part of any cache key)."""
     parser.add_argument("--batch-size", default="32", help="batch size (an integer or auto)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -279,8 +288,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
             f"unknown experiment(s) {unknown}", hint=f"choose from {', '.join(EXPERIMENTS)}"
         )
     experiments = [e for e in EXPERIMENTS if e in experiments]
-    if args.top_k < 1:
-        raise RelNeuronError(f"--top-k must be positive, got {args.top_k}")
+    top_ks = parse_top_ks(args.top_k)
     if not 0.0 <= args.min_base < 1.0:
         raise RelNeuronError(f"--min-base must be in [0, 1), got {args.min_base}")
     try:
@@ -314,7 +322,8 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         relations=relations,
         experiments=list(experiments),
         ks=ks,
-        top_k=args.top_k,
+        top_k=top_ks[0],
+        top_ks=top_ks,
         seeds=seeds,
         limit=limit,
         reasoning_limit=reasoning_limit,
@@ -325,10 +334,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         matrix=_subset(args.matrix_relations, relations, "--matrix-relations"),
         cumulativity=_subset(args.cumulativity_relations, relations, "--cumulativity-relations"),
     )
-    for r in relations:
-        size = setup.group_size(r)
-        if size < args.top_k:
-            notes.append(f"{r} has {size} neurons (< --top-k {args.top_k}): all are used")
+    notes += setup.size_notes()
     if "versatility" in experiments:
         for r in relations:
             langs = [lang for lang in langs_wanted if lang_task(lang, r) in tasks]
@@ -382,7 +388,7 @@ def _setup_reasoning(setup: Setup, args: argparse.Namespace, set_path: str) -> N
 
 def _check_controls(setup: Setup) -> None:
     """Every selection and random control the report will use can be drawn."""
-    ks: list[Any] = [setup.top_k]
+    ks: list[Any] = setup.all_top_ks()
     if "cumulativity" in setup.experiments:
         ks += setup.ks
     for r in setup.relations:
@@ -437,6 +443,11 @@ def run_report(
     results["prefix2_check"] = prefix2_record(setup.model, setup.relations)
     if "interference" in setup.experiments:
         results["interference"] = analyze_interference(setup, runner, matrix)
+        more = setup.all_top_ks()[1:]
+        if more:
+            results["interference_more_k"] = [
+                analyze_interference(setup, runner, matrix, k) for k in more
+            ]
     if "cumulativity" in setup.experiments:
         if cumul:
             results["cumulativity"] = analyze_cumulativity(setup, runner, cumul)
@@ -488,6 +499,7 @@ def _meta(
         "reasoning_limit": setup.reasoning_limit,
         "reasoning_chains": setup.reasoning_chains,
         "top_k": setup.top_k,
+        "top_ks": setup.all_top_ks(),
         "ks": [str(k) for k in setup.ks],
         "seeds": setup.seeds,
         "min_base": setup.min_base,
@@ -507,9 +519,12 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
     """Figures first, then results.json and report.md (each written atomically)."""
     from relneuron_eval.atomic import atomic_write
     from relneuron_eval.report.markdown import headline, render
+    from relneuron_eval.report.markdown_interference import headline_for
     from relneuron_eval.report.plots import make_figures
 
     results["headline"] = headline(results)
+    for inter in results.get("interference_more_k") or []:
+        inter["headline"] = headline_for(inter, results.get("meta", {}))
     results["figures"] = make_figures(results, out)
     with atomic_write(out / "results.json") as handle:
         json.dump(results, handle, indent=1, ensure_ascii=False, default=str)
@@ -525,7 +540,7 @@ def default_device() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from relneuron_eval.report.runs import LMEvaluator
+    from relneuron_eval.evaluation.runner import LMEvaluator
 
     started = time.perf_counter()
     setup, notes = build_setup(args)

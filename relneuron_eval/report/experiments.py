@@ -12,17 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from relneuron_eval.evaluation.runner import Runner, Variant
+from relneuron_eval.evaluation.statistics import bootstrap_ci, is_binary, min_detectable_drop
 from relneuron_eval.evaluation.statistics import paired_test as paired_p
 from relneuron_eval.report.analysis import (
+    DOC_BOOTSTRAP_ITERS,
     KPoint,
+    doc_moments,
     drop_matrix,
     mean,
     overlap,
     paired_summary,
+    pooled_over_documents,
     relative_drop,
     resolve_ks,
+    variance_split,
+    wilson,
 )
-from relneuron_eval.report.runs import Runner, Variant
 from relneuron_eval.report.setup import KN_MODES, LANGS, TWOHOP_TASKS, Setup, lang_task
 
 ALPHA = 0.05
@@ -96,15 +102,15 @@ def _request(runner: Runner, setup: Setup, variant: Variant, tasks: list[str]) -
 
 # ============================================================== interference
 def plan_interference(setup: Setup, runner: Runner, matrix: list[str]) -> None:
-    """Own task of every relation (specificity) and the r x r' matrix over ``matrix``."""
-    for r in setup.relations:
-        own = setup.task(r)[0]
-        tasks = [setup.task(c)[0] for c in matrix] if r in matrix else []
-        for variant in [setup.deact(r, setup.top_k)] + [
-            setup.control(r, setup.top_k, s) for s in setup.seeds
-        ]:
-            runner.request(variant, [own], {own: setup.docs(own, own=True)})
-            _request(runner, setup, variant, tasks)
+    """Own task of every relation (specificity) and the r x r' matrix over ``matrix``,
+    for every top-k of the report."""
+    for k in setup.all_top_ks():
+        for r in setup.relations:
+            own = setup.task(r)[0]
+            tasks = [setup.task(c)[0] for c in matrix] if r in matrix else []
+            for variant in [setup.deact(r, k)] + [setup.control(r, k, s) for s in setup.seeds]:
+                runner.request(variant, [own], {own: setup.docs(own, own=True)})
+                _request(runner, setup, variant, tasks)
 
 
 def _own_vs_control(
@@ -117,12 +123,14 @@ def _own_vs_control(
     controls: list[Variant],
     own: bool = False,
 ) -> dict[str, Any]:
-    """Base, deactivation and control on one task, with paired tests (by document)."""
+    """Base, deactivation and control on one task, with paired tests (by document);
+    with ``own`` (the specificity test) also the intervals and the detectable effect."""
     b = _vals(runner, setup, Variant.base(), task, metric, own)
     d = _vals(runner, setup, deact, task, metric, own)
     cs = [_vals(runner, setup, c, task, metric, own) for c in controls]
     c = _seed_mean(cs)
     base, dv, cv = (sum(x) / len(x) for x in (b, d, c))
+    extra = _uncertainty(b, d, c, base) if own else {}
     p_base, test = paired_p(b, d)
     p_ctrl, test_ctrl = paired_p(c, d)
     p_cb, _ = paired_p(b, c)
@@ -151,6 +159,30 @@ def _own_vs_control(
         "significant_drop": p_base < ALPHA and dv < base,
         "significant_vs_control": p_ctrl < ALPHA and dv < cv,
         "control_significant_drop": p_cb < ALPHA and cv < base,
+        **extra,
+    }
+
+
+def _uncertainty(b: list[float], d: list[float], c: list[float], base: float) -> dict[str, Any]:
+    """Per-relation intervals (Wilson for 0/1 accuracies; percentile bootstrap over
+    documents for the paired changes), the minimum detectable drop, and the moments of
+    the per-document difference (control - deactivated) that the summary pools."""
+    n = len(b)
+
+    def change_ci(after: list[float]) -> list[float] | None:
+        ci = bootstrap_ci([y - x for x, y in zip(b, after, strict=True)], iters=DOC_BOOTSTRAP_ITERS)
+        return None if ci is None else list(ci)
+
+    mean_diff, sd_diff = doc_moments([y - x for x, y in zip(d, c, strict=True)])
+    return {
+        "base_ci95": wilson(b),
+        "deact_ci95": wilson(d),
+        "control_ci95": wilson(c) if is_binary(c) else None,
+        "change_ci95": change_ci(d),
+        "control_change_ci95": change_ci(c),
+        "mde": min_detectable_drop(n, base),
+        "difference_mean": mean_diff,
+        "difference_sd": sd_diff,
     }
 
 
@@ -168,10 +200,29 @@ def summarize_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
         "n_significant_drop": sum(1 for c in ok if c["significant_drop"]),
         "n_significant_vs_control": sum(1 for c in ok if c["significant_vs_control"]),
         "n_control_significant_drop": sum(1 for c in ok if c["control_significant_drop"]),
+        **_spread(ok),
     }
 
 
-def analyze_interference(setup: Setup, runner: Runner, matrix: list[str]) -> dict[str, Any]:
+def _spread(ok: list[dict[str, Any]]) -> dict[str, Any]:
+    """Variance split and pooled interval, where the cells carry per-document moments."""
+    if not ok or any("difference_sd" not in c for c in ok):
+        return {}
+    cells = [(c["n_docs"], c["difference_mean"], c["difference_sd"]) for c in ok]
+    return {
+        "variance_split": variance_split(cells),
+        "pooled": pooled_over_documents(
+            cells, [c["drop"] for c in ok], [c["control_drop"] for c in ok]
+        ),
+    }
+
+
+def analyze_interference(
+    setup: Setup, runner: Runner, matrix: list[str], top_k: int | None = None
+) -> dict[str, Any]:
+    """Specificity of every relation and the r x r' matrix, at ``top_k`` (default: the
+    report's first top-k)."""
+    k = setup.top_k if top_k is None else top_k
     per_relation = {}
     for r in setup.relations:
         task, metric = setup.task(r)
@@ -181,42 +232,40 @@ def analyze_interference(setup: Setup, runner: Runner, matrix: list[str]) -> dic
             r,
             task,
             metric,
-            setup.deact(r, setup.top_k),
-            [setup.control(r, setup.top_k, s) for s in setup.seeds],
+            setup.deact(r, k),
+            [setup.control(r, k, s) for s in setup.seeds],
             own=True,
         )
     out: dict[str, Any] = {
-        "top_k": setup.top_k,
+        "top_k": k,
         "metric": setup.task(setup.relations[0])[1],
         "per_relation": per_relation,
         "summary": summarize_cells(list(per_relation.values())),
         "matrix_relations": matrix,
     }
     if matrix:
-        out["matrix"] = _matrix(setup, runner, matrix)
+        out["matrix"] = _matrix(setup, runner, matrix, k)
     return out
 
 
-def _matrix(setup: Setup, runner: Runner, names: list[str]) -> dict[str, Any]:
+def _matrix(setup: Setup, runner: Runner, names: list[str], k: int) -> dict[str, Any]:
     base = {c: _acc(runner, setup, Variant.base(), *setup.task(c)) for c in names}
     own: dict[str, dict[str, float]] = {}
     ctrl: dict[str, dict[str, float]] = {}
     p: dict[str, dict[str, float]] = {}
+    p_ctrl: dict[str, dict[str, float]] = {}
     for r in names:
-        deact = setup.deact(r, setup.top_k)
-        own[r], ctrl[r], p[r] = {}, {}, {}
+        deact = setup.deact(r, k)
+        own[r], ctrl[r], p[r], p_ctrl[r] = {}, {}, {}, {}
         for c in names:
             task, metric = setup.task(c)
-            own[r][c] = _acc(runner, setup, deact, task, metric)
-            cs = [
-                _acc(runner, setup, setup.control(r, setup.top_k, s), task, metric)
-                for s in setup.seeds
-            ]
-            ctrl[r][c] = sum(cs) / len(cs)
-            p[r][c] = paired_p(
-                _vals(runner, setup, Variant.base(), task, metric),
-                _vals(runner, setup, deact, task, metric),
-            )[0]
+            b = _vals(runner, setup, Variant.base(), task, metric)
+            d = _vals(runner, setup, deact, task, metric)
+            cs = [_vals(runner, setup, setup.control(r, k, s), task, metric) for s in setup.seeds]
+            own[r][c] = sum(d) / len(d)
+            ctrl[r][c] = sum(sum(x) / len(x) for x in cs) / len(cs)
+            p[r][c] = paired_p(b, d)[0]
+            p_ctrl[r][c] = paired_p(b, _seed_mean(cs))[0]
     m_own = drop_matrix(base, own, rows=names, cols=names, min_base=setup.min_base)
     m_ctrl = drop_matrix(base, ctrl, rows=names, cols=names, min_base=setup.min_base)
 
@@ -233,6 +282,7 @@ def _matrix(setup: Setup, runner: Runner, names: list[str]) -> dict[str, Any]:
         "own": m_own.to_dict(),
         "control": m_ctrl.to_dict(),
         "p_vs_base": p,
+        "p_control_vs_base": p_ctrl,
         "offdiag_own": offdiag(m_own)
         | {
             "n_improved_significant": sum(
@@ -280,16 +330,19 @@ def analyze_cumulativity(setup: Setup, runner: Runner, names: list[str]) -> dict
             def acc(variants: list[Variant], c: str) -> float:
                 return sum(_acc(runner, setup, v, *setup.task(c)) for v in variants) / len(variants)
 
-            own_cell = _own_vs_control(
-                setup, runner, r, setup.task(r)[0], setup.task(r)[1], deact, controls
-            )
+            own_task, own_metric = setup.task(r)
+            own_cell = _own_vs_control(setup, runner, r, own_task, own_metric, deact, controls)
+            own_values = _vals(runner, setup, deact, own_task, own_metric)
             points.append(
                 {
                     "labels": list(point.labels),
                     "top_k": point.top_k,
                     "n_neurons": point.n_neurons,
                     "own": acc([deact], r),
+                    "own_ci95": wilson(own_values),
+                    "n_docs": len(own_values),
                     "control_own": acc(controls, r),
+                    "control_own_seeds": [acc([c], r) for c in controls],
                     "others": mean([acc([deact], c) for c in others]),
                     "control_others": mean([acc(controls, c) for c in others]),
                     "others_each": {c: acc([deact], c) for c in others},

@@ -9,81 +9,26 @@ from __future__ import annotations
 from typing import Any
 
 from relneuron_eval.report.experiments import ALPHA
-
-
-# ================================================================ formatting
-def pct(x: float | None, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def pts(x: float | None, digits: int = 1) -> str:
-    """An accuracy difference in percentage points, signed (no "-0.0")."""
-    if x is None:
-        return "n/a"
-    value = round(100 * x, digits) + 0.0
-    return f"{value:+.{digits}f} pp"
-
-
-def neg(x: float | None) -> float | None:
-    return None if x is None else -x
-
-
-def pval(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def p_is(p: float | None) -> str:
-    """``p=0.012`` or ``p<0.001``."""
-    text = pval(p)
-    return f"p{text}" if text.startswith("<") else f"p={text}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*out, ""]
-
-
-def _ci(summary: dict[str, Any], fmt=pts) -> str:
-    ci = summary.get("ci95")
-    return "n/a" if not ci else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+from relneuron_eval.report.markdown_format import (
+    ci,
+    neg,
+    p_is,
+    pct,
+    pts,
+    pval,
+    seed_range,
+    table,
+)
+from relneuron_eval.report.markdown_interference import headline_for, interference_section
 
 
 # ================================================================== headline
 def headline(results: dict[str, Any]) -> str | None:
-    """The acceptance-bar sentence: own drop vs size-matched random drop, with counts."""
+    """The acceptance-bar sentence of the primary top-k (None without interference)."""
     inter = results.get("interference")
     if not inter:
         return None
-    s = inter["summary"]
-    meta = results.get("meta", {})
-    m = s["n_eligible"]
-    if m == 0:
-        return (
-            f"No relation reaches the base accuracy threshold ({pct(meta.get('min_base'), 0)}), "
-            "so no drop can be claimed."
-        )
-    a, r = s["absolute"], s["relative"]
-    text = (
-        f"Deactivating a relation's top-{inter['top_k']} neurons lowers its own "
-        f"{inter['metric']} by {100 * a['mean_own']:.1f} points on average "
-        f"({pct(r['mean_own'], 0)} relative) vs {100 * a['mean_control']:.1f} points "
-        f"({pct(r['mean_control'], 0)}) for size-matched random units: difference "
-        f"{pts(a['mean_difference'])}, 95% bootstrap CI {_ci(a)}, paired t over {m} "
-        f"relations {p_is(a['p_paired_t'])}. {s['n_significant_drop']} of {m} relations "
-        f"drop significantly below base (exact McNemar, p<{ALPHA}), "
-        f"{s['n_significant_vs_control']} of {m} significantly below their random control; "
-        f"the random controls drop {s['n_control_significant_drop']} of {m} significantly."
-    )
-    left = s["n_total"] - m
-    if left:
-        text += (
-            f" ({left} relation(s) with base accuracy below "
-            f"{pct(inter.get('min_base', meta.get('min_base')), 0)} are left out.)"
-        )
-    return text
+    return headline_for(inter, results.get("meta", {}))
 
 
 # =================================================================== sections
@@ -101,7 +46,10 @@ def _settings(results: dict[str, Any]) -> list[str]:
             f"first {meta['limit'] or 'all'} test facts; own task in the specificity "
             f"test: first {meta.get('limit_own') or 'all'}",
         ],
-        ["top-k (interference, versatility)", str(meta["top_k"])],
+        [
+            "top-k (interference, versatility)",
+            _top_ks(meta),
+        ],
         ["random-control seeds", ", ".join(map(str, meta["seeds"]))],
         ["base-accuracy threshold for drop claims", pct(meta["min_base"], 0)],
     ]
@@ -139,112 +87,23 @@ def _settings(results: dict[str, Any]) -> list[str]:
             f"{meta['compute_seconds']:.0f} s of evaluation in all (incl. reused runs)",
         ]
     )
-    return _table(["setting", "value"], rows)
+    return table(["setting", "value"], rows)
+
+
+def _top_ks(meta: dict[str, Any]) -> str:
+    ks = meta.get("top_ks") or [meta["top_k"]]
+    if len(ks) == 1:
+        return str(ks[0])
+    more = ", ".join(map(str, ks[1:]))
+    return f"{ks[0]} (headline, versatility); interference also at {more}"
 
 
 def _interference(results: dict[str, Any]) -> list[str]:
-    inter = results["interference"]
-    out = ["## Interference and specificity", ""]
-    out += [
-        f"Each relation's top-{inter['top_k']} neurons deactivated; accuracy ({inter['metric']}) "
-        "on its own task, next to the same number of random units per layer and site "
-        "(`control=random`). p-values: exact McNemar, paired by document.",
-        "",
-        "![specificity](specificity.png)",
-        "",
-    ]
-    rows = []
-    for r, c in inter["per_relation"].items():
-        flag = "" if c["eligible"] else " (below threshold)"
-        rows.append(
-            [
-                f"{r}{flag}",
-                str(c["n_docs"]),
-                str(c["n_units"]),
-                pct(c["base"]),
-                pct(c["deact"]),
-                pct(c["control"]),
-                pct(c["relative_drop"], 0),
-                pct(c["control_relative_drop"], 0),
-                pval(c["p_deact_vs_base"]),
-                pval(c["p_deact_vs_control"]),
-            ]
-        )
-    out += _table(
-        [
-            "relation",
-            "docs",
-            "units",
-            "base",
-            "deactivated",
-            "random control",
-            "rel. drop",
-            "control rel. drop",
-            "p vs base",
-            "p vs control",
-        ],
-        rows,
-    )
-    s = inter["summary"]
-    a, rel = s["absolute"], s["relative"]
-    out += [
-        f"Over the {s['n_eligible']} relations with base accuracy at or above the threshold: "
-        f"mean change {pts(neg(a['mean_own']))} (own neurons) vs {pts(neg(a['mean_control']))} (random "
-        f"units); the own drop is larger by {pts(a['mean_difference'])} {_ci(a)}, "
-        f"{p_is(a['p_paired_t'])} "
-        f"(paired t over relations); relative drop {pct(rel['mean_own'], 0)} vs "
-        f"{pct(rel['mean_control'], 0)}. The own drop is larger for {a['own_larger']} "
-        f"relations and smaller for {a['control_larger']}.",
-        "",
-    ]
-    if inter.get("matrix"):
-        out += _interference_matrix(inter)
-    return out
-
-
-def _interference_matrix(inter: dict[str, Any]) -> list[str]:
-    """The r x r' section: off-diagonal drops of own neurons vs random controls."""
-    matrix = inter["matrix"]
-    own, ctrl = matrix["offdiag_own"], matrix["offdiag_control"]
-    names = inter["matrix_relations"]
-    out = [
-        "### The r x r' matrix",
-        "",
-        f"Relative drop (acc_orig - acc_deact) / acc_orig of relation r' (column) when r's "
-        f"neurons (row) are deactivated, for {len(names)} relations "
-        f"({', '.join(names)}); cells where r' improved are marked with a triangle, "
-        "columns below the threshold are hatched. Right: the random controls.",
-        "",
-        "![interference](interference.png)",
-        "",
-    ]
-    out += _table(
-        ["off-diagonal cells", "own neurons", "random control"],
-        [
-            ["cells (eligible columns)", str(own["n_cells"]), str(ctrl["n_cells"])],
-            [
-                "mean relative drop",
-                pct(own["mean_relative_drop"]),
-                pct(ctrl["mean_relative_drop"]),
-            ],
-            [
-                "mean change (points)",
-                pts(neg(own["mean_absolute_drop"])),
-                pts(neg(ctrl["mean_absolute_drop"])),
-            ],
-            ["cells that improved", str(own["n_improved"]), str(ctrl["n_improved"])],
-            [
-                f"significant drops / improvements (p<{ALPHA})",
-                f"{own['n_dropped_significant']} / {own['n_improved_significant']}",
-                "-",
-            ],
-        ],
-    )
-    out += [
-        f"Diagonal (own relation) mean relative drop in the matrix: "
-        f"{pct(matrix['diag_mean_relative_drop'])}.",
-        "",
-    ]
+    """One section per top-k: the primary (headline) first, then the others."""
+    more = results.get("interference_more_k") or []
+    out = interference_section(results["interference"], True, 1 + len(more))
+    for inter in more:
+        out += interference_section(inter, False, 1 + len(more))
     return out
 
 
@@ -255,19 +114,26 @@ def _cumulativity(results: dict[str, Any]) -> list[str]:
         "",
         f"Accuracy as the number of deactivated top-ranked neurons of r grows (ks "
         f"{', '.join(cum['ks'])}), for {', '.join(cum['relations'])}; 'others' is the mean "
-        "over the other relations of this list. Dashed: size-matched random units.",
+        "over the other relations of this list. Dashed: size-matched random units (with "
+        "several seeds their mean, the seeds' range in brackets). In the figure the band "
+        "around the own curve is its 95% Wilson interval (one variant, n documents).",
         "",
         "![cumulativity](cumulativity.png)",
         "",
     ]
     for r, curve in cum["curves"].items():
-        out += [f"**{r}** (base {pct(curve['base_own'])}, others {pct(curve['base_others'])})", ""]
+        n = curve["points"][0].get("n_docs") if curve["points"] else None
+        size = "" if n is None else f", n={n} documents"
+        out += [
+            f"**{r}** (base {pct(curve['base_own'])}, others {pct(curve['base_others'])}{size})",
+            "",
+        ]
         rows = [
             [
                 "=".join(p["labels"]),
                 str(p["n_neurons"]),
-                pct(p["own"]),
-                pct(p["control_own"]),
+                pct(p["own"]) + _wilson(p.get("own_ci95")),
+                pct(p["control_own"]) + seed_range(p.get("control_own_seeds") or []),
                 pval(p["p_own_vs_base"]),
                 pval(p["p_own_vs_control"]),
                 pct(p["others"]),
@@ -275,11 +141,11 @@ def _cumulativity(results: dict[str, Any]) -> list[str]:
             ]
             for p in curve["points"]
         ]
-        out += _table(
+        out += table(
             [
                 "k",
                 "neurons",
-                "own",
+                "own [95% Wilson]",
                 "own (random)",
                 "p vs base",
                 "p vs random",
@@ -299,8 +165,12 @@ def _cumulativity(results: dict[str, Any]) -> list[str]:
         for m in cum["mean_curve"]
     ]
     out += ["Mean change from base over the relations:", ""]
-    out += _table(["k", "own", "own (random)", "others", "others (random)"], rows)
+    out += table(["k", "own", "own (random)", "others", "others (random)"], rows)
     return out
+
+
+def _wilson(bounds: list[float] | None) -> str:
+    return "" if not bounds else f" [{pct(bounds[0], 0)}, {pct(bounds[1], 0)}]"
 
 
 def _versatility(results: dict[str, Any]) -> list[str]:
@@ -325,7 +195,7 @@ def _versatility(results: dict[str, Any]) -> list[str]:
         "",
     ]
     if pairs:
-        out += _table(
+        out += table(
             ["pair", "shared units", "Jaccard"],
             [[f"{a} / {b}", str(ov["counts"][a][b]), f"{j:.3f}"] for j, a, b in pairs],
         )
@@ -361,7 +231,7 @@ def _crosslingual(cl: dict[str, Any]) -> list[str]:
                 f"{s['n_significant_vs_control']}",
             ]
         )
-    out += _table(
+    out += table(
         [
             "language",
             "relations (eligible / all)",
@@ -386,13 +256,13 @@ def _crosslingual(cl: dict[str, Any]) -> list[str]:
             )
         rows.append(row)
     out += ["Per relation: base → deactivated (random control):", ""]
-    out += _table(["relation", "en", "de", "es", "fr", "zh", "ja"], rows)
+    out += table(["relation", "en", "de", "es", "fr", "zh", "ja"], rows)
     s = cl["summary_foreign"]
     out += [
         f"Over all {s['n_eligible']} eligible non-English cells: mean change "
         f"{pts(neg(s['absolute']['mean_own']))} vs {pts(neg(s['absolute']['mean_control']))} for "
         f"random units (difference {pts(s['absolute']['mean_difference'])} "
-        f"{_ci(s['absolute'])}); {s['n_significant_drop']} cells drop significantly."
+        f"{ci(s['absolute'])}); {s['n_significant_drop']} cells drop significantly."
         if s["n_eligible"]
         else "No non-English cell reaches the base-accuracy threshold.",
         "",
@@ -437,7 +307,7 @@ def _reasoning(results: dict[str, Any]) -> list[str]:
                 ]
             rows.append(row)
         out += [f"**{title}**", ""]
-        out += _table(
+        out += table(
             [
                 "measure",
                 "chains",
@@ -490,6 +360,9 @@ def render(results: dict[str, Any]) -> str:
     head = results.get("headline")
     if head:
         lines += ["## Headline", "", head, ""]
+        for inter in results.get("interference_more_k") or []:
+            if inter.get("headline"):
+                lines += [f"At top-{inter['top_k']}: {inter['headline']}", ""]
     base = results.get("base") or {}
     if base:
         lines += [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.report.markdown_format import figure_name
 
 OWN = "#c0392b"
 CONTROL = "#7f8c8d"
@@ -40,42 +41,91 @@ def _short(name: str, limit: int = 22) -> str:
 
 
 # ============================================================= specificity
-def specificity(results: dict[str, Any], path: Path) -> str:
+def specificity(inter: dict[str, Any], path: Path) -> str:
+    """Own vs random-control change per relation, each with its 95 % interval (bootstrap
+    over the relation's documents) and n; with several seeds, each seed as a dot."""
     plt = _plt()
-    inter = results["interference"]
     cells = inter["per_relation"]
     names = sorted(cells, key=lambda r: (not cells[r]["eligible"], -(cells[r]["drop"])))
-    fig, ax = plt.subplots(figsize=(8, 0.38 * len(names) + 1.6))
-    y = range(len(names))
+    fig, ax = plt.subplots(figsize=(8.5, 0.42 * len(names) + 1.9))
+    y = list(range(len(names)))
+    h = 0.4
     own = [-100 * cells[r]["drop"] for r in names]
     ctrl = [-100 * cells[r]["control_drop"] for r in names]
-    h = 0.4
-    ax.barh([i - h / 2 for i in y], own, h, color=OWN, label=f"top-{inter['top_k']} own neurons")
-    ax.barh([i + h / 2 for i in y], ctrl, h, color=CONTROL, label="size-matched random units")
-    values = own + ctrl
+    own_err = _errors(own, [cells[r].get("change_ci95") for r in names])
+    ctrl_err = _errors(ctrl, [cells[r].get("control_change_ci95") for r in names])
+    bars = {"error_kw": {"lw": 0.9, "capsize": 2}, "ecolor": "black"}
+    seeds = [
+        (i, 100 * (v - cells[r]["base"]))
+        for i, r in enumerate(names)
+        for v in cells[r].get("control_seeds") or []
+        if len(cells[r]["control_seeds"]) > 1
+    ]
+    ax.barh(
+        [i - h / 2 for i in y],
+        own,
+        h,
+        xerr=own_err,
+        color=OWN,
+        **bars,
+        label=f"top-{inter['top_k']} own neurons",
+    )
+    ax.barh(
+        [i + h / 2 for i in y],
+        ctrl,
+        h,
+        xerr=ctrl_err,
+        color=CONTROL,
+        **bars,
+        label="size-matched random units" + (" (mean over seeds)" if seeds else ""),
+    )
+    if seeds:
+        ax.plot(
+            [x for _, x in seeds],
+            [i + h / 2 for i, _ in seeds],
+            "o",
+            ms=3,
+            mfc="white",
+            mec="black",
+            mew=0.7,
+            ls="none",
+            label="random units, single seeds",
+        )
+    right = [v + e for v, e in zip(own, own_err[1], strict=True)]
+    values = own + ctrl + right + [v - e for v, e in zip(own, own_err[0], strict=True)]
     ax.set_xlim(min([*values, -5.0]) - 5, max([*values, 5.0]) + 30)
     for i, r in enumerate(names):
         c = cells[r]
         mark = "*" if c["significant_vs_control"] else ""
         note = f"{100 * c['base']:.0f}%→{100 * c['deact']:.0f}%{mark}"
-        ax.text(max(0.0, own[i]) + 1, i - h / 2, note, va="center", fontsize=7)
+        ax.text(max(0.0, own[i], right[i]) + 1, i - h / 2, note, va="center", fontsize=7)
         if not c["eligible"]:
             ax.axhspan(i - 0.5, i + 0.5, color=GREY, zorder=0)
-    ax.set_yticks(list(y), [_short(r, 30) for r in names], fontsize=8)
+    ax.set_yticks(y, [f"{_short(r, 30)} (n={cells[r]['n_docs']})" for r in names], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(f"change in own accuracy ({inter['metric']}), percentage points")
     ax.set_title(
-        "Deactivating a relation's neurons: own accuracy change\n"
-        "(base→deactivated; * = below random control, p<0.05; grey = base below threshold)",
+        f"Deactivating a relation's top-{inter['top_k']} neurons: own accuracy change\n"
+        "(whiskers: 95% CI, bootstrap over documents; base→deactivated; * = below random "
+        "control, p<0.05;\ngrey = base below threshold; n = documents)",
         fontsize=9,
     )
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
 
 
+def _errors(values: list[float], cis: list[Any]) -> list[list[float]]:
+    """Asymmetric whisker lengths (points) for bars at ``values`` from 0-1 intervals."""
+    lo = [0.0 if c is None else max(0.0, v - 100 * c[0]) for v, c in zip(values, cis, strict=True)]
+    hi = [0.0 if c is None else max(0.0, 100 * c[1] - v) for v, c in zip(values, cis, strict=True)]
+    return [lo, hi]
+
+
 # ================================================================ heatmaps
-def _heatmap(ax, matrix, rows, cols, *, improved=None, hatch_cols=(), title="", vmax=1.0):
+def _heatmap(
+    ax, matrix, rows, cols, *, improved=None, significant=None, hatch_cols=(), title="", vmax=1.0
+):
     import numpy as np
 
     data = np.array(
@@ -95,8 +145,9 @@ def _heatmap(ax, matrix, rows, cols, *, improved=None, hatch_cols=(), title="", 
                 ax.add_patch(_rect(j, i, hatch="///"))
             if up:
                 ax.add_patch(_rect(j, i, edge="black"))
+            sig = significant is not None and significant[r][c] < 0.05
             if small and not math.isnan(value):
-                text = f"{100 * value:.0f}" + ("▲" if up else "")
+                text = f"{100 * value:.0f}" + ("▲" if up else "") + ("*" if sig else "")
                 color = "white" if abs(value) > 0.6 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=color)
             elif up:
@@ -119,16 +170,16 @@ def _rect(x: int, y: int, *, hatch: str | None = None, edge: str | None = None):
     )
 
 
-def interference(results: dict[str, Any], path: Path) -> str:
+def interference(inter: dict[str, Any], path: Path) -> str:
     plt = _plt()
-    m = results["interference"]["matrix"]
+    m = inter["matrix"]
     names = m["own"]["rows"]
     hatch = [c for c in names if not m["own"]["eligible"][c]]
     size = max(5.0, 0.45 * len(names) + 2.5)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
-    for ax, key, title in (
-        (axes[0], "own", "r's own neurons deactivated"),
-        (axes[1], "control", "size-matched random units"),
+    for ax, key, p_key, title in (
+        (axes[0], "own", "p_vs_base", f"r's top-{inter['top_k']} neurons deactivated"),
+        (axes[1], "control", "p_control_vs_base", "size-matched random units"),
     ):
         im = _heatmap(
             ax,
@@ -136,13 +187,18 @@ def interference(results: dict[str, Any], path: Path) -> str:
             names,
             names,
             improved=m[key]["improved"],
+            significant=m.get(p_key),
             hatch_cols=hatch,
             title=title,
         )
         ax.set_xlabel("measured relation r'", fontsize=8)
         ax.set_ylabel("deactivated relation r", fontsize=8)
     cbar = fig.colorbar(im, ax=axes, shrink=0.8)
-    cbar.set_label("relative drop (acc_orig - acc_deact) / acc_orig; ▲ = r' improved", fontsize=8)
+    cbar.set_label(
+        "relative drop (acc_orig - acc_deact) / acc_orig; ▲ = r' improved;\n"
+        "* = change from base significant (p<0.05: exact McNemar; paired t for seed means)",
+        fontsize=8,
+    )
     cbar.ax.yaxis.set_major_formatter(_percent_formatter())
     return _save(fig, path)
 
@@ -234,14 +290,7 @@ def cumulativity(results: dict[str, Any], path: Path) -> str:
         curve = cum["curves"][r]
         xs = [p["n_neurons"] for p in curve["points"]]
         ax.plot(xs, [100 * p["own"] for p in curve["points"]], "o-", color=OWN, label=f"{r}")
-        ax.plot(
-            xs,
-            [100 * p["control_own"] for p in curve["points"]],
-            "o--",
-            color=OWN,
-            alpha=0.45,
-            label="random, same sizes",
-        )
+        _own_bands(ax, xs, curve["points"])
         ax.axhline(100 * curve["base_own"], color=OWN, lw=0.8, ls=":")
         if curve["others"]:
             ax.plot(
@@ -294,8 +343,37 @@ def cumulativity(results: dict[str, Any], path: Path) -> str:
     ax.legend(fontsize=6.5)
     for extra in flat[n:]:
         extra.axis("off")
-    fig.suptitle("Cumulativity (dotted: base accuracy)", fontsize=10)
+    fig.suptitle(
+        "Cumulativity (dotted: base accuracy; band: 95% Wilson interval of the own accuracy)",
+        fontsize=10,
+    )
     return _save(fig, path)
+
+
+def _own_bands(ax: Any, xs: list[int], points: list[dict[str, Any]]) -> None:
+    """The own curve's 95 % Wilson band and the random curve, whiskers = seed range."""
+    cis = [p.get("own_ci95") for p in points]
+    if all(ci is not None for ci in cis):
+        ax.fill_between(
+            xs,
+            [100 * ci[0] for ci in cis],
+            [100 * ci[1] for ci in cis],
+            color=OWN,
+            alpha=0.12,
+            lw=0,
+            label="own: 95% Wilson interval",
+        )
+    ys = [100 * p["control_own"] for p in points]
+    seeds = [p.get("control_own_seeds") or [] for p in points]
+    if all(len(s) > 1 for s in seeds):
+        err = [
+            [y - 100 * min(s) for y, s in zip(ys, seeds, strict=True)],
+            [100 * max(s) - y for y, s in zip(ys, seeds, strict=True)],
+        ]
+        label = f"random, same sizes (mean, range of {len(seeds[0])} seeds)"
+        ax.errorbar(xs, ys, yerr=err, fmt="o--", color=OWN, alpha=0.45, capsize=2, label=label)
+    else:
+        ax.plot(xs, ys, "o--", color=OWN, alpha=0.45, label="random, same sizes")
 
 
 # ================================================================ reasoning
@@ -340,9 +418,11 @@ def make_figures(results: dict[str, Any], out: Path) -> list[str]:
     out = Path(out)
     names = []
     if "interference" in results:
-        names.append(specificity(results, out / "specificity.png"))
-        if results["interference"].get("matrix"):
-            names.append(interference(results, out / "interference.png"))
+        more = results.get("interference_more_k") or []
+        for inter, k in [(results["interference"], None)] + [(i, i["top_k"]) for i in more]:
+            names.append(specificity(inter, out / figure_name("specificity", k)))
+            if inter.get("matrix"):
+                names.append(interference(inter, out / figure_name("interference", k)))
     if "cumulativity" in results:
         names.append(cumulativity(results, out / "cumulativity.png"))
     if "versatility" in results:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.neuron_set import NeuronSet
+from relneuron_eval.evaluation.runner import Variant
 from relneuron_eval.report.analysis import KValue, canonical_top_k, evenly_spaced, first
-from relneuron_eval.report.runs import Variant
 
 EXPERIMENTS = ("cumulativity", "versatility", "interference", "reasoning")
 METRICS = ("acc_prefix2", "acc_match", "mc")
@@ -41,7 +41,7 @@ class Setup:
     relations: list[str]  # R: relations with neurons and tasks
     experiments: list[str]
     ks: list[KValue]
-    top_k: int
+    top_k: int  # the first (primary) top-k: headline, versatility
     seeds: list[int]
     limit: int | None
     reasoning_limit: int | None
@@ -52,6 +52,7 @@ class Setup:
     cumulativity: list[str] | int
     langs: dict[str, list[str]] = field(default_factory=dict)  # relation -> languages
     reasoning_chains: str = "with-neurons"  # or "all": which chains the sample spreads over
+    top_ks: list[int] = field(default_factory=list)  # every top-k of interference (first = top_k)
     kn_set_path: str | None = None
     kn_set: NeuronSet | None = None
     kn_hash: str | None = None
@@ -97,6 +98,21 @@ class Setup:
         groups = set(self.kn_set.groups())
         rows = task_rows("relfacts_2hop")["test"]
         return [i for i in range(n) if rows[i]["hop1_fact"] in groups]
+
+    def all_top_ks(self) -> list[int]:
+        """The top-ks of the interference experiment, the primary one first."""
+        return list(dict.fromkeys([self.top_k, *self.top_ks]))
+
+    def size_notes(self) -> list[str]:
+        """Relations with fewer neurons than a top-k: all of them are used there."""
+        notes = []
+        for r in self.relations:
+            size = self.group_size(r)
+            below = [k for k in self.all_top_ks() if size < k]
+            if below:
+                ks = ", ".join(map(str, below))
+                notes.append(f"{r} has {size} neurons (< --top-k {ks}): all are used")
+        return notes
 
     def group_size(self, relation: str) -> int:
         if self._sizes is None:

@@ -1,0 +1,192 @@
+"""``evaluation.results``: one evaluation read live and from lm-eval's files is one result.
+
+The slow test runs the real ``lm_eval`` CLI (``--output_path --log_samples``) on the tiny
+Llama with an intervention, then the same evaluation in-process through
+``evaluation.runner``, and requires equal aggregates, per-document records and
+accessor values from both. The fast tests feed hand-written lm-eval sample records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.results import (
+    TaskResult,
+    doc_record,
+    from_evaluate,
+    from_files,
+    read_samples,
+)
+
+
+def _raw(doc_id: int, acc: float, resp, *, filt: str = "none", metrics: bool = True) -> dict:
+    """An lm-eval sample record as ``simple_evaluate`` returns it."""
+    rec = {
+        "doc_id": doc_id,
+        "doc": {"fact_id": f"f{doc_id}", "hop1_fact": f"h{doc_id}", "q": "?"},
+        "target": "x",
+        "arguments": [["q", "x"]],
+        "resps": [[resp]],
+        "filtered_resps": [resp],
+        "filter": filt,
+        "doc_hash": f"hash{doc_id}",
+        "prompt_hash": "p",
+        "target_hash": "t",
+        "acc": acc,
+    }
+    if metrics:
+        rec["metrics"] = ["acc"]
+    return rec
+
+
+# ====================================================================== fast
+def test_live_and_logged_record_shapes_parse_alike(tmp_path):
+    """Live loglikelihood responses are tuples, logged ones lists of strings; logs of older
+    lm-eval versions have no "metrics" list. The parsed records must not differ."""
+    live = [_raw(0, 1.0, (-0.5, True)), _raw(1, 0.0, "Paris\n"), _raw(1, 1.0, "P", filt="strict")]
+    log = tmp_path / "samples_t_2026-01-01T00-00-00.jsonl"
+    with log.open("w") as handle:
+        for rec in live:
+            logged = {
+                **rec,
+                "filtered_resps": [
+                    list(map(str, r)) if isinstance(r, tuple) else r for r in rec["filtered_resps"]
+                ],
+            }
+            logged.pop("metrics")
+            handle.write(json.dumps(logged) + "\n")
+    parsed = [doc_record(r) for r in live]
+    assert read_samples(log) == parsed
+    assert parsed[0] == {
+        "doc_id": 0,
+        "id": "f0",
+        "hop1_fact": "h0",
+        "acc": 1.0,
+        "doc_hash": "hash0",
+    }
+    assert parsed[1]["generation"] == "Paris\n" and parsed[2]["filter"] == "strict"
+
+    result = TaskResult("t", parsed)
+    assert result.values("acc") == [1.0, 0.0]  # filter none only
+    assert result.values("acc", "strict") == [1.0]
+    assert result.by_doc("acc") == {0: 1.0, 1: 0.0} and result.accuracy("acc") == 0.5
+    cached = result.to_dict()
+    assert [set(d) for d in cached["docs"]] == [
+        {"doc_id", "id", "hop1_fact", "acc"},
+        {"doc_id", "id", "hop1_fact", "acc", "generation"},
+    ]  # the report cache's format: filter none, no hashes
+    assert TaskResult.from_dict(json.loads(json.dumps(cached))).values("acc") == [1.0, 0.0]
+    with pytest.raises(RelNeuronError, match="no metric 'f1'"):
+        result.values("f1")
+
+
+def test_pairing_and_aggregate_checks_refuse_what_does_not_match():
+    a = TaskResult("t", [doc_record(_raw(d, float(d % 2), "x")) for d in range(4)])
+    b = TaskResult("t", [doc_record(_raw(d, 1.0, "y")) for d in range(4)])
+    assert a.paired(b, "acc", "none") == ([0.0, 1.0, 0.0, 1.0], [1.0] * 4)
+    assert "cover different documents" in a.paired(b.subset({0, 1}), "acc", "none")
+    other = TaskResult("t", [{**d, "doc_hash": "z"} for d in b.records()])
+    assert a.paired(other, "acc", "none") == "document 0 differs between the sample logs"
+    assert a.paired(b, "f1", "none") == "no per-sample numbers for f1"
+    a.metrics = {("acc", "none"): 0.5}
+    a.check_means()
+    a.metrics = {("acc", "none"): 0.75}
+    with pytest.raises(RelNeuronError, match="differs from the per-document mean"):
+        a.check_means()
+
+
+def test_from_evaluate_keeps_groups_and_relneuron_info():
+    out = {
+        "results": {"g": {"acc,none": 0.5}, "t": {"acc,none": 0.5, "acc_stderr,none": 0.5}},
+        "group_subtasks": {"g": ["t"]},
+        "config": {"model": "relneuron-hf", "relneuron": {"variant": "v"}},
+        "samples": {"t": [_raw(0, 1.0, "a"), _raw(1, 0.0, "b")]},
+    }
+    _, tasks = from_evaluate(out, "<v>")
+    assert tasks["g"].is_group and tasks["g"].subtasks == ["t"] and tasks["g"].docs is None
+    assert tasks["t"].stderrs == {("acc", "none"): 0.5} and tasks["t"].info == {"variant": "v"}
+    assert tasks["t"].values("acc") == [1.0, 0.0]
+
+
+# ====================================================================== slow
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same evaluation (tiny Llama, group a ablated, 3 docs of toy_group and of
+    relfacts_2hop) from the lm_eval CLI's files and from the runner in this process."""
+    import tools_helpers as th
+
+    from relneuron_eval.evaluation.runner import LoadedModel, evaluate
+    from relneuron_eval.harness.task_index import task_manager, with_metadata
+
+    root = tmp_path_factory.mktemp("live-vs-files")
+    model = th.tiny_model()
+    nset = th.make_neuron_set(root / "set.jsonl", {"a": 40})
+    args = {"pretrained": str(model), "neuron_set": str(nset), "groups": "a"}
+    tasks = ["toy_group", "relfacts_2hop"]
+    results_file = th.run_lm_eval(
+        "relneuron-hf",
+        ",".join(f"{k}={v}" for k, v in args.items()),
+        root / "out",
+        tasks=",".join(tasks),
+        limit=3,
+    )
+    loaded = LoadedModel.from_model_args({"pretrained": str(model)}, device="cpu", batch_size=8)
+    manager = task_manager(tasks, include=[str(th.toy_tasks())])
+    live = evaluate(
+        loaded, args, tasks, label="v", task_manager=with_metadata(manager, args), limit=3
+    )
+    return live, from_files(results_file), loaded
+
+
+@pytest.mark.slow
+def test_live_and_files_give_equal_results(both):
+    live, (identity, files), _ = both
+    assert sorted(live) == sorted(files) == ["relfacts_2hop", "toy_a", "toy_b", "toy_group"]
+    assert identity["relneuron"]["groups"] == ["a"]
+    assert live["toy_a"].info == files["toy_a"].info == identity["relneuron"]
+    for name, a in live.items():
+        b = files[name]
+        assert (a.is_group, a.subtasks, a.n_docs, a.version) == (
+            b.is_group,
+            b.subtasks,
+            b.n_docs,
+            b.version,
+        ), name
+        assert a.metrics.keys() == b.metrics.keys() and a.metrics, name
+        for key, value in a.metrics.items():
+            assert value == pytest.approx(b.metrics[key], abs=1e-12), (name, key)
+            se_a, se_b = a.stderrs[key], b.stderrs[key]
+            assert (se_a is None) == (se_b is None), (name, key)
+            assert se_a is None or math.isclose(se_a, se_b, abs_tol=1e-12), (name, key)
+        if a.is_group:
+            continue
+        assert b.docs is None and b.samples  # read from the log on first use
+        assert a.records(None) == b.records(None) and len(a.records()) == 3, name
+        for metric, filt in a.metrics:
+            assert a.values(metric, filt) == b.values(metric, filt)
+            assert a.paired(b, metric, filt) == (a.values(metric, filt),) * 2
+            assert TaskResult.from_dict(a.to_dict()).by_doc(metric) == b.by_doc(metric)
+        a.check_means()
+        b.check_means()
+    hop = live["relfacts_2hop"].records()
+    assert all(r["hop1_fact"] and r["id"] and "generation" in r for r in hop)
+
+
+@pytest.mark.slow
+def test_the_runner_restores_the_weights_and_refuses_unknown_models(both, tmp_path):
+    from relneuron_eval.evaluation.runner import LoadedModel, evaluate
+
+    _, _, loaded = both
+    loaded.check_restored("the slow test")  # the ablation left the weights as loaded
+    missing = LoadedModel.from_model_args(
+        {"pretrained": str(tmp_path / "no-model")}, device="cpu", batch_size=1
+    )
+    with pytest.raises(RelNeuronError, match="evaluation of base failed") as info:
+        evaluate(missing, {}, ["toy_a"], label="base", task_manager=None, hint="model ?")
+    assert str(tmp_path / "no-model") in str(info.value) and info.value.hint == "model ?"
+    assert not Path(tmp_path / "no-model").exists()
