@@ -31,6 +31,7 @@ from typing import Any
 
 from relneuron_eval.atomic import atomic_write
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.files import read_bytes
 
 FORMAT_NAME = "relneuron-neuron-set"
 FORMAT_VERSION = 1
@@ -471,14 +472,7 @@ def _is_finite_number(value: Any) -> bool:
 
 def _read_text(path: Path) -> tuple[str, str]:
     """The file's text (gunzipped when gzip) and the SHA-256 of its bytes."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RelNeuronError(
-            "neuron-set file not found", path=path, hint="check the neuron_set= path"
-        ) from None
-    except OSError as exc:
-        raise RelNeuronError(f"cannot read neuron-set file: {exc.strerror}", path=path) from None
+    raw = read_bytes(path, "neuron-set file", hint="check the neuron_set= path")
     digest = hashlib.sha256(raw).hexdigest()
     if raw[:2] == b"\x1f\x8b":
         try:

@@ -128,13 +128,20 @@ def _finite(name: str, value: Any) -> float:
     return result
 
 
-def _top_k(name: str, value: Any) -> int:
-    number = _as_number(value)
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise InvalidSetting(
-            name, f"top_k must be a positive integer, got {number!r}", hint="e.g. top_k=3000"
-        )
-    return number
+def _integer(minimum: int, rule: str, example: str) -> Callable[[str, Any], int]:
+    """A reader of an integer setting of at least ``minimum`` (``rule`` says so in errors)."""
+
+    def read(name: str, value: Any) -> int:
+        number = _as_number(value)
+        if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
+            raise InvalidSetting(name, f"{rule}, got {number!r}", hint=f"e.g. {example}")
+        return number
+
+    return read
+
+
+_top_k = _integer(1, "top_k must be a positive integer", "top_k=3000")
+_seed = _integer(0, "seed must be an integer >= 0", "control=random,seed=1")
 
 
 def _fraction(name: str, value: Any) -> int | float:
@@ -147,15 +154,6 @@ def _fraction(name: str, value: Any) -> int | float:
     ):
         raise InvalidSetting(
             name, f"fraction must be in (0, 1], got {number!r}", hint="e.g. fraction=0.1"
-        )
-    return number
-
-
-def _seed(name: str, value: Any) -> int:
-    number = _as_number(value)
-    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-        raise InvalidSetting(
-            name, f"seed must be an integer >= 0, got {number!r}", hint="e.g. control=random,seed=1"
         )
     return number
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,6 @@ def normalize(text: str) -> str:
     return " ".join(words)
 
 
-def _compact(text: str) -> str:
-    return normalize(text).replace(" ", "")
-
-
 def match(generation: str, answers: Sequence[str]) -> bool:
     """Does the generation start with one of the answers (normalised, at a word boundary)?
 
@@ -75,30 +71,34 @@ def match(generation: str, answers: Sequence[str]) -> bool:
     continuation is allowed (``"中国的首都"`` matches ``中国``).
     """
     gen = normalize(generation)
-    for answer in answers:
-        target = normalize(answer)
-        if not target:
-            continue
-        if is_cjk(answer):
-            if _compact(generation).startswith(target.replace(" ", "")):
-                return True
-        elif gen == target or gen.startswith(target + " "):
-            return True
-    return False
+    return _any_answer(
+        answers,
+        lambda target: gen.replace(" ", "").startswith(target),
+        lambda target: gen == target or gen.startswith(target + " "),
+    )
 
 
 def mentions(text: str, answers: Sequence[str]) -> bool:
     """Is one of the answers stated anywhere in the text (normalised, whole words)?"""
-    padded = f" {normalize(text)} "
-    compact = _compact(text)
+    said = normalize(text)
+    return _any_answer(
+        answers,
+        lambda target: target in said.replace(" ", ""),
+        lambda target: f" {target} " in f" {said} ",
+    )
+
+
+def _any_answer(
+    answers: Sequence[str], cjk: Callable[[str], bool], words: Callable[[str], bool]
+) -> bool:
+    """Does a test pass for one of the answers? An answer normalised to nothing never
+    matches; a CJK answer's test (``cjk``) gets it without spaces, as CJK script does not
+    separate words; any other answer's test (``words``) gets it normalised."""
     for answer in answers:
         target = normalize(answer)
         if not target:
             continue
-        if is_cjk(answer):
-            if target.replace(" ", "") in compact:
-                return True
-        elif f" {target} " in padded:
+        if cjk(target.replace(" ", "")) if is_cjk(answer) else words(target):
             return True
     return False
 

@@ -45,84 +45,72 @@ VERSION = 2.0  # 2.0: seeded per-relation few-shot demos (RelationSampler)
 # are hyphenated so that they never do (lm-eval's glob matches tasks and groups alike).
 TASK_GLOB = "relfacts_*"
 DEFAULT_GROUP = "relfacts-custom"
+# What the groups average over their tasks.
+GEN_METRICS = ["acc_prefix2", "acc_match"]
+MC_METRICS = ["acc", "acc_norm"]
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 HELP = "generate lm-eval task YAMLs from relation data (shipped suite, or --spec of your own)"
 
-_METRICS_GEN = """metric_list:
-  - metric: acc_prefix2
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_match
-    aggregation: mean
-    higher_is_better: true
-"""
+
+def _metric_list(*metrics: str) -> str:
+    """A task's ``metric_list``: each metric a mean where higher is better."""
+    items = "".join(
+        f"  - metric: {m}\n    aggregation: mean\n    higher_is_better: true\n" for m in metrics
+    )
+    return "metric_list:\n" + items
+
+
+def _generation(until: str, max_gen_toks: int, process: str) -> str:
+    """Greedy generation settings and the ``process_results`` function that scores them."""
+    return (
+        f"generation_kwargs:\n  until: {until}\n  do_sample: false\n"
+        f"  max_gen_toks: {max_gen_toks}\n"
+        f"process_results: !function relneuron_eval.harness.task_metrics.{process}\n"
+    )
+
+
+# The pieces every base shares, in the order the bases list them.
+_DATASET = (
+    "dataset_path: relfacts\ncustom_dataset: !function relneuron_eval.harness.task_data.load\n"
+)
+_SPLITS = "test_split: test\nfewshot_split: fewshot\nnum_fewshot: 3\n"
+_SAMPLER = "fewshot_config:\n  sampler: !function relneuron_eval.harness.fewshot.RelationSampler\n"
+_DELIMITERS = 'target_delimiter: " "\nfewshot_delimiter: "\\n"\n'
+_GREEDY = _generation('["\\n"]', 16, "process_generation")
+_GEN_METRICS = _metric_list(*GEN_METRICS)
 
 BASE_GEN = (
-    """dataset_path: relfacts
-custom_dataset: !function relneuron_eval.harness.task_data.load
-output_type: generate_until
-test_split: test
-fewshot_split: fewshot
-num_fewshot: 3
-fewshot_config:
-  sampler: !function relneuron_eval.harness.fewshot.RelationSampler
-doc_to_text: "{{prompt}}"
-doc_to_target: "{{object}}"
-target_delimiter: " "
-fewshot_delimiter: "\\n"
-generation_kwargs:
-  until: ["\\n"]
-  do_sample: false
-  max_gen_toks: 16
-process_results: !function relneuron_eval.harness.task_metrics.process_generation
-"""
-    + _METRICS_GEN
+    _DATASET
+    + "output_type: generate_until\n"
+    + _SPLITS
+    + _SAMPLER
+    + 'doc_to_text: "{{prompt}}"\ndoc_to_target: "{{object}}"\n'
+    + _DELIMITERS
+    + _GREEDY
+    + _GEN_METRICS
 )
 
-BASE_MC = """dataset_path: relfacts
-custom_dataset: !function relneuron_eval.harness.task_data.load
-output_type: multiple_choice
-test_split: test
-fewshot_split: fewshot
-num_fewshot: 3
-doc_to_text: "{{prompt}}"
-doc_to_choice: choices
-doc_to_target: gold
-target_delimiter: " "
-fewshot_delimiter: "\\n"
-fewshot_config:
-  sampler: !function relneuron_eval.harness.fewshot.RelationSampler
-  doc_to_target: "{{object}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
+BASE_MC = (
+    _DATASET
+    + "output_type: multiple_choice\n"
+    + _SPLITS
+    + 'doc_to_text: "{{prompt}}"\ndoc_to_choice: choices\ndoc_to_target: gold\n'
+    + _DELIMITERS
+    + _SAMPLER
+    + '  doc_to_target: "{{object}}"\n'
+    + _metric_list(*MC_METRICS)
+)
 
 BASE_2HOP = (
-    """dataset_path: relfacts
-custom_dataset: !function relneuron_eval.harness.task_data.load
-dataset_kwargs:
-  relfacts_family: 2hop
-output_type: generate_until
-test_split: test
-fewshot_split: fewshot
-num_fewshot: 3
-fewshot_config:
-  sampler: !function relneuron_eval.harness.fewshot.RelationSampler
-target_delimiter: " "
-fewshot_delimiter: "\\n"
-generation_kwargs:
-  until: ["\\n"]
-  do_sample: false
-  max_gen_toks: 16
-process_results: !function relneuron_eval.harness.task_metrics.process_generation
-"""
-    + _METRICS_GEN
+    _DATASET
+    + "dataset_kwargs:\n  relfacts_family: 2hop\n"
+    + "output_type: generate_until\n"
+    + _SPLITS
+    + _SAMPLER
+    + _DELIMITERS
+    + _GREEDY
+    + _GEN_METRICS
 )
 
 TWOHOP_TASKS = {
@@ -136,18 +124,8 @@ TWOHOP_TASKS = {
         'doc_to_text: "{{prompt_cot}}"\n'
         'doc_to_target: "{{cot_target}}"\n'
         'fewshot_delimiter: "\\n\\n"\n'
-        "generation_kwargs:\n"
-        '  until: ["\\n", "Q:"]\n'
-        "  do_sample: false\n"
-        "  max_gen_toks: 48\n"
-        "process_results: !function relneuron_eval.harness.task_metrics.process_cot\n"
-        "metric_list:\n"
-        "  - metric: acc_match\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-        "  - metric: bridge_recall\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n",
+        + _generation('["\\n", "Q:"]', 48, "process_cot")
+        + _metric_list("acc_match", "bridge_recall"),
     ),
     "relfacts_2hop_hop1": (
         "the first hop of each chain asked alone (answer: the bridge entity)",
@@ -223,47 +201,63 @@ def generate_shipped() -> dict[str, str]:
         "_base_2hop.yaml": _base(src, BASE_2HOP, "Shared settings of the two-hop tasks."),
     }
     relations = load_relations()
-    gen_names, mc_names = [], []
-    for name in RELATIONS:
-        rel = relations[name]
-        task = f"relfacts_{name}"
-        gen_names.append(task)
-        out[f"en/{task}.yaml"] = _task_yaml(
-            src,
-            "../_base_gen.yaml",
-            task,
-            {"relfacts_family": "gen", "relfacts_relation": name},
-            rel,
-        )
-        if rel.closed_set:
-            mc = f"relfacts_mc_{name}"
-            mc_names.append(mc)
-            out[f"mc/{mc}.yaml"] = _task_yaml(
-                src,
-                "../_base_mc.yaml",
-                mc,
-                {"relfacts_family": "mc", "relfacts_relation": name},
-                rel,
-                description=f"choices: the {len(rel.objects)} objects of {name}",
-            )
+    files, gen_names, mc_names = _relation_files(
+        src, [(name, relations[name]) for name in RELATIONS], ("en/", "mc/"), {}, describe_mc=True
+    )
+    out.update(files)
     out["groups/relfacts.yaml"] = _group_yaml(
         src,
         "relfacts",
         gen_names,
-        ["acc_prefix2", "acc_match"],
+        GEN_METRICS,
         "English factual completion, one task per relation (macro average).",
     )
     out["groups/relfacts-mc.yaml"] = _group_yaml(
         src,
         "relfacts-mc",
         mc_names,
-        ["acc", "acc_norm"],
+        MC_METRICS,
         "Multiple choice over each closed-set relation's objects (macro average).",
     )
     out.update(_multilingual_files())
     out.update(_twohop_files())
     _check_names(out)
     return out
+
+
+def _relation_files(
+    src: str,
+    relations: list[tuple[str, Relation]],
+    folders: tuple[str, str],
+    extra: dict[str, str],
+    *,
+    describe_mc: bool,
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """A generation task per relation and a multiple-choice task per closed-set one, for
+    the shipped suite and a user's spec alike: (files, generation tasks, mc tasks).
+
+    ``folders``: where the generation and mc tasks go ("" = beside the ``_base_*`` files).
+    """
+    files: dict[str, str] = {}
+    gen_names: list[str] = []
+    mc_names: list[str] = []
+    for name, rel in relations:
+        kwargs = {"relfacts_family": "gen", "relfacts_relation": name, **extra}
+        for family, folder in zip(("gen", "mc"), folders, strict=True):
+            if family == "mc" and not rel.closed_set:
+                continue
+            task = f"relfacts_{name}" if family == "gen" else f"relfacts_mc_{name}"
+            (gen_names if family == "gen" else mc_names).append(task)
+            about = f"choices: the {len(rel.objects)} objects of {name}"
+            files[f"{folder}{task}.yaml"] = _task_yaml(
+                src,
+                ("../" if folder else "") + f"_base_{family}.yaml",
+                task,
+                {**kwargs, "relfacts_family": family},
+                rel,
+                description=about if family == "mc" and describe_mc else None,
+            )
+    return files, gen_names, mc_names
 
 
 def _multilingual_files() -> dict[str, str]:
@@ -289,7 +283,7 @@ def _multilingual_files() -> dict[str, str]:
             ml_src,
             group,
             names,
-            ["acc_prefix2", "acc_match"],
+            GEN_METRICS,
             f"{lang.name} probes: same fact ids and splits as the English tasks.",
         )
     out["groups/relfacts-multilingual.yaml"] = _group_yaml(
@@ -420,24 +414,15 @@ def generate_user(spec: str | Path, out: str | Path, group: str = DEFAULT_GROUP)
         "_base_mc.yaml": _base(src, BASE_MC, "Shared settings of the multiple-choice tasks."),
     }
     ref = spec_reference(spec_path, Path(out))
-    gen_names, mc_names = [], []
-    for name, rel in relations.items():
-        kwargs = {"relfacts_family": "gen", "relfacts_relation": name, "relfacts_spec": ref}
-        task = f"relfacts_{name}"
-        gen_names.append(task)
-        files[f"{task}.yaml"] = _task_yaml(src, "_base_gen.yaml", task, kwargs, rel)
-        if rel.closed_set:
-            mc = f"relfacts_mc_{name}"
-            mc_names.append(mc)
-            files[f"{mc}.yaml"] = _task_yaml(
-                src, "_base_mc.yaml", mc, {**kwargs, "relfacts_family": "mc"}, rel
-            )
-    files[f"{group}.yaml"] = _group_yaml(
-        src, group, gen_names, ["acc_prefix2", "acc_match"], f"Relations of {src}."
+    extra = {"relfacts_spec": ref}
+    tasks, gen_names, mc_names = _relation_files(
+        src, list(relations.items()), ("", ""), extra, describe_mc=False
     )
+    files.update(tasks)
+    files[f"{group}.yaml"] = _group_yaml(src, group, gen_names, GEN_METRICS, f"Relations of {src}.")
     if mc_names:
         files[f"{group}-mc.yaml"] = _group_yaml(
-            src, f"{group}-mc", mc_names, ["acc", "acc_norm"], f"Closed-set relations of {src}."
+            src, f"{group}-mc", mc_names, MC_METRICS, f"Closed-set relations of {src}."
         )
     _check_names(files)
     return files

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.files import read_bytes
 from relneuron_eval.jsonl import iter_jsonl
 
 _DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
@@ -208,16 +209,13 @@ class TaskResult:
 # ================================================================ parsing
 def read_json(path: Path) -> Any:
     """Parse a JSON file with errors that say where it is broken."""
+    raw = read_bytes(path, "file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RelNeuronError("file not found", path=path) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RelNeuronError(
             "not a text file", path=path, hint="expected lm-eval results JSON"
         ) from None
-    except OSError as exc:
-        raise RelNeuronError(f"cannot read: {exc.strerror}", path=path) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -27,7 +27,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from relneuron_eval.core.spec import InterventionSpec, add_options
 from relneuron_eval.errors import RelNeuronError
@@ -65,6 +65,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
 
     from relneuron_eval.core.interventions import Intervention
 
@@ -138,6 +139,13 @@ def _print_usage(fmt: str, model: str, out: Path) -> None:
 
 
 # ====================================================================== API
+class ExportOptions(TypedDict, total=False):
+    """The keyword options every export takes (see :func:`export`)."""
+
+    force: bool
+    dtype: str
+
+
 def export(
     fmt: str,
     model: str | Path,
@@ -147,24 +155,13 @@ def export(
     force: bool = False,
     dtype: str = "auto",
 ) -> Path:
-    """Export ``intervention`` on ``model`` in format ``fmt`` ("peft" or "model") to ``out``."""
-    if fmt == "peft":
-        return export_peft(model, intervention, out, force=force, dtype=dtype)
-    if fmt == "model":
-        return export_checkpoint(model, intervention, out, force=force, dtype=dtype)
-    raise RelNeuronError(f"unknown export format {fmt!r}", hint=f"use one of {list(FORMATS)}")
+    """Export ``intervention`` on ``model`` in format ``fmt`` ("peft" or "model") to ``out``.
 
-
-def _prepare(
-    model: str | Path,
-    intervention: Intervention,
-    out: str | Path,
-    fmt: str,
-    *,
-    force: bool,
-    dtype: str,
-) -> tuple[Path, Path, Any]:
-    """Every check that can fail before anything is written: (out, model path, meta)."""
+    ``force`` replaces a previous export there; ``dtype`` is that of the written weights
+    ("auto": the model's own). Every check that can fail runs before anything is written.
+    """
+    if fmt not in FORMATS:
+        raise RelNeuronError(f"unknown export format {fmt!r}", hint=f"use one of {list(FORMATS)}")
     check_supported(intervention, fmt)
     _check_dtype(dtype)
     out = check_out(out, force=force, model_path=model)
@@ -172,36 +169,26 @@ def _prepare(
     check_out(out, force=force, model_path=path)
     meta = _meta_model(path, model)
     _check_model(meta, intervention)
-    return out, path, meta
-
-
-def export_peft(
-    model: str | Path,
-    intervention: Intervention,
-    out: str | Path,
-    *,
-    force: bool = False,
-    dtype: str = "auto",
-) -> Path:
-    """Write ``intervention`` as a PEFT IA³ adapter for ``model``; returns the folder."""
-    out, path, meta = _prepare(model, intervention, out, "peft", force=force, dtype=dtype)
-    plan = plan_ia3(meta, intervention)
-    return _write_peft(meta, plan, intervention, model, path, out, dtype, force)
-
-
-def export_checkpoint(
-    model: str | Path,
-    intervention: Intervention,
-    out: str | Path,
-    *,
-    force: bool = False,
-    dtype: str = "auto",
-) -> Path:
-    """Write ``model`` with ``intervention`` folded into its weights; returns the folder."""
-    out, path, meta = _prepare(model, intervention, out, "model", force=force, dtype=dtype)
+    if fmt == "peft":
+        plan = plan_ia3(meta, intervention)
+        return _write_peft(meta, plan, intervention, model, path, out, dtype, force)
     _check_quantization(meta, model)
     edits = plan_fold(meta, intervention)
     return _write_checkpoint(path, edits, intervention, model, out, dtype, force)
+
+
+def export_peft(
+    model: str | Path, intervention: Intervention, out: str | Path, **options: Unpack[ExportOptions]
+) -> Path:
+    """Write ``intervention`` as a PEFT IA³ adapter for ``model``; returns the folder."""
+    return export("peft", model, intervention, out, **options)
+
+
+def export_checkpoint(
+    model: str | Path, intervention: Intervention, out: str | Path, **options: Unpack[ExportOptions]
+) -> Path:
+    """Write ``model`` with ``intervention`` folded into its weights; returns the folder."""
+    return export("model", model, intervention, out, **options)
 
 
 # =============================================================== validation

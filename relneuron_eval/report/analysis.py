@@ -34,15 +34,7 @@ def parse_ks(text: str) -> list[KValue]:
         if part.lower() == ALL:
             has_all = True
             continue
-        try:
-            number = int(part)
-        except ValueError:
-            raise RelNeuronError(
-                f"--ks: {part!r} is neither a positive integer nor 'all'", hint="e.g. 10,100,all"
-            ) from None
-        if number < 1:
-            raise RelNeuronError(f"--ks: {number} is not a positive integer")
-        values.append(number)
+        values.append(_positive(part, "--ks", "a positive integer or 'all'", "10,100,all"))
     out: list[KValue] = sorted(set(values))
     if has_all:
         out.append(ALL)
@@ -56,20 +48,24 @@ def parse_top_ks(text: str | int) -> list[int]:
     the primary k of the headline and versatility)."""
     values: list[int] = []
     for part in (p.strip() for p in str(text).split(",") if p.strip()):
-        try:
-            value = int(part)
-        except ValueError:
-            raise RelNeuronError(
-                f"--top-k: not an integer: {part!r}", hint="e.g. 3000, or 3000,400"
-            ) from None
-        if value < 1:
-            raise RelNeuronError(f"--top-k must be positive, got {value}")
+        value = _positive(part, "--top-k", "a positive integer", "3000, or 3000,400")
         if value in values:
             raise RelNeuronError(f"--top-k lists {value} twice")
         values.append(value)
     if not values:
         raise RelNeuronError("--top-k is empty", hint="e.g. 3000, or 3000,400")
     return values
+
+
+def _positive(part: str, option: str, allowed: str, example: str) -> int:
+    """One item of a comma-separated option that must be a positive integer."""
+    try:
+        number = int(part)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise RelNeuronError(f"{option}: {part!r} is not {allowed}", hint=f"e.g. {example}")
+    return number
 
 
 def canonical_top_k(k: KValue | None, size: int) -> int | None:

@@ -9,16 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from relneuron_eval.report.experiments import ALPHA
-from relneuron_eval.report.markdown_format import (
-    ci,
-    neg,
-    p_is,
-    pct,
-    pts,
-    pval,
-    seed_range,
-    table,
-)
+from relneuron_eval.report.markdown_format import ci, neg, p_is, pct, pts, pval, seed_range, table
 from relneuron_eval.report.markdown_interference import headline_for, interference_section
 
 
