@@ -530,9 +530,10 @@ def test_help_shows_defaults_for_every_subcommand():
                     assert shown.count("default") == 1, (parser.prog, action.dest, shown)
 
 
-def test_shipped_set_prompts_are_reproducible_with_facts_base() -> None:
-    """The shipped set predates the added (GeoNames) facts: ``--facts base`` and its
-    header's relations give exactly the prompts it was found on."""
+def test_shipped_set_prompts_are_reproducible_from_its_header() -> None:
+    """The shipped set's header names everything that chose its prompts (relations,
+    facts, demos, seed, size): they give exactly the prompts it was found on, and
+    another choice of demos does not."""
     from relneuron_eval.core.neuron_set import load
     from relneuron_eval.discovery.data import (
         base_facts_only,
@@ -544,21 +545,21 @@ def test_shipped_set_prompts_are_reproducible_with_facts_base() -> None:
 
     header = load(neuron_sets_dir() / "smollm2-135m" / "relation_specific.jsonl.gz").method
     data, params = header["data"], header["params"]
-    relations = base_facts_only(resolve_relations(data["relations"]))
-    prompts = discovery_prompts(
-        relations,
-        fewshot=params["fewshot"],
-        seed=params["seed"],
-        max_facts=data["max_facts_per_relation"],
-        demos="per-prompt",
-    )
-    assert len(prompts) == data["prompts"]
-    assert prompts_fingerprint(prompts) == data["prompts_fingerprint"]
-    everything = discovery_prompts(
-        resolve_relations(data["relations"]),
-        fewshot=params["fewshot"],
-        seed=params["seed"],
-        max_facts=data["max_facts_per_relation"],
-        demos="per-prompt",
-    )
-    assert prompts_fingerprint(everything) != data["prompts_fingerprint"]
+    relations = resolve_relations(data["relations"])
+    if data.get("facts") == "base":
+        relations = base_facts_only(relations)
+
+    def prompts(demos: str) -> list:
+        return discovery_prompts(
+            relations,
+            fewshot=params["fewshot"],
+            seed=params["seed"],
+            max_facts=data["max_facts_per_relation"],
+            demos=demos,
+        )
+
+    shipped = prompts(params["demos"])
+    assert len(shipped) == data["prompts"]
+    assert prompts_fingerprint(shipped) == data["prompts_fingerprint"]
+    other = "per-prompt" if params["demos"] == "per-relation" else "per-relation"
+    assert prompts_fingerprint(prompts(other)) != data["prompts_fingerprint"]

@@ -7,6 +7,11 @@ checksum after every evaluation makes sure of it), :func:`evaluate` runs lm-eval
 parses its output into :class:`~relneuron_eval.evaluation.results.TaskResult`, and
 :class:`Runner` caches results per (variant, task, documents) on disk for the report.
 
+Several processes with the same requests and the same cache folder share the work: each
+claims a call before evaluating it (:mod:`relneuron_eval.evaluation.claims`), skips
+calls claimed by a live process, and ``run`` returns only when every requested result
+is in the cache, whoever computed it.
+
 Not part of the report's cache key: batch size and device. Padding can move float
 results in the last digits, which can flip a greedy token in rare ties; delete the cache
 folder to redo all.
@@ -29,6 +34,7 @@ from typing import Any
 from relneuron_eval.atomic import atomic_write
 from relneuron_eval.core.spec import InterventionSpec
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.claims import Claims, Holder
 from relneuron_eval.evaluation.results import TaskResult, from_evaluate
 
 CACHE_FORMAT = "relneuron-report-run"
@@ -270,6 +276,10 @@ def _slug(text: str, limit: int = 80) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", text).strip("-")[:limit]
 
 
+def _n_docs(calls: list[tuple[Any, dict[str, list[int]]]]) -> int:
+    return sum(len(d) for _, tasks in calls for d in tasks.values())
+
+
 Evaluate = Callable[[Any, dict[str, list[int]]], dict[str, TaskResult]]
 
 
@@ -284,7 +294,13 @@ class Runner:
     documents, which lm-eval processes in order, so a longer run holds exactly the
     prompts (and few-shot demos) of a shorter one. ``calls`` and ``evaluated`` count what
     was actually run, so a resumed report can be checked to evaluate nothing.
+
+    Another process may run the same requests on the same folder: calls it has claimed
+    are skipped, and ``run`` waits (polling every ``poll_seconds``) until their results
+    are saved; a call whose claimer died is taken over.
     """
+
+    poll_seconds = 3.0
 
     def __init__(
         self,
@@ -305,6 +321,8 @@ class Runner:
         self._wanted: dict[str, tuple[Any, str, set[int]]] = {}
         self._results: dict[str, TaskResult] = {}
         self._computed: set[str] = set()
+        self._seen: dict[str, tuple[int, int]] = {}  # file state last read, per key
+        self.claims = Claims(self.cache_dir, self.stream)
         self.calls = 0  # evaluate() calls made
         self.evaluated = 0  # (variant, task) results computed (not read from the cache)
         self.reused = 0  # results read from the cache
@@ -326,22 +344,33 @@ class Runner:
             entry = self._wanted.setdefault(key, (variant, task, set()))
             entry[2].update(int(d) for d in docs[task])
 
-    def _load(self, key: str, variant: Variant, task: str) -> TaskResult | None:
-        if key in self._results:
-            return self._results[key]
+    def _load(
+        self, key: str, variant: Variant, task: str, wanted: set[int] | None = None
+    ) -> TaskResult | None:
+        """The stored run of (variant, task); read again from disk when the one in memory
+        lacks some ``wanted`` documents and the file changed (another process saved it)."""
+        run = self._results.get(key)
+        if run is not None and (wanted is None or wanted <= run.doc_ids()):
+            return run
         path = self.path(variant, task)
-        if not path.is_file():
-            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return run
+        state = (stat.st_mtime_ns, stat.st_size)
+        if self._seen.get(key) == state:
+            return run
+        self._seen[key] = state
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != CACHE_FORMAT or data.get("key") != key:
-                return None
-            run = TaskResult.from_dict(data["result"])
+                return run
+            loaded = TaskResult.from_dict(data["result"])
         except (ValueError, KeyError, TypeError, OSError):
             print(f"note: unreadable cached run {path.name}; evaluating again", file=self.stream)
-            return None
-        self._results[key] = run
-        return run
+            return run
+        self._results[key] = loaded
+        return loaded
 
     def _save(self, key: str, variant: Variant, task: str, run: TaskResult) -> None:
         data = {
@@ -360,19 +389,29 @@ class Runner:
         with atomic_write(self.path(variant, task)) as handle:
             json.dump(data, handle, ensure_ascii=False)
 
-    def pending(self) -> list[tuple[Any, dict[str, list[int]]]]:
+    def requests(self) -> list[tuple[Any, str, set[int]]]:
+        """What was requested and not yet run: (variant, task, document indices)."""
+        return [(v, t, set(d)) for v, t, d in self._wanted.values()]
+
+    def pending(
+        self, assume: dict[str, set[int]] | None = None
+    ) -> list[tuple[Any, dict[str, list[int]]]]:
         """Missing evaluations grouped into calls: one per variant (a task once per call).
 
         A stored run that lacks some requested documents is evaluated again on the union
         of its documents and the requested ones (never on the missing ones alone, which
-        would change their order and so their few-shot demos).
+        would change their order and so their few-shot demos). ``assume`` adds runs as if
+        stored ({key: documents}), for planning a stage whose previous one has not run.
         """
+        assume = assume or {}
         calls: list[tuple[Any, dict[str, list[int]]]] = []
         for key, (variant, task, wanted) in self._wanted.items():
-            cached = self._load(key, variant, task)
-            if cached is not None and wanted <= cached.doc_ids():
+            cached = self._load(key, variant, task, wanted)
+            have = cached.doc_ids() if cached is not None else set()
+            have = have | assume.get(key, set())
+            if (cached is not None or key in assume) and wanted <= have:
                 continue
-            docs = sorted(wanted | (cached.doc_ids() if cached is not None else set()))
+            docs = sorted(wanted | have)
             for v, tasks in calls:
                 if v == variant and task not in tasks:
                     tasks[task] = docs
@@ -383,34 +422,82 @@ class Runner:
 
     # ----------------------------------------------------------------- running
     def run(self) -> None:
-        """Evaluate everything requested that is not cached; save each result at once."""
-        calls = self.pending()
-        planned = {self.key(v, t) for v, tasks in calls for t in tasks}
-        self.reused += sum(
-            1 for key in self._wanted if key not in planned and key not in self._computed
-        )
-        if not calls:
-            self._wanted.clear()
-            return
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+        """Evaluate everything requested that is not cached; save each result at once.
 
-            docs_total = sum(len(d) for _, tasks in calls for d in tasks.values())
-            bar = tqdm(
-                total=docs_total, file=self.stream, unit="doc", desc="report", dynamic_ncols=True
-            )
-        try:
-            for number, (variant, tasks) in enumerate(calls, start=1):
+        Calls claimed by another live process are left to it; returns when all results
+        are in the cache (waiting for the other process's ones if need be).
+        """
+        calls = self.pending()
+        if calls:
+            bar = self._bar(calls)
+            try:
+                self._work(calls, bar)
+            finally:
                 if bar is not None:
-                    bar.set_description(f"[{number}/{len(calls)}] {variant.label}")
-                self._run_call(variant, tasks)
-                if bar is not None:
-                    bar.update(sum(len(d) for d in tasks.values()))
-        finally:
-            if bar is not None:
-                bar.close()
+                    bar.close()
+        self.reused += sum(1 for key in self._wanted if key not in self._computed)
         self._wanted.clear()
+
+    def _bar(self, calls: list[tuple[Any, dict[str, list[int]]]]) -> Any:
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=_n_docs(calls), file=self.stream, unit="doc", desc="report", dynamic_ncols=True
+        )
+
+    def _work(self, calls: list[tuple[Any, dict[str, list[int]]]], bar: Any) -> None:
+        """Claim and run the calls no one else runs; wait for the others' results."""
+        number, total, shown = 0, len(calls), ""
+        while calls:
+            blocked: list[Holder] = []
+            ran = False
+            for variant, _ in calls:
+                key = self.claim_key(variant)
+                holder = self.claims.acquire(key)
+                if holder is not None:
+                    blocked.append(holder)
+                    continue
+                try:  # claimed: what is still missing (another process may have saved it)
+                    tasks = next((t for v, t in self.pending() if v == variant), None)
+                    if tasks:
+                        number += 1
+                        if bar is not None:
+                            bar.set_description(f"[{number}/{total}] {variant.label}")
+                        self._run_call(variant, tasks)
+                        ran = True
+                        if bar is not None:
+                            bar.update(_n_docs([(variant, tasks)]))
+                finally:
+                    self.claims.release(key)
+            calls = self.pending()
+            if calls and not ran:
+                shown = self._wait(blocked, shown, bar, calls)
+
+    def _wait(self, blocked: list[Holder], shown: str, bar: Any, calls: list[Any]) -> str:
+        """Say (when it changes) whose evaluations this process waits for; sleep a poll."""
+        who = sorted({h.describe() for h in blocked})
+        message = (
+            f"waiting for {len(blocked)} evaluation(s) claimed by {', '.join(who)} "
+            f"(polling every {self.poll_seconds:g} s)"
+        )
+        if bar is not None:  # the other process's progress counts too
+            bar.n = max(bar.n, bar.total - _n_docs(calls))
+            bar.refresh()
+        if message != shown:
+            if bar is not None:
+                bar.write(message, file=self.stream)
+            else:
+                print(message, file=self.stream)
+        time.sleep(self.poll_seconds)
+        return message
+
+    def claim_key(self, variant: Variant) -> str:
+        """Names one call (a variant of this model): what two processes claim."""
+        text = json.dumps({"model": self.model_key, "variant": variant.key()}, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+        return f"{_slug(variant.label, 40)}-{digest}"
 
     def _run_call(self, variant: Variant, tasks: dict[str, list[int]]) -> None:
         started = time.perf_counter()
@@ -435,8 +522,8 @@ class Runner:
     def get(self, variant: Variant, task: str, docs: list[int]) -> TaskResult:
         """The outcomes of exactly ``docs`` (cut from a stored run that may hold more)."""
         key = self.key(variant, task)
-        run = self._load(key, variant, task)
         wanted = {int(d) for d in docs}
+        run = self._load(key, variant, task, wanted)
         if run is None or not wanted <= run.doc_ids():
             raise RelNeuronError(
                 f"no result for {variant.label} on {task} (was it requested and run?)"

@@ -38,119 +38,21 @@ from relneuron_eval.report.experiments import (
     base_tasks,
     cumulativity_points,
     kn_coverage,
-    pick,
     plan_base,
-    plan_cumulativity,
-    plan_interference,
-    plan_reasoning,
-    plan_versatility,
 )
+from relneuron_eval.report.options import HELP, add_arguments
+from relneuron_eval.report.planning import plan_experiments
 from relneuron_eval.report.setup import (
     EXPERIMENTS,
     LANGS,
-    METRICS,
     Setup,
     lang_task,
     task_fingerprint,
 )
 
-HELP = (
-    "run the papers' experiments (cumulativity, versatility, interference, reasoning recall) "
-    "with random controls; write report.md, PNG figures and results.json"
-)
-DEFAULT_KS = "10,100,1000,3000,all"
-
-
-# ================================================================= arguments
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
-    )
-    parser.add_argument(
-        "--neuron-set",
-        default=None,
-        help="relation-specific neuron set (groups = relation names); default for the "
-        "embedded model: neuron_sets/smollm2-135m/relation_specific.jsonl.gz",
-    )
-    parser.add_argument(
-        "--kn-set",
-        default=None,
-        help="knowledge-neuron set (groups = fact ids) for the reasoning experiment; "
-        "default: knowledge_neurons.jsonl.gz next to --neuron-set",
-    )
-    parser.add_argument("--out", required=True, help="output folder (report.md, *.png, runs/)")
-    parser.add_argument(
-        "--relations", default="all", help="comma-separated relations, or all (= every group)"
-    )
-    parser.add_argument(
-        "--experiments", default="all", help=f"comma-separated: {', '.join(EXPERIMENTS)}, or all"
-    )
-    parser.add_argument(
-        "--ks", default=DEFAULT_KS, help="cumulativity grid of top-k sizes ('all' = whole group)"
-    )
-    parser.add_argument(
-        "--top-k",
-        default="3000",
-        help="neurons per relation for interference/versatility; a comma list (e.g. "
-        "3000,400) gives one interference section per k (the first is the headline's and "
-        "versatility's)",
-    )
-    parser.add_argument("--seeds", default="0", help="random-control seeds, comma-separated")
-    parser.add_argument(
-        "--limit", default="20", help="documents per relation task (first N; 'none' = all)"
-    )
-    parser.add_argument(
-        "--limit-own",
-        default="50",
-        help="documents of a relation's own task in the specificity test (the headline)",
-    )
-    parser.add_argument(
-        "--reasoning-limit",
-        default="40",
-        help="two-hop chains (evenly spread over all chains; 'none' = all)",
-    )
-    parser.add_argument(
-        "--reasoning-chains",
-        default="with-neurons",
-        choices=["with-neurons", "all"],
-        help="spread the two-hop sample over the chains whose bridge fact has knowledge "
-        "neurons (default), or over all chains",
-    )
-    parser.add_argument("--metric", default="acc_prefix2", choices=METRICS)
-    parser.add_argument(
-        "--min-base",
-        type=float,
-        default=0.2,
-        help="relations with a lower base accuracy are reported but left out of drop claims",
-    )
-    parser.add_argument(
-        "--matrix-relations",
-        default="auto:8",
-        help="relations of the r x r' interference matrix: names, all, or auto:N (the N "
-        "with the highest base accuracy)",
-    )
-    parser.add_argument(
-        "--cumulativity-relations",
-        default="auto:3",
-        help="relations of the cumulativity curves: names, all, or auto:N",
-    )
-    parser.add_argument("--langs", default=",".join(LANGS), help="languages for cross-lingual")
-    _add_compute_arguments(parser)
-
-
-def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
-    """How the evaluations run (not part of any cache key)."""
-    parser.add_argument("--batch-size", default="32", help="batch size (an integer or auto)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice; on a busy shared CPU 1 can be "
-        "several times faster)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+# The options live in report/options.py; ``HELP`` and ``add_arguments`` are this
+# subcommand's interface to the CLI.
+__all__ = ["HELP", "add_arguments", "build_setup", "run", "run_report", "write_outputs"]
 
 
 # ================================================================ validation
@@ -425,18 +327,9 @@ def run_report(
         setup.out / "runs", setup.model_key, evaluate, progress=progress, fingerprint=fingerprint
     )
     plan_base(setup, runner)
-    runner.run()
+    runner.run()  # with another process on the same --out: waits for its base results
     base = base_accuracy(setup, runner)
-    matrix = pick(setup.matrix, setup, base) if "interference" in setup.experiments else []
-    cumul = pick(setup.cumulativity, setup, base) if "cumulativity" in setup.experiments else []
-    if "interference" in setup.experiments:
-        plan_interference(setup, runner, matrix)
-    if "versatility" in setup.experiments:
-        plan_versatility(setup, runner)
-    if "cumulativity" in setup.experiments:
-        plan_cumulativity(setup, runner, cumul)
-    if "reasoning" in setup.experiments:
-        plan_reasoning(setup, runner)
+    matrix, cumul = plan_experiments(setup, runner, base)
     runner.run()
 
     results: dict[str, Any] = {"base": base}
@@ -544,6 +437,11 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     setup, notes = build_setup(args)
+    if args.plan_only:
+        from relneuron_eval.report.planning import plan_report, render_plan
+
+        print(render_plan(setup, plan_report(setup)))
+        return 0
     batch_size: int | str = args.batch_size
     if str(batch_size).isdigit():
         batch_size = int(batch_size)
