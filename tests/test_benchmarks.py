@@ -100,3 +100,25 @@ def test_bench_peers_ablation_changes_logits_and_restores_the_model(tmp_path):
 def test_bench_peers_refuses_arms_without_the_reference(capsys):
     assert main(["bench", "peers", "--arms", "fold,nnsight"]) != 0
     assert "torch_hooks" in capsys.readouterr().err
+
+
+def test_bench_per_doc_mixes_groups_with_equal_work(tmp_path):
+    """Every arm runs the same forwards (fixed tokens); the batch mixes several groups."""
+    from lm_eval_helpers import save_tiny_lm, save_tiny_set
+
+    from relneuron_eval.report.setup import task_rows
+
+    facts = list(dict.fromkeys(r["hop1_fact"] for r in task_rows("relfacts_2hop")["test"]))
+    model = save_tiny_lm(tmp_path / "tiny")
+    neurons = save_tiny_set(tmp_path / "kn.jsonl", facts[:6], ["mlp.act"], per_layer=24, seed=1)
+    out = tmp_path / "per_doc.json"
+    argv = ["bench", "per-doc", "--model", str(model), "--neuron-set", str(neurons)]
+    argv += ["--docs", "4", "--rounds", "1", "--fixed-tokens", "3", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["documents_per_task"] == [4, 4] and result["requests"] == 8
+    assert result["groups_in_requests"] >= 3
+    assert len(set(result["forwards"].values())) == 1  # the same work in every arm
+    assert set(result["ratio_vs_hf"]) == {"hf", "per_doc", "one_group", "hf_again", "per_doc_off"}
+    assert all(r > 0 for r in result["cpu_ratio_vs_hf"].values())
+    assert result["answers_changed_vs_hf"]["per_doc"] > 0  # the edits reach the rows

@@ -8,7 +8,8 @@ ranking at Llama-2-7B scale on synthetic activations), ``ig`` (batched integrate
 gradients vs the plain loop), ``discovery`` (the relation-specific statistics pass vs a
 plain forward, and its memory as prompts grow), ``dp`` (lm-eval with 2 ``accelerate``
 CPU processes vs 1), ``prefix`` (generation with shared few-shot prefixes cached vs
-plain), ``peers`` (one ablation through plain torch hooks, our paths and peer tools),
+plain), ``per-doc`` (per-document interventions in group-mixed batches vs
+plain ``hf``), ``peers`` (one ablation through plain torch hooks, our paths and peer tools),
 ``all`` (overhead, load and startup).
 """
 
@@ -23,7 +24,7 @@ from relneuron_eval.atomic import atomic_write
 
 HELP = (
     "benchmarks (ratios against a same-run baseline): "
-    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix, peers"
+    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix, per-doc, peers"
 )
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args) -> dict
@@ -50,6 +51,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "prefix": (
         "relneuron_eval.benchmarks.prefix",
         "generation with shared few-shot prefixes cached (prefix_cache) vs the plain path",
+    ),
+    "per-doc": (
+        "relneuron_eval.benchmarks.per_doc",
+        "per_doc (each row its own group's edits) on group-mixed two-hop batches vs plain hf",
     ),
     "peers": (
         "relneuron_eval.benchmarks.peers",

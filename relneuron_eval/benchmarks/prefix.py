@@ -82,11 +82,13 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     lm = RelNeuronLM(
         pretrained=args.model, batch_size=args.batch_size, device=args.device, dtype="float32"
     )
-    cpu: dict[str, list[float]] = {"plain": [], "prefix_cache": []}
+    # prefix_cache_no_exit: finished rows stay in the batch until it stops (as in HF)
+    cpu: dict[str, list[float]] = {"plain": [], "prefix_cache": [], "prefix_cache_no_exit": []}
 
     def arm(name: str) -> Any:
         def call() -> list[str]:
-            lm._rn_prefix.enabled = name == "prefix_cache"
+            lm._rn_prefix.enabled = name != "plain"
+            lm._rn_prefix.early_exit = name == "prefix_cache"
             before = time.process_time()
             try:
                 return lm.generate_until(requests, disable_tqdm=True)
@@ -98,7 +100,12 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     arms = {name: arm(name) for name in cpu}
     start, load_before = time.perf_counter(), os.getloadavg()
     outputs = {name: call() for name, call in arms.items()}  # also the warm-up
-    same = sum(a == b for a, b in zip(outputs["plain"], outputs["prefix_cache"], strict=True))
+    same = sum(
+        a == b == c
+        for a, b, c in zip(
+            outputs["plain"], outputs["prefix_cache"], outputs["prefix_cache_no_exit"], strict=True
+        )
+    )
     lm._rn_prefix.stats.clear()
     for values in cpu.values():
         values.clear()
@@ -134,12 +141,14 @@ def _summarise(
         result[f"{label}_seconds"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
         result[f"{label}_speedup"] = round(speedup, 3)
         result[f"{label}_speedup_per_round"] = [round(x, 3) for x in rounds]
+        exit_gain = median(times["prefix_cache_no_exit"]) / median(times["prefix_cache"])
+        result[f"{label}_early_exit_speedup"] = round(exit_gain, 3)
         lines.append(
             f"{label} median seconds: "
             + ", ".join(f"{k} {median(v):.2f}" for k, v in times.items())
             + f"; speed-up {speedup:.2f}x (per round "
             + ", ".join(f"{x:.2f}" for x in rounds)
-            + ") (goal >= 1.7x)"
+            + f") (goal >= 1.7x); early exit of finished rows: {exit_gain:.3f}x"
         )
     result["speedup"] = result["wall_speedup"]
     load = result["load_average_before_after"]

@@ -18,6 +18,13 @@ would not get shorter runs on the plain path. The caches live for one call, i.e.
 intervention state; with ``per_doc`` rows a prefix's cache is computed once per group
 (the row's group edits the prefix too). The prefix's forward runs without
 ``positions=last`` edits: its last token is not the prompt's last.
+
+Greedy decoding on CPU runs here too (``_decode``): a row whose answer text is final
+(a stop sequence in it, or EOS) leaves the batch, so its decoding steps are not spent.
+HF's ``generate`` decodes every row until the whole batch has stopped; a CPU decoding
+step costs a fixed part (reading the weights) plus a part per row. A row's logits in a
+smaller batch are the same bits on CPU; on accelerators they need not be, so there the
+batch stays whole (``plain``).
 """
 
 from __future__ import annotations
@@ -121,6 +128,7 @@ class PrefixCache:
 
     def __init__(self, enabled: bool = True, min_tokens: int = MIN_PREFIX_TOKENS) -> None:
         self.enabled = enabled
+        self.early_exit = True  # finished rows leave greedy CPU batches (see _decode)
         self.min_tokens = min_tokens
         self._lengths: dict[int, set[Tokens]] = {}
         self._kv: OrderedDict[Key, LayerKV] = OrderedDict()
@@ -179,7 +187,9 @@ class PrefixCache:
     ) -> torch.Tensor:
         """``plain(context, max_length, stop, **kwargs)``, with shared prefixes from cache.
 
-        Returns what ``plain`` would: the context's columns, then the generated tokens.
+        Returns what ``plain`` would: the context's columns, then the generated tokens
+        (on the early-exit path, finished rows' tokens after their stop are pads, and
+        the batch may end sooner: the answer texts are the same).
         ``state`` is the intervention's HookState, if any (``positions=last`` is kept off
         the prefix's forward).
         """
@@ -196,7 +206,18 @@ class PrefixCache:
         kwargs = {**generation_kwargs, "attention_mask": mask}
         kwargs[self._kwarg] = _batch_cache(kv, keys, longest)
         new_max = max_length - context.shape[1] + ids.shape[1]
-        out = plain(context=ids, max_length=new_max, stop=stop, **kwargs)
+        if self.early_exit and _early_exit(lm, generation_kwargs):
+            out = _decode(
+                lm,
+                ids,
+                (mask, kwargs[self._kwarg], self._kwarg),
+                new_max - ids.shape[1],
+                stop,
+                state,
+            )
+            self._counts["early_exit_batches"] += 1
+        else:
+            out = plain(context=ids, max_length=new_max, stop=stop, **kwargs)
         self._counts["cached_rows"] += sum(1 for p in prefixes if p)
         self._counts["uncached_rows_in_cached_batches"] += sum(1 for p in prefixes if not p)
         return torch.cat([context, out[:, ids.shape[1] :]], dim=1)
@@ -321,3 +342,89 @@ def _batch_cache(kv: dict[Key, LayerKV], keys: list[Key], longest: int) -> Any:
             pair.append(torch.cat(padded, dim=0)[index.to(padded[0].device)])
         cache.update(pair[0], pair[1], layer)
     return cache
+
+
+# Generation-config fields greedy decoding here honours (or that greedy ignores).
+_GREEDY_CONFIG = {
+    "use_cache", "output_attentions", "output_hidden_states", "pad_token_id", "bos_token_id",
+    "eos_token_id", "_from_model_config", "transformers_version", "do_sample", "temperature",
+    "top_p", "top_k", "max_length", "max_new_tokens", "decoder_start_token_id",
+}  # fmt: skip
+
+
+def _early_exit(lm: Any, kwargs: dict[str, Any]) -> bool:
+    """Greedy decoding on CPU with no logits processing: rows may leave the batch."""
+    extra = set(kwargs) - {"attention_mask", "do_sample", "temperature"}
+    greedy = kwargs.get("do_sample") is False or kwargs.get("temperature") in (0, 0.0)
+    if extra or kwargs.get("do_sample") or not greedy or lm.device.type != "cpu":
+        return False
+    config = getattr(unwrap(lm.model), "generation_config", None)
+    return config is not None and set(config.to_diff_dict()) <= _GREEDY_CONFIG
+
+
+def _eos_ids(lm: Any) -> set[int]:
+    eos = unwrap(lm.model).generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+def _decode(
+    lm: Any,
+    ids: torch.Tensor,
+    batch: tuple[torch.Tensor, Any, str],
+    new_tokens: int,
+    stop: list[str],
+    state: Any,
+) -> torch.Tensor:
+    """Greedy decoding as HF's ``generate`` does it, each row leaving once its text is final.
+
+    ``batch``: the attention mask, the prefix cache and its forward argument; positions follow
+    the mask as in ``generate`` (pads at 1). A per_doc state's row groups follow the rows
+    that remain; ``positions=last`` edits apply to the first forward only.
+    """
+    from relneuron_eval.core.interventions import prompt_only
+
+    mask, cache, cache_arg = batch
+    pad, eos = _pad_id(lm), _eos_ids(lm)
+    out = torch.full((ids.shape[0], max(new_tokens, 0)), pad, dtype=ids.dtype, device=ids.device)
+    active = torch.arange(ids.shape[0], device=ids.device)
+    groups = getattr(state, "row_groups", None)
+    tokens, done_at = ids[:, cache.get_seq_length() :], 0
+    last = state is not None and getattr(state, "positions", "all") == "last"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(_autocast(lm))
+        if last:
+            stack.enter_context(prompt_only(lm.model, state))
+        try:
+            for step in range(new_tokens):
+                positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+                if groups is not None:
+                    state.row_groups = groups[active.cpu()]
+                logits = lm.model(
+                    input_ids=tokens,
+                    attention_mask=mask,
+                    position_ids=positions[:, -tokens.shape[1] :],
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{cache_arg: cache},
+                ).logits[:, -1]
+                chosen = logits.float().argmax(-1)
+                out[active, step] = chosen
+                done_at = step + 1
+                keep = [
+                    int(t) not in eos
+                    and not any(s and s in lm.tok_decode(out[r, :done_at].tolist()) for s in stop)
+                    for r, t in zip(active.tolist(), chosen.tolist(), strict=True)
+                ]
+                if not any(keep):
+                    break
+                if not all(keep):
+                    rows = torch.tensor([i for i, k in enumerate(keep) if k], device=ids.device)
+                    cache.batch_select_indices(rows)
+                    active, chosen, mask = active[rows], chosen[rows], mask[rows]
+                tokens = chosen[:, None]
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        finally:
+            if groups is not None:
+                state.row_groups = groups
+    return torch.cat([ids, out[:, :done_at]], dim=1)
