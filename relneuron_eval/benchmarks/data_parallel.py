@@ -3,7 +3,7 @@
 One fixed workload (``--model relneuron-hf``, the embedded model, one relfacts task,
 ``--limit`` documents) runs through the real ``lm_eval`` CLI in a subprocess, alone
 (``python -m lm_eval``) and under ``accelerate launch --multi_gpu --num_processes 2``
-with ``ACCELERATE_USE_CPU=1`` (gloo), the invocation tests/test_lm_eval_cli.py checks.
+with ``ACCELERATE_USE_CPU=1`` (gloo), the invocation tests/harness/test_lm_eval_cli.py checks.
 Every process gets ``OMP_NUM_THREADS=1``, so the comparison is 2 cores against 1.
 The arms alternate for ``--rounds`` rounds; the wall time of each includes the start-up
 of every process (imports, lm-eval's TaskManager, about 12 s, model load), which

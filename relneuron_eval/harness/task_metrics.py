@@ -17,7 +17,7 @@ the task's metadata, so the model arguments could only reach it inside every doc
 (changing ``doc_hash`` per model path) and the tokenizer would be loaded a second
 time by name (missing ``tokenizer=`` overrides and models passed as objects). The
 stack lookup depends on lm-eval's ``evaluate`` keeping its ``lm`` argument, which the
-pinned version does and ``tests/test_task_metrics.py`` checks.
+pinned version does and ``tests/harness/test_task_metrics.py`` checks.
 
 Pure Python apart from the optional tokenizer; no torch, no lm_eval import.
 """

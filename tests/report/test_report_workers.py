@@ -33,7 +33,7 @@ from relneuron_eval.evaluation.claims import CLAIM_PREFIX, Holder
 from relneuron_eval.evaluation.results import TaskResult
 from relneuron_eval.evaluation.runner import Runner, Variant
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_report import HandEval, _args, smol_set
 
 RELATIONS = ["company_hq", "country_capital_city", "landmark_in_country"]

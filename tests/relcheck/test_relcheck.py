@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tools_helpers as th
 
 from relneuron_eval.errors import RelNeuronError
@@ -607,7 +607,7 @@ def test_top_level_metric_is_the_default(tmp_path):
 
 
 # ==================================================================== the docs
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_documented_example_parses(tmp_path):

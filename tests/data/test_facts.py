@@ -15,7 +15,7 @@ from relneuron_eval.errors import RelNeuronError
 LRE = facts.shipped_dir() / "data" / "lre"
 DATA = facts.shipped_dir() / "data"
 # fact number -> split of every shipped fact before GeoNames facts were added (issue 11)
-SPLIT_SNAPSHOT = Path(__file__).parent / "data" / "fact_splits_before_geonames.json"
+SPLIT_SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "fact_splits_before_geonames.json"
 
 
 @pytest.fixture(scope="module")

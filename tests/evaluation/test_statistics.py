@@ -38,7 +38,7 @@ from relneuron_eval.evaluation.statistics import (
 )
 from relneuron_eval.relcheck import judge as relcheck_judge
 
-PACKAGE = Path(__file__).resolve().parents[1] / "relneuron_eval"
+PACKAGE = Path(__file__).resolve().parents[2] / "relneuron_eval"
 
 
 def _binary_pairs(rng: random.Random, n: int) -> tuple[list[float], list[float]]:

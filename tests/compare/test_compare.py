@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tools_helpers as th
 
 from relneuron_eval.cli import main as relneuron
@@ -437,7 +437,7 @@ def test_random_control_is_a_reference_not_a_candidate(runs, capsys):
     index = data["variants"].index(board[1]["variant"]) + 1
     assert lines[head + 1].startswith(f"  V{index}: mean Δ")
     assert any(line.endswith("__random-s0 (random control)") for line in lines)
-    demo_py = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+    demo_py = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
     spec = importlib.util.spec_from_file_location("demo", demo_py)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
