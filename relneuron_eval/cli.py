@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench": (
         "relneuron_eval.benchmarks",
-        "benchmarks: overhead, load, start-up, discovery scale, integrated gradients",
+        "benchmarks: overhead, per-doc, prefix, load, startup, discovery, ap-scale, ig, dp, peers",
     ),
     "taskgen": ("relneuron_eval.data.taskgen", "generate lm-eval task YAMLs from relation data"),
     "datagen": ("relneuron_eval.data.datagen", "regenerate the GeoNames/CLDR facts (dev extra)"),
