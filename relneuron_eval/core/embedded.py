@@ -74,6 +74,15 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def alias_of(path: object) -> str | None:
+    """The embedded model's alias when ``path`` is one of its de-quantised cache folders,
+    so a model loaded once from there (report, relcheck) keeps the name users gave it."""
+    folder = Path(str(path))
+    if folder.parent == cache_root() and folder.name.startswith("smollm2-135m-"):
+        return EMBEDDED_ALIASES[0]
+    return None
+
+
 def cached_dir(source: Path | None = None) -> Path:
     """The cache folder for this GGUF file (it may not exist yet)."""
     source = source or gguf_path()

@@ -41,8 +41,13 @@ def _base_name(pretrained: Any) -> str:
     """A model's name for variant labels: the string given, or a loaded model's path."""
     if isinstance(pretrained, str):
         return pretrained
+    from relneuron_eval.core.embedded import alias_of
+
     config = getattr(pretrained, "config", None)
-    return str(getattr(config, "_name_or_path", None) or type(pretrained).__name__)
+    path = getattr(config, "_name_or_path", None)
+    if not path:
+        return type(pretrained).__name__
+    return alias_of(path) or str(path)
 
 
 class RelNeuronLM(HFLM):

@@ -297,3 +297,24 @@ def test_lm_eval_results_record_file_hash_selection_hash_and_layer_counts(
     assert info["units_per_layer"] == {"1": 7}
     assert info["num_units"] == 7
     assert "neuron_set_hash" not in info  # was the selection's hash under a file-like name
+
+
+def test_a_model_loaded_from_the_embedded_cache_keeps_its_alias(tmp_path, monkeypatch):
+    """The report and relcheck load the embedded model once from its cache folder; the
+    variant names must still start with the alias users typed, not the cache path."""
+    from types import SimpleNamespace
+
+    from relneuron_eval.core.embedded import CACHE_ENV, alias_of
+    from relneuron_eval.harness.lm_model import _base_name
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    cached = tmp_path / "smollm2-135m-0123456789abcdef"
+    assert alias_of(cached) == "smollm2-135m"
+    assert _base_name(SimpleNamespace(config=SimpleNamespace(_name_or_path=str(cached)))) == (
+        "smollm2-135m"
+    )
+    elsewhere = tmp_path / "other" / "smollm2-135m-0123456789abcdef"
+    assert alias_of(elsewhere) is None
+    loaded = SimpleNamespace(config=SimpleNamespace(_name_or_path="/models/llama"))
+    assert _base_name(loaded) == "/models/llama"
+    assert _base_name("smollm2-135m") == "smollm2-135m"
