@@ -143,8 +143,8 @@ def two_proportion_power(n: int, p1: float, p2: float, *, alpha: float = 0.05) -
     pbar = (p1 + p2) / 2
     null_sd = math.sqrt(2 * pbar * (1 - pbar) / n)
     alt_sd = math.sqrt((p1 * (1 - p1) + p2 * (1 - p2)) / n)
-    if alt_sd == 0.0:
-        return 1.0
+    if alt_sd == 0.0:  # p1, p2 in {0, 1}: the observed difference is certain
+        return 1.0 if abs(p1 - p2) > _z(1 - alpha) * null_sd else 0.0
     return NormalDist().cdf((abs(p1 - p2) - _z(1 - alpha) * null_sd) / alt_sd)
 
 

@@ -181,6 +181,7 @@ def task_fingerprint(task: str) -> str:
     import hashlib
     import json
 
+    from relneuron_eval.data import answers
     from relneuron_eval.harness import fewshot, task_metrics
     from relneuron_eval.resources import tasks_dir
 
@@ -189,7 +190,8 @@ def task_fingerprint(task: str) -> str:
     for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
         digest.update(path.read_bytes())
     digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
-    digest.update(Path(task_metrics.__file__).read_bytes())
+    for module in (task_metrics, answers):  # process_results, and how it judges answers
+        digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(fewshot.__file__).read_bytes())
     return digest.hexdigest()[:16]
 

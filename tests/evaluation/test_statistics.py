@@ -177,6 +177,15 @@ def test_min_detectable_drop_against_the_textbook_sample_size():
     assert min_detectable_drop(50, 0.8, power=0.9) > min_detectable_drop(50, 0.8)
 
 
+def test_power_of_a_certain_difference_still_needs_enough_documents():
+    """p1 = 1 vs p2 = 0 has no spread under the alternative, but with one document per
+    arm the test statistic (sqrt 2) is below 1.96: no power; with 3 it is above."""
+    assert two_proportion_power(1, 1.0, 0.0) == 0.0
+    assert two_proportion_power(3, 1.0, 0.0) == 1.0
+    assert min_detectable_drop(1, 1.0) is None
+    assert min_detectable_drop(3, 1.0) is not None
+
+
 def test_min_detectable_drop_has_its_power_in_simulation():
     # two independent arms of n documents at base and base - mde, tested with the
     # pooled two-proportion z-test: rejected in about 80 % of 4000 draws

@@ -701,3 +701,28 @@ def test_prefix2_check_in_results_and_markdown(hand_report):
     father = check["relations"]["person_father"]
     assert (father["ambiguous"], father["facts"], father["flagged"]) == (115, 991, False)
     assert "Flagged: acc_prefix2" not in (hand_report["out"] / "report.md").read_text()
+
+
+@pytest.mark.parametrize("module_name", ["task_metrics", "answers", "fewshot"])
+def test_cached_runs_are_invalidated_when_the_scoring_code_changes(
+    module_name, tmp_path, monkeypatch
+):
+    """A stored run is reused only while the code that scores it is unchanged, including
+    the answer rules that ``task_metrics`` imports from ``data/answers.py``."""
+    import importlib
+
+    from relneuron_eval.report.setup import task_fingerprint
+
+    package = "relneuron_eval.data" if module_name == "answers" else "relneuron_eval.harness"
+    module = importlib.import_module(f"{package}.{module_name}")
+    task = "relfacts_country_language"
+    task_fingerprint.cache_clear()
+    before = task_fingerprint(task)
+    edited = tmp_path / f"{module_name}.py"
+    edited.write_bytes(Path(module.__file__).read_bytes() + b"\n# a changed rule\n")
+    monkeypatch.setattr(module, "__file__", str(edited))
+    task_fingerprint.cache_clear()
+    try:
+        assert task_fingerprint(task) != before
+    finally:
+        task_fingerprint.cache_clear()
