@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,11 +47,21 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
+# ``mkdtemp``'s random part: 8 characters of ``tempfile``'s name alphabet
+_RANDOM = "[a-z0-9_]{8}"
+
+
 def _backups(path: Path) -> list[Path]:
-    """Backups of ``path`` left by an interrupted replace (this module's names only)."""
-    pattern = f".{glob.escape(path.name)}.*.old"
+    """Backups of ``path`` left by an interrupted replace (this module's names only).
+
+    Exactly ``.NAME.<8 random characters>.old`` as ``_swap`` makes them: a looser glob
+    (``.NAME.*.old``) would take a sibling's backup (``.out.x.ab12cd34.old`` for ``out``)
+    for this folder's and refuse to replace it.
+    """
+    exact = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}\.old")
     legacy = path.with_name(f".{path.name}.old")  # the name earlier versions used
-    found = sorted(path.parent.glob(pattern))
+    candidates = path.parent.glob(f".{glob.escape(path.name)}.*.old")
+    found = sorted(p for p in candidates if exact.fullmatch(p.name))
     return [legacy, *found] if legacy.exists() or legacy.is_symlink() else found
 
 

@@ -22,19 +22,27 @@ HINT = "each line must be one JSON object"
 
 
 def _reject_constant(name: str) -> float:
+    """``json.loads``'s ``parse_constant``: refuse ``NaN``/``Infinity``/``-Infinity``,
+    which Python's ``json`` accepts but JSON (and other readers of the file) do not."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_value(text: str, path: str | Path, line: int, hint: str = HINT) -> Any:
+    """One line as any JSON value (for readers with their own message for a non-object,
+    e.g. a neuron set's header); invalid JSON raises with ``path:line``."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise RelNeuronError(
+            f"not valid JSON ({exc.msg})", path=path, line=line, hint=hint
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise RelNeuronError(f"not valid JSON ({exc})", path=path, line=line, hint=hint) from None
 
 
 def parse_line(text: str, path: str | Path, line: int) -> dict[str, Any]:
     """One JSONL line as an object; anything else raises with ``path:line``."""
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise RelNeuronError(
-            f"not valid JSON ({exc.msg})", path=path, line=line, hint=HINT
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise RelNeuronError(f"not valid JSON ({exc})", path=path, line=line, hint=HINT) from None
+    value = parse_value(text, path, line)
     if not isinstance(value, dict):
         raise RelNeuronError(
             f"expected a JSON object, got a JSON {type(value).__name__}",

@@ -4,6 +4,8 @@ folder never deletes anything the replace did not make itself."""
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -59,12 +61,20 @@ def test_failed_body_leaves_the_old_folder(tmp_path):
     assert os.listdir(tmp_path) == ["out"]
 
 
-@pytest.mark.parametrize("name", [".out.old", ".out.k2j3h4.old"])
+def _backup_like_swap(folder, name):
+    """A backup folder named as ``atomic._swap`` names them (``mkdtemp``'s random part)."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=folder))
+
+
+@pytest.mark.parametrize("name", [".out.old", None])  # None: named as _swap names it
 def test_a_backup_it_did_not_make_is_never_deleted(tmp_path, name):
     """Earlier versions deleted ``.out.old`` unseen; it may be the only copy of an output."""
     out = _old_out(tmp_path)
-    backup = tmp_path / name
-    backup.mkdir()
+    if name is None:
+        backup = _backup_like_swap(tmp_path, "out")
+    else:
+        backup = tmp_path / name
+        backup.mkdir()
     (backup / "precious.txt").write_text("keep me")
     ran = []
     with pytest.raises(RelNeuronError) as info, atomic_dir(out, overwrite=True):
@@ -74,6 +84,23 @@ def test_a_backup_it_did_not_make_is_never_deleted(tmp_path, name):
     assert "not deleted automatically" in str(info.value) and "move it back" in str(info.value)
     assert (backup / "precious.txt").read_text() == "keep me"
     assert _tree(out) == {"a.txt": "old a", "sub/b.txt": "old b"}
+
+
+def test_a_sibling_folders_backup_does_not_block_this_one(tmp_path):
+    """``.out.x.<random>.old`` is ``out.x``'s backup: ``out`` is replaced, it is kept."""
+    out = _old_out(tmp_path)
+    theirs = _backup_like_swap(tmp_path, "out.x")
+    (theirs / "precious.txt").write_text("keep me")
+    (tmp_path / ".out.x.old").mkdir()  # out.x's backup under the earlier versions' name
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "c.txt").write_text("new c")
+    assert _tree(out) == {"c.txt": "new c"}
+    assert (theirs / "precious.txt").read_text() == "keep me"
+    sibling = tmp_path / "out.x"
+    sibling.mkdir()
+    with pytest.raises(RelNeuronError, match="holds an earlier content"):
+        with atomic_dir(sibling, overwrite=True):
+            pass  # out.x itself is still refused: the backup is its own
 
 
 def test_an_interrupted_replace_is_rolled_back(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from typing import Any
 from relneuron_eval.atomic import atomic_write
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.files import read_bytes
+from relneuron_eval.jsonl import parse_value
 
 FORMAT_NAME = "relneuron-neuron-set"
 FORMAT_VERSION = 1
@@ -357,22 +358,6 @@ def make_header(
     return header
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_line(text: str, path: str, line: int) -> Any:
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise RelNeuronError(
-            f"not valid JSON ({exc})",
-            path=path,
-            line=line,
-            hint="each line must be one JSON object",
-        ) from None
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -496,11 +481,11 @@ def load(path: str | Path) -> NeuronSet:
         raise RelNeuronError("is a folder, not a neuron-set file", path=path)
     text, digest = _read_text(path)
     where = str(path)
-    lines = text.splitlines()
+    lines = text.split("\n")  # JSON Lines: not at U+2028 etc. inside a string (splitlines)
     first = next((i for i, s in enumerate(lines) if s.strip()), None)
     if first is None:
         raise RelNeuronError("empty file: missing header", path=where, line=1, hint=FORMAT_HINT)
-    header = _parse_line(lines[first], where, first + 1)
+    header = parse_value(lines[first], where, first + 1)
     _check_header(header, where)
     shape = ModelShape(
         header["model"]["num_layers"],
@@ -512,7 +497,7 @@ def load(path: str | Path) -> NeuronSet:
     for number, text_line in enumerate(lines[first + 1 :], start=first + 2):
         if not text_line.strip():
             continue
-        neuron = _check_neuron(_parse_line(text_line, where, number), shape, where, number)
+        neuron = _check_neuron(parse_value(text_line, where, number), shape, where, number)
         key = (neuron.group, neuron.site, neuron.layer, neuron.index)
         if key in seen:
             raise RelNeuronError(

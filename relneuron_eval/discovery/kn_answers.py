@@ -6,8 +6,10 @@ the model does not act on; Dai et al. attribute every fact regardless. The check
 fact only when the greedy answer to EVERY one of its prompts is correct: with the
 usual p = 0.7 of 3 paraphrases a refined neuron must be coarse in all of them, so one
 wrongly answered prompt would shape the fact's neurons. Greedy answers only, one batch
-per fact (its verdict depends on nothing else, so every process of a sharded run gets
-the same list), at a small fraction of one fact's attribution cost.
+per fact, at a small fraction of one fact's attribution cost. Under several processes
+rank 0 alone checks and shares its verdict through the work folder
+(``shared_answer_check``): another GPU or an argmax tie could make a rank answer
+differently, and ranks that shard different fact lists would leave facts out of the merge.
 
 The result is recorded in the neuron set's header (``params.correct``,
 ``params.correct_rule``, ``data.facts_dropped``); a header without ``correct`` was made
@@ -16,10 +18,13 @@ before the check existed: its facts were not checked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from relneuron_eval.atomic import atomic_write
 from relneuron_eval.discovery.correct import CRITERIA, check_criterion
 from relneuron_eval.discovery.kn_config import KnowledgeFact
 from relneuron_eval.errors import RelNeuronError
@@ -107,6 +112,81 @@ def check_answers(
             hint=NONE_ANSWERED_HINT,
         )
     return kept, check
+
+
+SHARED_NAME = "answer-check.json"  # rank 0's verdict, in the work folder
+
+
+def shared_answer_check(
+    model: Any,
+    tokenizer: Any,
+    facts: Sequence[KnowledgeFact],
+    criterion: str | None,
+    *,
+    folder: str | Path,
+    rank: int,
+    world_size: int,
+    barrier: Callable[[], None] | None,
+    progress: bool = True,
+) -> tuple[list[KnowledgeFact], AnswerCheck]:
+    """``check_answers`` decided by rank 0 for every rank of a sharded run.
+
+    Rank 0 checks and writes its verdict (or its error) to ``folder`` before a barrier;
+    the other ranks read it after, so all shard the same facts. One process (or no
+    check): ``check_answers`` itself, nothing written.
+    """
+    if world_size <= 1 or criterion is None:
+        return check_answers(model, tokenizer, facts, criterion, progress=progress)
+    if barrier is None:
+        raise RelNeuronError("several processes need a barrier to share the answer check")
+    path = Path(folder) / SHARED_NAME
+    if rank == 0:
+        record: dict[str, Any] = {"criterion": criterion, "facts": [f.fact_id for f in facts]}
+        try:
+            kept, check = check_answers(model, tokenizer, facts, criterion, progress=progress)
+            record.update(kept=list(check.kept), dropped=list(check.dropped))
+        except Exception as exc:  # the others must not wait for a verdict that never comes
+            record["error"] = {"message": str(exc), "hint": getattr(exc, "hint", None)}
+            _write(path, record)
+            barrier()
+            raise
+        _write(path, record)
+        barrier()
+        return kept, check
+    barrier()
+    return _read_shared(path, facts, criterion)
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        json.dump(record, handle, ensure_ascii=False)
+
+
+def _read_shared(
+    path: Path, facts: Sequence[KnowledgeFact], criterion: str
+) -> tuple[list[KnowledgeFact], AnswerCheck]:
+    """Rank 0's verdict; a missing file or another fact list is a clear error."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RelNeuronError(
+            f"cannot read rank 0's answer check ({exc})",
+            path=path,
+            hint="every process needs the same work folder (a shared file system)",
+        ) from None
+    error = record.get("error")
+    if error:
+        raise RelNeuronError(f"rank 0: {error['message']}", hint=error.get("hint"))
+    if record.get("facts") != [f.fact_id for f in facts] or record.get("criterion") != criterion:
+        raise RelNeuronError(
+            "rank 0 checked other facts or another --correct than this process",
+            path=path,
+            hint="every process must get the same arguments and fact files",
+        )
+    by_id = {f.fact_id: f for f in facts}
+    kept = [by_id[i] for i in record["kept"]]
+    return kept, AnswerCheck(criterion, tuple(record["kept"]), tuple(record["dropped"]))
 
 
 def answer_check_of(method: dict[str, Any]) -> str:

@@ -70,7 +70,12 @@ from relneuron_eval.discovery.ig_kernels import (
     prompt_attributions,
     suffix_supported,
 )
-from relneuron_eval.discovery.kn_answers import AnswerCheck, answer_check_of, check_answers
+from relneuron_eval.discovery.kn_answers import (
+    AnswerCheck,
+    answer_check_of,
+    check_answers,
+    shared_answer_check,
+)
 from relneuron_eval.discovery.kn_checkpoint import (
     FactResult,
     ShardReport,
@@ -202,8 +207,16 @@ def find_knowledge_neurons(
     if out is not None and Path(out).is_dir():
         raise RelNeuronError("output path is a folder", path=out)
     check_facts(tokenizer, facts, ig)
-    kept, answer_check = check_answers(
-        model, tokenizer, facts, correct, progress=progress and rank == 0
+    kept, answer_check = shared_answer_check(
+        model,
+        tokenizer,
+        facts,
+        correct,
+        folder=checkpoint,
+        rank=rank,
+        world_size=world_size,
+        barrier=barrier,
+        progress=progress and rank == 0,
     )
     if rank == 0:
         print(answer_check.text(), file=sys.stderr, flush=True)

@@ -7,6 +7,9 @@ start time and a token of its own. Others skip a call whose claim belongs to a l
 process. A claim whose pid is dead on this host (the process was killed mid-call) is
 stale and is taken over; the take-over happens under a lock file, so two processes never
 both take over one claim. A claim is removed when its results are saved, or on an error.
+A claim of another host (or of a process in another pid namespace with its pid alive
+here) cannot be checked: it holds until its file is deleted, and the waiting message
+names that file.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Holder:
     token: str
     proc_start: str | None = None
     age_s: float = 0.0
+    path: Path | None = None  # the claim file, for the waiting message
 
     def is_stale(self) -> bool:
         """Dead on this host (or its pid reused by another process); unknown hosts live."""
@@ -111,11 +115,12 @@ class Claims:
                     str(data["token"]),
                     data.get("proc_start"),
                     age,
+                    path,
                 )
             except (ValueError, KeyError, TypeError):  # being written, or its writer died
                 if attempt < 4:
                     time.sleep(0.02)
-        return Holder(-1, "?", "?", "", None, age)
+        return Holder(-1, "?", "?", "", None, age, path)
 
     def acquire(self, key: str) -> Holder | None:
         """Claim ``key``: None when it is now this process's, else the live holder."""

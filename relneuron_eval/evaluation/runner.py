@@ -179,6 +179,42 @@ class LoadedModel:
             )
 
 
+class ModelSlot:
+    """At most one :class:`LoadedModel` in memory (relcheck): asking for another model
+    frees the previous one first, as when each evaluation loaded and freed its own."""
+
+    def __init__(self) -> None:
+        self._key: str | None = None
+        self._loaded: LoadedModel | None = None
+
+    def get(
+        self, load_args: dict[str, Any], *, device: str | None, batch_size: int | str
+    ) -> LoadedModel:
+        """The model for ``load_args`` on ``device``; ``batch_size`` is only the default
+        of its evaluations (each may pass its own), so it does not select the model."""
+        key = json.dumps([load_args, device], sort_keys=True, default=str)
+        if key != self._key or self._loaded is None:
+            self.free()
+            self._loaded = LoadedModel.from_model_args(
+                load_args, device=device, batch_size=batch_size
+            )
+            self._key = key
+        return self._loaded
+
+    def free(self) -> None:
+        """Drop the model and give its memory back (``torch.cuda.empty_cache`` on GPU)."""
+        if self._loaded is None:
+            return
+        self._loaded = self._key = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def evaluate(
     model: LoadedModel,
     args: dict[str, Any],
@@ -476,11 +512,18 @@ class Runner:
                 shown = self._wait(blocked, shown, bar, calls)
 
     def _wait(self, blocked: list[Holder], shown: str, bar: Any, calls: list[Any]) -> str:
-        """Say (when it changes) whose evaluations this process waits for; sleep a poll."""
+        """Say (when it changes) whose evaluations this process waits for; sleep a poll.
+
+        A claim of another host is never taken over (its process cannot be checked), so
+        the message names the claim files for a person to delete.
+        """
         who = sorted({h.describe() for h in blocked})
+        files = sorted({str(h.path) for h in blocked if h.path is not None})
+        named = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         message = (
             f"waiting for {len(blocked)} evaluation(s) claimed by {', '.join(who)} "
             f"(polling every {self.poll_seconds:g} s)"
+            + (f"; claim file {named}: delete it if that process is gone" if files else "")
         )
         if bar is not None:  # the other process's progress counts too
             bar.n = max(bar.n, bar.total - _n_docs(calls))

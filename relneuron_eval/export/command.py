@@ -41,7 +41,7 @@ from relneuron_eval.export.manifest import (
 from relneuron_eval.export.out import FORCE_HELP, build_dir, check_out
 from relneuron_eval.export.plan import IA3Module, SiteEdit, plan_fold, plan_ia3, site_edits
 
-# Planning and the manifest live in export_plan / export_manifest; their public names stay
+# Planning and the manifest live in export.plan / export.manifest; their public names stay
 # importable from here.
 __all__ = [
     "DTYPES",

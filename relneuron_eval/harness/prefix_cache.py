@@ -22,14 +22,18 @@ intervention state; with ``per_doc`` rows a prefix's cache is computed once per 
 Greedy decoding on CPU runs here too (``_decode``): a row whose answer text is final
 (a stop sequence in it, or EOS) leaves the batch, so its decoding steps are not spent.
 HF's ``generate`` decodes every row until the whole batch has stopped; a CPU decoding
-step costs a fixed part (reading the weights) plus a part per row. A row's logits in a
-smaller batch are the same bits on CPU; on accelerators they need not be, so there the
-batch stays whole (``plain``).
+step costs a fixed part (reading the weights) plus a part per row. A row's logits are
+the same bits in any batch of at least ``_exact_rows`` rows (probed once: MKL's fp32
+GEMM takes other kernels for 1-3 rows), so the batch never shrinks below that; finished
+rows ride along to fill it. On accelerators bits may depend on the batch size, so there
+the batch stays whole (``plain``), as it does wherever lm-eval's answer is not decided
+by the row's own text (thinking models, an EOT that ``generate`` does not stop at).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 from collections import Counter, OrderedDict
@@ -206,7 +210,7 @@ class PrefixCache:
         kwargs = {**generation_kwargs, "attention_mask": mask}
         kwargs[self._kwarg] = _batch_cache(kv, keys, longest)
         new_max = max_length - context.shape[1] + ids.shape[1]
-        if self.early_exit and _early_exit(lm, generation_kwargs):
+        if self.early_exit and _early_exit(lm, generation_kwargs, stop):
             out = _decode(
                 lm,
                 ids,
@@ -352,19 +356,110 @@ _GREEDY_CONFIG = {
 }  # fmt: skip
 
 
-def _early_exit(lm: Any, kwargs: dict[str, Any]) -> bool:
-    """Greedy decoding on CPU with no logits processing: rows may leave the batch."""
+def _early_exit(lm: Any, kwargs: dict[str, Any], stop: Sequence[str] = ()) -> bool:
+    """Greedy decoding on CPU with no logits processing, and an answer decided by the row's
+    own text, so that a row may leave the batch.
+
+    lm-eval keeps only the text after ``think_end_token`` before it cuts at a stop string,
+    so a stop string in the thinking does not end the answer. ``generate`` goes on past a
+    special token that is a stop string but no EOS (the tokenizer's EOT among them): the
+    row's answer then depends on when the rest of the batch stops. After EOS, pads must
+    decode to nothing: the batch ends at another step here.
+    """
     extra = set(kwargs) - {"attention_mask", "do_sample", "temperature"}
     greedy = kwargs.get("do_sample") is False or kwargs.get("temperature") in (0, 0.0)
     if extra or kwargs.get("do_sample") or not greedy or lm.device.type != "cpu":
         return False
+    if getattr(lm, "think_end_token", None) is not None:
+        return False
     config = getattr(unwrap(lm.model), "generation_config", None)
-    return config is not None and set(config.to_diff_dict()) <= _GREEDY_CONFIG
+    if config is None or not set(config.to_diff_dict()) <= _GREEDY_CONFIG:
+        return False
+    eos, skipped = _eos_ids(lm), _skipped_ids(lm.tokenizer)
+    if lm.eot_token_id not in eos or _pad_id(lm) not in skipped:
+        return False
+    texts = {lm.tokenizer.convert_ids_to_tokens(i) for i in skipped - eos}
+    return not any(t and t in s for s in stop for t in texts if isinstance(t, str))
 
 
 def _eos_ids(lm: Any) -> set[int]:
     eos = unwrap(lm.model).generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+def _skipped_ids(tokenizer: Any) -> set[int]:
+    """Token ids that decoding with ``skip_special_tokens`` drops."""
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    return set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+
+
+# Rows of the probe batch; a floor this high means a batch never shrinks.
+PROBE_ROWS = 32
+
+
+@functools.cache
+def _exact_rows(dtype: torch.dtype, threads: int) -> int:
+    """The fewest rows from which a row's matmul bits do not depend on the batch size.
+
+    MKL's fp32 GEMM takes other kernels for 1-3 rows (AVX-512, MKL 2024.2: a row alone or
+    in 2 gets other bits than in 4 or more); bf16 showed no such step. Probed, not assumed.
+    """
+    del threads  # part of the cache key: the split of the work may follow it
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(384, 256, generator=gen).to(dtype)
+    x = torch.randn(PROBE_ROWS, 256, generator=gen).to(dtype)
+    full = torch.nn.functional.linear(x, weight)
+    floor = 1
+    for rows in range(1, PROBE_ROWS):
+        if not torch.equal(torch.nn.functional.linear(x[:rows], weight), full[:rows]):
+            floor = rows + 1
+    return floor
+
+
+def _compute_dtype(lm: Any) -> torch.dtype:
+    dtype = getattr(lm, "mixed_precision_dtype", None)
+    return dtype if dtype is not None else next(unwrap(lm.model).parameters()).dtype
+
+
+class _Ends:
+    """Whether a row's answer text is final: EOS, or a stop string in its decoded text.
+
+    Only the last ``window`` kept tokens are decoded (lm-eval looks back the stop's token
+    count + 2): a stop string that is new in this step's text ends in the newest token
+    and spans at most its UTF-8 length in tokens (each kept token has a byte at least).
+    Two tokens more cover a partial character or a dropped leading space at the window's
+    start. Tokens that decoding drops do not count.
+    """
+
+    def __init__(self, lm: Any, stop: Sequence[str]) -> None:
+        self.decode = lm.tok_decode
+        self.eos = _eos_ids(lm)
+        self.stop = [s for s in stop if s]
+        self.skipped = _skipped_ids(lm.tokenizer)
+        lengths = [max(len(s.encode()), len(lm.tok_encode(s))) for s in self.stop]
+        self.window = max(lengths, default=0) + 2
+
+    def tail(self, tokens: Sequence[int]) -> Sequence[int]:
+        start, kept = len(tokens), 0
+        while start > 0 and kept < self.window:
+            start -= 1
+            kept += tokens[start] not in self.skipped
+        return tokens[start:]
+
+    def final(self, tokens: Sequence[int]) -> bool:
+        if tokens[-1] in self.eos:
+            return True
+        if not self.stop:
+            return False
+        text = self.decode(list(self.tail(tokens)))
+        return any(s in text for s in self.stop)
+
+
+def _keep(live: list[bool], floor: int) -> list[int]:
+    """Batch rows to keep: the live ones, topped up with finished ones to ``floor`` rows."""
+    kept = [i for i, alive in enumerate(live) if alive]
+    riders = [i for i, alive in enumerate(live) if not alive]
+    return sorted(kept + riders[: max(0, min(floor, len(live)) - len(kept))])
 
 
 def _decode(
@@ -378,15 +473,17 @@ def _decode(
     """Greedy decoding as HF's ``generate`` does it, each row leaving once its text is final.
 
     ``batch``: the attention mask, the prefix cache and its forward argument; positions follow
-    the mask as in ``generate`` (pads at 1). A per_doc state's row groups follow the rows
-    that remain; ``positions=last`` edits apply to the first forward only.
+    the mask as in ``generate`` (pads at 1). Finished rows stay while fewer than
+    ``_exact_rows`` would remain; their tokens are not kept. A per_doc state's row groups
+    follow the rows that remain; ``positions=last`` edits apply to the first forward only.
     """
     from relneuron_eval.core.interventions import prompt_only
 
     mask, cache, cache_arg = batch
-    pad, eos = _pad_id(lm), _eos_ids(lm)
-    out = torch.full((ids.shape[0], max(new_tokens, 0)), pad, dtype=ids.dtype, device=ids.device)
-    active = torch.arange(ids.shape[0], device=ids.device)
+    ends, floor = _Ends(lm, stop), _exact_rows(_compute_dtype(lm), torch.get_num_threads())
+    out = torch.full((ids.shape[0], max(new_tokens, 0)), _pad_id(lm), dtype=ids.dtype)
+    made: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    active, live = list(range(ids.shape[0])), [True] * ids.shape[0]
     groups = getattr(state, "row_groups", None)
     tokens, done_at = ids[:, cache.get_seq_length() :], 0
     last = state is not None and getattr(state, "positions", "all") == "last"
@@ -399,7 +496,7 @@ def _decode(
             for step in range(new_tokens):
                 positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
                 if groups is not None:
-                    state.row_groups = groups[active.cpu()]
+                    state.row_groups = groups[torch.tensor(active)]
                 logits = lm.model(
                     input_ids=tokens,
                     attention_mask=mask,
@@ -409,22 +506,23 @@ def _decode(
                     **{cache_arg: cache},
                 ).logits[:, -1]
                 chosen = logits.float().argmax(-1)
-                out[active, step] = chosen
                 done_at = step + 1
-                keep = [
-                    int(t) not in eos
-                    and not any(s and s in lm.tok_decode(out[r, :done_at].tolist()) for s in stop)
-                    for r, t in zip(active.tolist(), chosen.tolist(), strict=True)
-                ]
-                if not any(keep):
+                for i, (row, token) in enumerate(zip(active, chosen.tolist(), strict=True)):
+                    if live[i]:
+                        made[row].append(token)
+                        out[row, step] = token
+                        live[i] = not ends.final(made[row])
+                if not any(live):
                     break
-                if not all(keep):
-                    rows = torch.tensor([i for i, k in enumerate(keep) if k], device=ids.device)
+                keep = _keep(live, floor)
+                if len(keep) < len(active):
+                    rows = torch.tensor(keep, device=ids.device)
                     cache.batch_select_indices(rows)
-                    active, chosen, mask = active[rows], chosen[rows], mask[rows]
+                    chosen, mask = chosen[rows], mask[rows]
+                    active, live = [active[i] for i in keep], [live[i] for i in keep]
                 tokens = chosen[:, None]
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         finally:
             if groups is not None:
                 state.row_groups = groups
-    return torch.cat([ids, out[:, :done_at]], dim=1)
+    return torch.cat([ids, out[:, :done_at].to(ids.device)], dim=1)

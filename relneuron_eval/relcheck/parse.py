@@ -7,7 +7,7 @@ intervention names) is found here, before any model is loaded, and reported as o
 ``RelNeuronError`` naming the file and line. Pure Python: no torch, no lm-eval.
 
 The file is read by ``yaml_lines`` (the loader shared with relation specs); the parsed
-result is the types of ``relcheck_types``, which the runner and the judge read.
+result is the types of ``relcheck.types``, which the runner and the judge read.
 """
 
 from __future__ import annotations

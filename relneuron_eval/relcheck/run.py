@@ -1,7 +1,8 @@
 """Run the evaluations that check files need, each one once per session.
 
 Evaluations go through ``evaluation.runner`` (as the report's do): the model is loaded
-once per model args, as ``lm_eval --model relneuron-hf --model_args ...`` would load it,
+once per model args, as ``lm_eval --model relneuron-hf --model_args ...`` would load it
+(one model in memory at a time: the next model's load frees the previous one),
 and each intervention is a ``RelNeuronLM`` with its model args around those weights
 (checked to be restored after each run), evaluated by ``lm_eval.simple_evaluate``. An
 evaluation is keyed by everything that changes its numbers (model args, device,
@@ -24,7 +25,7 @@ from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.results import TaskResult
-from relneuron_eval.evaluation.runner import LoadedModel, evaluate
+from relneuron_eval.evaluation.runner import LoadedModel, ModelSlot, evaluate
 from relneuron_eval.relcheck.judge import Outcome, RowInput, judge
 from relneuron_eval.relcheck.parse import (
     OTHERS,
@@ -135,6 +136,10 @@ class EvalConfig:
     def is_base(self) -> bool:
         return not any(k == "neuron_set" for k, _ in self.model_args)
 
+    def lm_args(self) -> dict[str, Any]:
+        """The ``RelNeuronLM``'s model args: batch size per evaluation, not per load."""
+        return {"batch_size": self.batch_size, **dict(self.model_args)}
+
     def describe(self) -> str:
         args = dict(self.model_args)
         settings = f"device={self.device} batch_size={self.batch_size} limit={self.limit}"
@@ -240,7 +245,7 @@ class Evaluator:
         self._full_needed: set[tuple[str, ...]] = set()
         self._planned: dict[str, set[str]] = {}
         self._results: dict[str, EvalResult] = {}
-        self._models: dict[str, LoadedModel] = {}
+        self._slot = ModelSlot()
         self.records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ task managers
@@ -291,16 +296,12 @@ class Evaluator:
         return result
 
     def _model(self, config: EvalConfig) -> LoadedModel:
-        """The configuration's model, loaded once per model args (interventions aside)."""
+        """The configuration's model, loaded once per load args (interventions and batch
+        size aside); another model replaces it, so memory holds one model at a time."""
         from relneuron_eval.core.spec import SETTING_NAMES
 
         load_args = {k: v for k, v in config.model_args if k not in SETTING_NAMES}
-        key = json.dumps([load_args, config.device, config.batch_size], default=str)
-        if key not in self._models:
-            self._models[key] = LoadedModel.from_model_args(
-                load_args, device=config.device, batch_size=config.batch_size
-            )
-        return self._models[key]
+        return self._slot.get(load_args, device=config.device, batch_size=config.batch_size)
 
     def _run(self, result: EvalResult, batch: list[str], catalog: TaskCatalog, label: str) -> None:
         from relneuron_eval.harness.task_index import with_metadata
@@ -309,7 +310,7 @@ class Evaluator:
         started = time.perf_counter()
         tasks = evaluate(
             self._model(config),
-            dict(config.model_args),
+            config.lm_args(),
             batch,
             label=label,
             hint=config.describe(),

@@ -129,7 +129,9 @@ class CheckSpec:
     description: str = ""
     lines: dict[str, int] = field(default_factory=dict)
 
-    def error(self, message: str, line: int | None = None, hint: str | None = None):
+    def error(
+        self, message: str, line: int | None = None, hint: str | None = None
+    ) -> RelNeuronError:
         return RelNeuronError(message, path=self.path, line=line, hint=hint)
 
     def neuron_set_for(self, model: str) -> str | None:

@@ -7,7 +7,7 @@ by hand in the tests from made-up accuracies and neuron sets.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -124,7 +124,9 @@ class DropMatrix:
     eligible: dict[str, bool]  # column's base accuracy >= min_base
     min_base: float
 
-    def cells(self, *, diagonal: bool | None = None, eligible_only: bool = True):
+    def cells(
+        self, *, diagonal: bool | None = None, eligible_only: bool = True
+    ) -> Iterator[tuple[str, str]]:
         """(row, col) pairs: all, only the diagonal (True) or only off-diagonal (False)."""
         for r in self.rows:
             for c in self.cols:

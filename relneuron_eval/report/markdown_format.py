@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -40,12 +40,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*out, ""]
 
 
-def ci(summary: dict[str, Any], fmt=pts) -> str:
+def ci(summary: dict[str, Any], fmt: Callable[[float | None], str] = pts) -> str:
     """``[lo, hi]`` of a summary's ``ci95`` (n/a without one)."""
     return interval(summary.get("ci95"), fmt)
 
 
-def interval(bounds: Sequence[float] | None, fmt=pts) -> str:
+def interval(bounds: Sequence[float] | None, fmt: Callable[[float | None], str] = pts) -> str:
     return "n/a" if not bounds else f"[{fmt(bounds[0])}, {fmt(bounds[1])}]"
 
 

@@ -52,6 +52,16 @@ def test_round_trip_plain_and_gzip(tmp_path):
     assert gzip.decompress((tmp_path / "s.jsonl.gz").read_bytes()).startswith(b'{"format"')
 
 
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
+def test_round_trip_of_a_group_name_with_a_unicode_line_separator(tmp_path, sep):
+    """Saved unescaped (``ensure_ascii=False``), so loading must split at ``\\n`` only."""
+    original = _set([Neuron(f"r{sep}x", "mlp.act", 0, 3, 0.9), Neuron("b", "mlp.act", 1, 2, 1)])
+    for name in ("s.jsonl", "s.jsonl.gz"):
+        loaded = load(save(original, tmp_path / name))
+        assert loaded.neurons == original.neurons and f"r{sep}x" in loaded.groups()
+    assert sep in (tmp_path / "s.jsonl").read_text(encoding="utf-8")  # written as is
+
+
 def test_select_top_k_fraction_layers_and_ties():
     neurons = [
         Neuron("a", "mlp.act", layer, i, score)

@@ -567,6 +567,59 @@ def test_no_answered_fact_is_one_clear_error_before_any_attribution(answered, tm
         kn.find_knowledge_neurons(model, tokenizer, facts, tmp_path / "ck", correct="exact")
 
 
+def _two_ranks(models, tokenizer, facts, folder, **kwargs):
+    """``find_knowledge_neurons`` as ranks 0 and 1 (threads, a real barrier): results
+    and errors by rank."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=60)
+    out: dict = {}
+
+    def rank(r: int) -> None:
+        try:
+            out[r] = kn.find_knowledge_neurons(
+                models[r], tokenizer, facts, folder, rank=r, world_size=2,
+                barrier=barrier.wait, progress=False, **kwargs,
+            )  # fmt: skip
+        except Exception as exc:
+            out[r] = exc
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
+
+
+def test_ranks_that_answer_differently_attribute_rank_0s_facts(answered, tmp_path):
+    """Rank 1's model answers otherwise (another GPU, a tie): it still shards rank 0's
+    kept facts, so the merge has all of them; rank 0's error reaches rank 1 too."""
+    import copy
+
+    model, tokenizer, facts, expected = answered
+    other = copy.deepcopy(model)
+    with torch.no_grad():  # negated logits: argmax becomes argmin
+        other.lm_head.weight = torch.nn.Parameter(-model.lm_head.weight.detach().clone())
+    try:  # rank 1 alone would keep other facts (here: none, an error)
+        own = list(kn.check_answers(other, tokenizer, facts, "prefix2", progress=False)[1].kept)
+    except RelNeuronError:
+        own = []
+    assert own != expected["prefix2"]
+    got = _two_ranks(
+        [model, other], tokenizer, facts, tmp_path / "ck", out=tmp_path / "kn.jsonl",
+        ig=IGConfig(steps=2), correct="prefix2",
+    )  # fmt: skip
+    assert got[1] is None and not isinstance(got[0], Exception), got
+    neuron_set, summary = got[0]
+    assert summary.facts == len(expected["prefix2"]) == 2
+    assert len(list((tmp_path / "ck" / "facts").glob("*.npz"))) == 2
+    assert neuron_set.method["data"]["facts_dropped"] == ["r/half"]
+    failed = _two_ranks([model, other], tokenizer, facts[1:2], tmp_path / "ck2", correct="match")
+    assert "none of the 1 facts is answered" in str(failed[0])
+    assert isinstance(failed[1], RelNeuronError) and "rank 0: none of" in str(failed[1])
+
+
 def test_shipped_set_reads_as_not_checked():
     from relneuron_eval.resources import neuron_sets_dir
 

@@ -638,3 +638,31 @@ def test_ci_example_runs_the_checks_and_uploads_the_json():
     assert "pytest neuron_sets/" in commands and "--relcheck-json results.json" in commands
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "always()" and upload["with"]["path"] == "results.json"
+
+
+def test_one_model_in_memory_and_the_batch_size_per_evaluation():
+    """Configurations that differ only in batch size share one load (each evaluation gets
+    its own batch size); another model frees the previous one's weights."""
+    import gc
+    import weakref
+
+    from relneuron_eval.relcheck.run import EvalConfig, Evaluator
+
+    path = str(th.tiny_model())
+
+    def config(batch_size: int, **args: str) -> EvalConfig:
+        model_args = tuple(sorted({"pretrained": path, **args}.items()))
+        return EvalConfig(model_args, "cpu", batch_size, None, None, 0, ())
+
+    evaluator = Evaluator()
+    small, large = config(1), config(4)
+    model = evaluator._model(small)
+    assert evaluator._model(large) is model  # one load for both batch sizes
+    assert model.lm(large.lm_args()).batch_size_per_gpu == 4
+    assert model.lm(small.lm_args()).batch_size_per_gpu == 1
+    weights = weakref.ref(model.model)
+    del model
+    other = evaluator._model(config(1, dtype="float32"))  # other load args: another model
+    gc.collect()
+    assert weights() is None  # the first model's weights were freed
+    assert other.lm(small.lm_args()).model is not None and other.model is not None

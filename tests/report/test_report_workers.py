@@ -168,6 +168,35 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     assert Holder(record["pid"], socket.gethostname(), "now", "y").is_stale()
 
 
+def test_a_claim_of_another_host_names_its_file_and_ends_when_deleted(tmp_path):
+    """Another host's process cannot be checked: the runner waits (never takes over) and
+    says which file to delete; deleting it lets the run go on."""
+    import io
+
+    log: list = []
+    v = _variants(1)[0]
+    stream = io.StringIO()
+    runner = Runner(tmp_path, {"model": "m"}, SlowEval(0, log, threading.Lock()), stream=stream)
+    runner.progress, runner.poll_seconds = False, 0.05
+    claim = tmp_path / f"{CLAIM_PREFIX}{runner.claim_key(v)}"
+    record = {"pid": _dead_pid(), "host": "elsewhere", "started": "then", "token": "x"}
+    claim.write_text(json.dumps(record))
+    _request_all(runner, [v])
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while "waiting for" not in stream.getvalue() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # several polls: the claim still holds
+    assert thread.is_alive() and claim.exists() and log == []
+    said = stream.getvalue()
+    assert f"claimed by pid {record['pid']} on elsewhere" in said
+    assert f"claim file {claim}: delete it if that process is gone" in said
+    claim.unlink()
+    thread.join(10)
+    assert not thread.is_alive() and log == [("v0", "t1"), ("v0", "t2")]
+
+
 KILLED_WORKER = """
 import sys, time
 from relneuron_eval.evaluation.runner import Runner, Variant
