@@ -414,7 +414,7 @@ def test_truncated_sample_log_is_warned_about(runs, tmp_path, capsys):
     # A log cut in the middle of a line is named with its line number.
     samples.write_text("".join(lines)[: -len(lines[-1]) // 2])
     _, _, err = _cli(runs["base"], cut, capsys=capsys)
-    assert f"unreadable sample log: {samples}:15: broken sample line" in err
+    assert f"unreadable sample log: {samples}:15: not valid JSON" in err
     # Without any sample logs the z-test is the documented fallback: no warning.
     base = _results_only(runs["base"], tmp_path / "base")
     v1 = _results_only(runs["v1"], tmp_path / "v1")

@@ -115,7 +115,8 @@ def test_traceback_only_when_asked(how, extra_env, extra_args, tiny, good_set):
     proc = _run(argv, extra_env=extra_env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback (most recent call last)" in proc.stderr
-    assert "RelNeuronError" in proc.stderr
+    # the refusal's class: RelNeuronError or its InvalidSetting (a bad model arg)
+    assert "relneuron_eval.core.spec.InvalidSetting" in proc.stderr
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("error: ") and "unknown mode 'bogus'" in last
 
