@@ -12,8 +12,14 @@ from relneuron_eval.report.experiments import ALPHA
 from relneuron_eval.report.markdown_format import ci, neg, p_is, pct, pts, pval, seed_range, table
 from relneuron_eval.report.markdown_interference import headline_for, interference_section
 
-
 # ================================================================== headline
+
+
+def _first(limit: int | None) -> str:
+    """'first 20' for a limit, 'all' for none (the whole test split)."""
+    return f"first {limit}" if limit else "all"
+
+
 def headline(results: dict[str, Any]) -> str | None:
     """The acceptance-bar sentence of the primary top-k (None without interference)."""
     inter = results.get("interference")
@@ -34,8 +40,8 @@ def _settings(results: dict[str, Any]) -> list[str]:
         ["metric", f"`{meta['metric']}`"],
         [
             "documents per relation task",
-            f"first {meta['limit'] or 'all'} test facts; own task in the specificity "
-            f"test: first {meta.get('limit_own') or 'all'}",
+            f"{_first(meta['limit'])} test facts; own task in the specificity "
+            f"test: {_first(meta.get('limit_own'))}",
         ],
         [
             "top-k (interference, versatility)",
