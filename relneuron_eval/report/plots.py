@@ -366,9 +366,10 @@ def _own_bands(ax: Any, xs: list[int], points: list[dict[str, Any]]) -> None:
     ys = [100 * p["control_own"] for p in points]
     seeds = [p.get("control_own_seeds") or [] for p in points]
     if all(len(s) > 1 for s in seeds):
+        # the mean of equal seeds can round a hair outside their range: whiskers >= 0
         err = [
-            [y - 100 * min(s) for y, s in zip(ys, seeds, strict=True)],
-            [100 * max(s) - y for y, s in zip(ys, seeds, strict=True)],
+            [max(0.0, y - 100 * min(s)) for y, s in zip(ys, seeds, strict=True)],
+            [max(0.0, 100 * max(s) - y) for y, s in zip(ys, seeds, strict=True)],
         ]
         label = f"random, same sizes (mean, range of {len(seeds[0])} seeds)"
         ax.errorbar(xs, ys, yerr=err, fmt="o--", color=OWN, alpha=0.45, capsize=2, label=label)

@@ -198,3 +198,24 @@ def test_two_seeds_and_two_top_ks_on_a_tiny_llama(tmp_path):
             lo, hi = cell["change_ci95"]
             assert lo <= -cell["drop"] <= hi
     assert {"specificity.png", "specificity_k5.png", "interference_k5.png"} <= set(res["figures"])
+
+
+def test_seed_whiskers_survive_a_mean_that_rounds_outside_the_range():
+    """Three equal seeds of 0.35 average to 0.34999...: matplotlib rejects a negative
+    whisker, which once crashed a full report after all its evaluations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relneuron_eval.report.plots import _own_bands
+
+    seeds = [0.35, 0.35, 0.35]
+    assert sum(seeds) / 3 < min(seeds)  # the rounding this test is about
+    points = [{"control_own": sum(seeds) / 3, "control_own_seeds": seeds, "own_ci95": None}]
+    fig, ax = plt.subplots()
+    _own_bands(ax, [10], points)
+    (bars,) = [c for c in ax.containers]
+    lower, upper = bars.lines[2][0].get_segments()[0][:, 1]
+    assert lower == pytest.approx(35.0) and upper == pytest.approx(35.0)
+    plt.close(fig)
