@@ -32,6 +32,7 @@ from relneuron_eval.core.interventions import (
 from relneuron_eval.core.neuron_set import NeuronSet
 from relneuron_eval.core.spec import SETTING_NAMES, InterventionSpec
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.harness import context_cache
 from relneuron_eval.harness.prefix_cache import PrefixCache, parse_flag
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ class RelNeuronLM(HFLM):
     """HFLM plus the intervention settings of :class:`InterventionSpec` (``neuron_set``,
     ``groups``, ``mode``, ``factor``, ``value``, ``top_k``, ``fraction``, ``layers``,
     ``sites``, ``positions``, ``control``, ``seed``, ``per_doc``, ``strategy``, ``name``)
-    and ``prefix_cache``. Without ``neuron_set`` it scores exactly as ``hf``;
-    ``prefix_cache`` (default on) only computes shared few-shot prefixes once."""
+    and ``prefix_cache``. Without ``neuron_set`` it scores as ``hf``: ``prefix_cache``
+    (default on) computes shared few-shot prefixes once (the same generations; the same
+    log-likelihoods up to float rounding, see ``context_cache``); ``prefix_cache=false``
+    is ``hf`` to the bit."""
 
     def __init__(
         self, pretrained: Any = "smollm2-135m", *, prefix_cache: Any = True, **kwargs: Any
@@ -245,7 +248,17 @@ class RelNeuronLM(HFLM):
         groups, self._rn_doc_groups = self._rn_doc_groups, None
         last = self._rn is not None and self._rn.positions == "last"
         if groups is None and not last:
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+            if not self._rn_prefix.enabled:
+                return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+            return context_cache.loglikelihoods(
+                self,
+                requests,
+                lambda rows: super(RelNeuronLM, self)._loglikelihood_tokens(
+                    rows, disable_tqdm, override_bs
+                ),
+                disable_tqdm,
+                self._rn_prefix.stats,
+            )
         # HFLM feeds (context + continuation)[:-1], right-padded with zeros. Remember each
         # real input, where its context ends and its group, so _model_call finds them.
         inputs = [tuple((ctx + cont)[-(self.max_length + 1) :][:-1]) for _, ctx, cont in requests]
