@@ -8,7 +8,8 @@ ranking at Llama-2-7B scale on synthetic activations), ``ig`` (batched integrate
 gradients vs the plain loop), ``discovery`` (the relation-specific statistics pass vs a
 plain forward, and its memory as prompts grow), ``dp`` (lm-eval with 2 ``accelerate``
 CPU processes vs 1), ``prefix`` (generation with shared few-shot prefixes cached vs
-plain), ``per-doc`` (per-document interventions in group-mixed batches vs
+plain), ``mc`` (multiple-choice log-likelihoods with shared contexts computed once vs
+HFLM's path), ``per-doc`` (per-document interventions in group-mixed batches vs
 plain ``hf``), ``peers`` (one ablation through plain torch hooks, our paths and peer tools),
 ``all`` (overhead, load and startup).
 """
@@ -24,7 +25,7 @@ from relneuron_eval.atomic import atomic_write
 
 HELP = (
     "benchmarks (ratios against a same-run baseline): "
-    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix, per-doc, peers"
+    "overhead, load, startup, ap-scale, ig, discovery, dp, prefix, mc, per-doc, peers"
 )
 
 # name -> (module, one-line help); each module has add_arguments(parser) and run(args) -> dict
@@ -51,6 +52,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "prefix": (
         "relneuron_eval.benchmarks.prefix",
         "generation with shared few-shot prefixes cached (prefix_cache) vs the plain path",
+    ),
+    "mc": (
+        "relneuron_eval.benchmarks.mc",
+        "multiple-choice log-likelihoods, shared contexts computed once vs HFLM's path",
     ),
     "per-doc": (
         "relneuron_eval.benchmarks.per_doc",

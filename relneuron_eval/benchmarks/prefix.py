@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
     """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
+    return task_requests(tasks, include_path, limit, "generate_until", "pick *_gen tasks")
+
+
+def task_requests(
+    tasks: list[str], include_path: str | None, limit: int, kind: str, hint: str
+) -> list[Any]:
+    """The ``kind`` requests lm-eval would send for these tasks (groups expanded)."""
     from relneuron_eval.harness.task_index import manager as task_manager
 
     manager = task_manager([include_path] if include_path else [])
@@ -52,9 +59,9 @@ def generation_requests(tasks: list[str], include_path: str | None, limit: int) 
     requests = []
     for task in manager.load(tasks)["tasks"].values():  # groups expanded to their tasks
         task.build_all_requests(limit=limit or None, rank=0, world_size=1)
-        requests += [i for i in task.instances if i.request_type == "generate_until"]
+        requests += [i for i in task.instances if i.request_type == kind]
     if not requests:
-        raise RelNeuronError(f"tasks {tasks} send no generation requests", hint="pick *_gen tasks")
+        raise RelNeuronError(f"tasks {tasks} send no {kind} requests", hint=hint)
     return requests
 
 

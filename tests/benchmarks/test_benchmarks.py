@@ -122,3 +122,22 @@ def test_bench_per_doc_mixes_groups_with_equal_work(tmp_path):
     assert set(result["ratio_vs_hf"]) == {"hf", "per_doc", "one_group", "hf_again", "per_doc_off"}
     assert all(r > 0 for r in result["cpu_ratio_vs_hf"].values())
     assert result["answers_changed_vs_hf"]["per_doc"] > 0  # the edits reach the rows
+
+
+def test_bench_mc_compares_both_paths_on_real_mc_requests(tmp_path):
+    """Real relfacts_mc requests on the tiny model: both arms score every request, the
+    cache serves the shared contexts, and the per-document choices are compared."""
+    from lm_eval_helpers import save_tiny_lm
+
+    model = save_tiny_lm(tmp_path / "tiny")
+    out = tmp_path / "mc.json"
+    argv = ["bench", "mc", "--model", str(model), "--tasks", "relfacts_mc_country_on_continent"]
+    argv += ["--limit", "3", "--rounds", "1", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["documents"] == 3 and result["requests"] == 3 * 7  # 7 continents each
+    assert result["same_choice"] == 3 and result["same_greedy_flag"] == result["requests"]
+    assert result["max_abs_logp_difference"] < 1e-3
+    assert result["cache_stats"]["cached_requests"] == result["requests"]
+    assert set(result["cpu_seconds"]) == {"plain", "context_cache"}
+    assert result["wall_speedup"] > 0
