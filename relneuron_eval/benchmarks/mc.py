@@ -2,8 +2,8 @@
 
 The same lm-eval log-likelihood requests (built by the real ``relfacts_mc`` tasks: one
 request per choice, all choices of a document behind the same few-shot prompt) go
-through one ``relneuron-hf`` model with its prefix cache off (HFLM's full forwards,
-``hf`` to the bit) and on (``context_cache``), in interleaved rounds; the ratio of the
+through one ``relneuron-hf`` model with ``context_cache`` off (HFLM's full forwards,
+``hf`` to the bit) and on, in interleaved rounds; the ratio of the
 medians is the speed-up, from wall time and from the process's CPU time. Each
 document's chosen answer (argmax over its choices) and the largest log-probability
 difference are compared between the arms.
@@ -78,7 +78,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
     def arm(name: str) -> Any:
         def call() -> list[tuple[float, bool]]:
-            lm._rn_prefix.enabled = name != "plain"
+            lm._rn_context_cache = name != "plain"
             before = time.process_time()
             try:
                 return lm.loglikelihood(requests, disable_tqdm=True)
@@ -92,7 +92,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     outputs = {name: call() for name, call in arms.items()}  # also the warm-up
     plain, cached = outputs["plain"], outputs["context_cache"]
     choices = [chosen_answers(requests, out) for out in (plain, cached)]
-    lm._rn_prefix.stats.clear()
+    lm._rn_context_stats.clear()
     for values in cpu.values():
         values.clear()
     wall = interleaved(arms, rounds=args.rounds, warmup=0)
@@ -109,7 +109,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "max_abs_logp_difference": max(
             abs(a[0] - b[0]) for a, b in zip(plain, cached, strict=True)
         ),
-        "cache_stats": dict(lm._rn_prefix.stats),
+        "cache_stats": dict(lm._rn_context_stats),
         "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
         "wall_seconds": round(time.perf_counter() - start, 1),
     }

@@ -16,7 +16,7 @@ choice can change only where two choices tie to ~1e-6 in log-probability; tests 
 both paths. Requests that cannot use it (a context shared by no other request, left
 truncation, a context shorter than ``MIN_PREFIX_TOKENS``) go through HFLM's path, as
 do ``per_doc`` and ``positions=last`` interventions (their edits depend on the row).
-``prefix_cache=false`` turns this off together with the generation prefix cache.
+It is opt-in (``context_cache=true``): without it ``relneuron-hf`` is ``hf`` to the bit.
 """
 
 from __future__ import annotations

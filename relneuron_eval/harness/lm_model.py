@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,13 +55,19 @@ class RelNeuronLM(HFLM):
     """HFLM plus the intervention settings of :class:`InterventionSpec` (``neuron_set``,
     ``groups``, ``mode``, ``factor``, ``value``, ``top_k``, ``fraction``, ``layers``,
     ``sites``, ``positions``, ``control``, ``seed``, ``per_doc``, ``strategy``, ``name``)
-    and ``prefix_cache``. Without ``neuron_set`` it scores as ``hf``: ``prefix_cache``
-    (default on) computes shared few-shot prefixes once (the same generations; the same
-    log-likelihoods up to float rounding, see ``context_cache``); ``prefix_cache=false``
-    is ``hf`` to the bit."""
+    ``prefix_cache`` and ``context_cache``. Without ``neuron_set`` it scores exactly as
+    ``hf``: ``prefix_cache`` (default on) computes shared few-shot prefixes of generations
+    once, with the same answers. ``context_cache`` (default off, opt-in because its
+    log-likelihoods equal ``hf``'s only up to float rounding) computes each
+    multiple-choice context once for all its choices (see ``context_cache``)."""
 
     def __init__(
-        self, pretrained: Any = "smollm2-135m", *, prefix_cache: Any = True, **kwargs: Any
+        self,
+        pretrained: Any = "smollm2-135m",
+        *,
+        prefix_cache: Any = True,
+        context_cache: Any = False,
+        **kwargs: Any,
     ) -> None:
         # Validate everything cheap before the (slow) model load.
         spec = InterventionSpec.from_model_args(
@@ -81,6 +87,8 @@ class RelNeuronLM(HFLM):
         self._rn_state: HookState | None = None
         self._rn_pretrained_arg = pretrained
         self._rn_prefix = PrefixCache(enabled=parse_flag("prefix_cache", prefix_cache))
+        self._rn_context_cache = parse_flag("context_cache", context_cache)
+        self._rn_context_stats: Counter[str] = Counter()  # requests served from shared contexts
         if not spec.is_base:
             self._build_intervention(pretrained, spec)
         if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
@@ -248,7 +256,7 @@ class RelNeuronLM(HFLM):
         groups, self._rn_doc_groups = self._rn_doc_groups, None
         last = self._rn is not None and self._rn.positions == "last"
         if groups is None and not last:
-            if not self._rn_prefix.enabled:
+            if not self._rn_context_cache:
                 return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
             return context_cache.loglikelihoods(
                 self,
@@ -257,7 +265,7 @@ class RelNeuronLM(HFLM):
                     rows, disable_tqdm, override_bs
                 ),
                 disable_tqdm,
-                self._rn_prefix.stats,
+                self._rn_context_stats,
             )
         # HFLM feeds (context + continuation)[:-1], right-padded with zeros. Remember each
         # real input, where its context ends and its group, so _model_call finds them.

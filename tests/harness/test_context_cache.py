@@ -55,7 +55,7 @@ def _requests() -> list[Instance]:
 
 def _run(tiny_dir: Path, cache: bool, **args) -> tuple[list[tuple[float, bool]], RelNeuronLM]:
     lm = RelNeuronLM(
-        pretrained=str(tiny_dir), device="cpu", batch_size=8, prefix_cache=cache, **args
+        pretrained=str(tiny_dir), device="cpu", batch_size=8, context_cache=cache, **args
     )
     return lm.loglikelihood(_requests(), disable_tqdm=True), lm
 
@@ -84,7 +84,7 @@ def test_base_model_matches_hflm(tiny_dir):
     cached, lm = _run(tiny_dir, True)
     plain, _ = _run(tiny_dir, False)
     _assert_same(cached, plain)
-    served = lm._rn_prefix.stats
+    served = lm._rn_context_stats
     assert served["contexts"] == len(COUNTRIES)
     assert served["cached_requests"] == len(COUNTRIES) * len(CHOICES)
     assert served["plain_requests"] == 3
@@ -99,7 +99,7 @@ def test_intervention_matches_hflm(tiny_dir, neuron_file, strategy):
     plain, _ = _run(tiny_dir, False, **args)
     base, _ = _run(tiny_dir, False)
     _assert_same(cached, plain)
-    assert lm._rn_prefix.stats["cached_requests"] > 0
+    assert lm._rn_context_stats["cached_requests"] > 0
     assert max(abs(a[0] - b[0]) for a, b in zip(cached, base, strict=True)) > 100 * TOLERANCE
 
 
@@ -108,12 +108,14 @@ def test_last_position_edits_stay_on_hflms_path(tiny_dir, neuron_file):
     cached, lm = _run(tiny_dir, True, **args)
     plain, _ = _run(tiny_dir, False, **args)
     assert cached == plain  # same path, same bits
-    assert lm._rn_prefix.stats["cached_requests"] == 0
+    assert lm._rn_context_stats["cached_requests"] == 0
 
 
-def test_prefix_cache_false_is_hf_to_the_bit(tiny_dir):
+def test_off_by_default_and_then_hf_to_the_bit(tiny_dir):
     from lm_eval.models.huggingface import HFLM
 
-    plain, _ = _run(tiny_dir, False)
+    lm = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=8)
+    default = lm.loglikelihood(_requests(), disable_tqdm=True)
+    assert lm._rn_context_stats == {}
     hf = HFLM(pretrained=str(tiny_dir), device="cpu", batch_size=8)
-    assert plain == hf.loglikelihood(_requests(), disable_tqdm=True)
+    assert default == hf.loglikelihood(_requests(), disable_tqdm=True)
