@@ -17,9 +17,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from relneuron_eval.benchmarks.prefix import task_requests
-from relneuron_eval.benchmarks.timing import interleaved, median
-from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.benchmarks import requests as bench_requests
+from relneuron_eval.benchmarks.timing import interleaved
 
 DEFAULT_TASKS = (
     "relfacts_mc_country_currency,relfacts_mc_city_in_country,"
@@ -28,32 +27,11 @@ DEFAULT_TASKS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m", help="pretrained (default: embedded)")
-    parser.add_argument(
-        "--tasks", default=DEFAULT_TASKS, help="comma-separated lm-eval tasks or groups"
-    )
-    parser.add_argument("--include-path", default=None, help="extra lm-eval task folder")
-    parser.add_argument("--limit", type=int, default=8, help="documents per task (0: all)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--device", default="cpu")
+    bench_requests.add_arguments(parser, DEFAULT_TASKS, limit=8, batch_size=32)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    for name in ("limit", "batch_size", "rounds", "threads"):
-        value, least = getattr(args, name), 0 if name == "limit" else 1
-        if value < least:
-            option = "--" + name.replace("_", "-")
-            raise RelNeuronError(f"{option} {value} is out of range", hint=f"use {least} or more")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return _measure(args)
-    finally:
-        torch.set_num_threads(threads)
+    return bench_requests.run_with_threads(args, _measure)
 
 
 def chosen_answers(requests: list[Any], answers: list[tuple[float, bool]]) -> list[int]:
@@ -68,7 +46,7 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from relneuron_eval.harness.lm_model import RelNeuronLM
 
     tasks = [t for t in args.tasks.split(",") if t]
-    requests = task_requests(
+    requests = bench_requests.task_requests(
         tasks, args.include_path, args.limit, "loglikelihood", "pick multiple-choice tasks"
     )
     lm = RelNeuronLM(
@@ -126,18 +104,7 @@ def _summarise(
         "interleaved rounds",
     ]
     for label, times in (("wall", wall), ("cpu", cpu)):
-        speedup = median(times["plain"]) / median(times["context_cache"])
-        rounds = [p / c for p, c in zip(times["plain"], times["context_cache"], strict=True)]
-        result[f"{label}_seconds"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
-        result[f"{label}_speedup"] = round(speedup, 3)
-        result[f"{label}_speedup_per_round"] = [round(x, 3) for x in rounds]
-        lines.append(
-            f"{label} median seconds: "
-            + ", ".join(f"{k} {median(v):.2f}" for k, v in times.items())
-            + f"; speed-up {speedup:.2f}x (per round "
-            + ", ".join(f"{x:.2f}" for x in rounds)
-            + ")"
-        )
+        lines.append(bench_requests.speedup_line(result, label, times, "plain", "context_cache"))
     result["speedup"] = result["wall_speedup"]
     load = result["load_average_before_after"]
     lines += [

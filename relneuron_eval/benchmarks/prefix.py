@@ -16,8 +16,8 @@ import os
 import time
 from typing import Any
 
+from relneuron_eval.benchmarks import requests as bench_requests
 from relneuron_eval.benchmarks.timing import interleaved, median
-from relneuron_eval.errors import RelNeuronError
 
 DEFAULT_TASKS = (
     "relfacts_company_hq,relfacts_country_capital_city,"
@@ -26,59 +26,18 @@ DEFAULT_TASKS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m", help="pretrained (default: embedded)")
-    parser.add_argument(
-        "--tasks", default=DEFAULT_TASKS, help="comma-separated lm-eval tasks or groups"
-    )
-    parser.add_argument("--include-path", default=None, help="extra lm-eval task folder")
-    parser.add_argument("--limit", type=int, default=40, help="documents per task (0: all)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--device", default="cpu")
+    bench_requests.add_arguments(parser, DEFAULT_TASKS, limit=40, batch_size=16)
 
 
 def generation_requests(tasks: list[str], include_path: str | None, limit: int) -> list[Any]:
     """The generate_until requests lm-eval would send for these tasks (groups expanded)."""
-    return task_requests(tasks, include_path, limit, "generate_until", "pick *_gen tasks")
-
-
-def task_requests(
-    tasks: list[str], include_path: str | None, limit: int, kind: str, hint: str
-) -> list[Any]:
-    """The ``kind`` requests lm-eval would send for these tasks (groups expanded)."""
-    from relneuron_eval.harness.task_index import manager as task_manager
-
-    manager = task_manager([include_path] if include_path else [])
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise RelNeuronError(
-            f"unknown task(s) {unknown}",
-            hint="see `lm_eval ls tasks`; --include-path adds a folder",
-        )
-    requests = []
-    for task in manager.load(tasks)["tasks"].values():  # groups expanded to their tasks
-        task.build_all_requests(limit=limit or None, rank=0, world_size=1)
-        requests += [i for i in task.instances if i.request_type == kind]
-    if not requests:
-        raise RelNeuronError(f"tasks {tasks} send no {kind} requests", hint=hint)
-    return requests
+    return bench_requests.task_requests(
+        tasks, include_path, limit, "generate_until", "pick *_gen tasks"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    for name in ("limit", "batch_size", "rounds", "threads"):
-        value, least = getattr(args, name), 0 if name == "limit" else 1
-        if value < least:
-            option = "--" + name.replace("_", "-")
-            raise RelNeuronError(f"{option} {value} is out of range", hint=f"use {least} or more")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        return _measure(args)
-    finally:
-        torch.set_num_threads(threads)
+    return bench_requests.run_with_threads(args, _measure)
 
 
 def _measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,20 +102,10 @@ def _summarise(
         f"thread(s), {result['rounds']} interleaved rounds",
     ]
     for label, times in (("wall", wall), ("cpu", cpu)):
-        speedup = median(times["plain"]) / median(times["prefix_cache"])
-        rounds = [p / c for p, c in zip(times["plain"], times["prefix_cache"], strict=True)]
-        result[f"{label}_seconds"] = {k: [round(x, 3) for x in v] for k, v in times.items()}
-        result[f"{label}_speedup"] = round(speedup, 3)
-        result[f"{label}_speedup_per_round"] = [round(x, 3) for x in rounds]
+        line = bench_requests.speedup_line(result, label, times, "plain", "prefix_cache")
         exit_gain = median(times["prefix_cache_no_exit"]) / median(times["prefix_cache"])
         result[f"{label}_early_exit_speedup"] = round(exit_gain, 3)
-        lines.append(
-            f"{label} median seconds: "
-            + ", ".join(f"{k} {median(v):.2f}" for k, v in times.items())
-            + f"; speed-up {speedup:.2f}x (per round "
-            + ", ".join(f"{x:.2f}" for x in rounds)
-            + f") (goal >= 1.7x); early exit of finished rows: {exit_gain:.3f}x"
-        )
+        lines.append(f"{line} (goal >= 1.7x); early exit of finished rows: {exit_gain:.3f}x")
     result["speedup"] = result["wall_speedup"]
     load = result["load_average_before_after"]
     lines += [
