@@ -21,6 +21,7 @@ It is opt-in (``context_cache=true``): without it ``relneuron-hf`` is ``hf`` to 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from relneuron_eval.core.architectures import unwrap
 from relneuron_eval.harness.prefix_cache import (
     MIN_PREFIX_TOKENS,
     _autocast,
@@ -42,7 +44,10 @@ log = logging.getLogger(__name__)
 
 Request = tuple[Any, list[int], list[int]]  # ((context, continuation) strings, ctx, cont)
 Answer = tuple[float, bool]
-DEFAULT_ROWS = 64  # rows per batch when lm-eval's batch size is "auto"
+# With batch_size=auto: at most this many rows, and at most this many context tokens in
+# the rows' cache copies together (4,096 tokens of Llama-2-7B's KV in bf16: ~2 GB).
+DEFAULT_ROWS = 64
+AUTO_CACHED_TOKENS = 4096
 
 
 def shared_context_groups(
@@ -80,7 +85,6 @@ def loglikelihoods(
     results: dict[int, Answer] = {}
     if rest:
         results.update(zip(rest, plain([requests[i] for i in rest]), strict=True))
-    size = lm.batch_size if isinstance(lm.batch_size, int) and lm.batch_size > 0 else DEFAULT_ROWS
     bar = tqdm(
         total=sum(len(g) for g in groups),
         disable=disable_tqdm or getattr(lm, "rank", 0) != 0,
@@ -95,6 +99,7 @@ def loglikelihoods(
         for i in indices:
             rows.setdefault(tuple(requests[i][2][:-1]), []).append(i)
         inputs = sorted(rows, key=len)  # similar widths together: less padding
+        size = _rows_per_batch(lm, len(context))
         for start in range(0, len(inputs), size):
             chunk = inputs[start : start + size]
             logits = _row_logits(lm, kwarg, kv, context, chunk)
@@ -113,12 +118,22 @@ def loglikelihoods(
     return [results[i] for i in range(len(requests))]
 
 
+def _rows_per_batch(lm: Any, context_tokens: int) -> int:
+    """lm-eval's batch size; with ``auto``, rows whose copies of the context's KV cache
+    hold at most ``AUTO_CACHED_TOKENS`` tokens in all (each row gets its own copy)."""
+    size = lm.batch_size
+    if isinstance(size, int) and size > 0:
+        return size
+    return max(1, min(DEFAULT_ROWS, AUTO_CACHED_TOKENS // max(1, context_tokens)))
+
+
 def _context_kv(lm: Any, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """The per-layer keys and values of the context's tokens but the last (None: the
     model's cache is not a plain per-layer KV cache, e.g. sliding windows)."""
     ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
+    kwargs = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # only the cache counts
     with torch.no_grad(), _autocast(lm):
-        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
     cache = getattr(out, "cache", None)
     return _layers(cache if cache is not None else getattr(out, "past_key_values", None))
 
@@ -161,3 +176,8 @@ def _score(logits: torch.Tensor, cont: list[int]) -> Answer:
     greedy = bool((scores.argmax(dim=-1) == target).all())
     picked = torch.gather(scores, 2, target.unsqueeze(-1)).squeeze(-1)
     return (float(picked.sum()), greedy)
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward can skip the logits of all but the last positions."""
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters

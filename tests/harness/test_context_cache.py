@@ -15,7 +15,12 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval_helpers import save_tiny_lm, save_tiny_set
 
-from relneuron_eval.harness.context_cache import shared_context_groups
+from relneuron_eval.harness.context_cache import (
+    AUTO_CACHED_TOKENS,
+    DEFAULT_ROWS,
+    _rows_per_batch,
+    shared_context_groups,
+)
 from relneuron_eval.harness.lm_model import RelNeuronLM
 
 DEMOS = (
@@ -39,7 +44,7 @@ def neuron_file(tmp_path_factory) -> Path:
     return save_tiny_set(path, ["g"], ["mlp.act", "mlp.up_proj"], per_layer=16, seed=5)
 
 
-def _requests() -> list[Instance]:
+def _requests(extra: tuple[tuple[str, str], ...] = ()) -> list[Instance]:
     pairs = [
         (DEMOS + f"In {country}, people pay with the", choice)
         for country in COUNTRIES
@@ -47,17 +52,39 @@ def _requests() -> list[Instance]:
     ]
     pairs += [(DEMOS + "In Oman, people pay with the", " Rial")]  # a context of its own
     pairs += [("Money:", " Euro"), ("Money:", " Yen")]  # shared, but too short to cache
+    pairs += list(extra)
     return [
-        Instance(request_type="loglikelihood", doc={}, arguments=a, idx=0, metadata=("t", i, 1))
+        Instance(
+            request_type="loglikelihood",
+            doc={"group": "g"},
+            arguments=a,
+            idx=0,
+            metadata=("t", i, 1),
+        )
         for i, a in enumerate(pairs)
     ]
 
 
-def _run(tiny_dir: Path, cache: bool, **args) -> tuple[list[tuple[float, bool]], RelNeuronLM]:
+def _run(
+    tiny_dir: Path, cache: bool, extra: tuple = (), batch_size: int | str = 8, **args
+) -> tuple[list[tuple[float, bool]], RelNeuronLM]:
     lm = RelNeuronLM(
-        pretrained=str(tiny_dir), device="cpu", batch_size=8, context_cache=cache, **args
+        pretrained=str(tiny_dir), device="cpu", batch_size=batch_size, context_cache=cache, **args
     )
-    return lm.loglikelihood(_requests(), disable_tqdm=True), lm
+    return lm.loglikelihood(_requests(extra), disable_tqdm=True), lm
+
+
+def _greedy_answers(tiny_dir: Path) -> tuple[tuple[str, str], ...]:
+    """The model's own greedy one- and two-token answers to the first context."""
+    import torch
+
+    lm = RelNeuronLM(pretrained=str(tiny_dir), device="cpu", batch_size=8)
+    context = _requests()[0].args[0]
+    ids = lm.tok_encode(context)
+    with torch.no_grad():
+        first = int(lm.model(torch.tensor([ids])).logits[0, -1].argmax())
+        second = int(lm.model(torch.tensor([[*ids, first]])).logits[0, -1].argmax())
+    return ((context, lm.tok_decode([first])), (context, lm.tok_decode([first, second])))
 
 
 def _assert_same(cached, plain) -> None:
@@ -119,3 +146,30 @@ def test_off_by_default_and_then_hf_to_the_bit(tiny_dir):
     assert lm._rn_context_stats == {}
     hf = HFLM(pretrained=str(tiny_dir), device="cpu", batch_size=8)
     assert default == hf.loglikelihood(_requests(), disable_tqdm=True)
+
+
+def test_greedy_flags_agree_when_a_choice_is_the_models_own_answer(tiny_dir):
+    extra = _greedy_answers(tiny_dir)
+    cached, lm = _run(tiny_dir, True, extra)
+    plain, _ = _run(tiny_dir, False, extra)
+    _assert_same(cached, plain)
+    assert plain[-2][1] and plain[-1][1]  # the flags compared above include True ones
+    assert lm._rn_context_stats["cached_requests"] == len(COUNTRIES) * len(CHOICES) + 2
+
+
+def test_per_doc_stays_on_hflms_path(tiny_dir, neuron_file):
+    args = {"neuron_set": str(neuron_file), "per_doc": "group"}
+    cached, lm = _run(tiny_dir, True, **args)
+    plain, _ = _run(tiny_dir, False, **args)
+    assert cached == plain
+    assert lm._rn_context_stats["cached_requests"] == 0
+
+
+def test_auto_batch_size_bounds_the_cached_rows(tiny_dir):
+    cached, lm = _run(tiny_dir, True, batch_size="auto")
+    plain, _ = _run(tiny_dir, False)
+    _assert_same(cached, plain)
+    assert lm._rn_context_stats["cached_requests"] == len(COUNTRIES) * len(CHOICES)
+    assert _rows_per_batch(lm, 10) == DEFAULT_ROWS
+    assert _rows_per_batch(lm, AUTO_CACHED_TOKENS // 3) == 3
+    assert _rows_per_batch(lm, 10 * AUTO_CACHED_TOKENS) == 1
