@@ -620,9 +620,12 @@ def test_ranks_that_answer_differently_attribute_rank_0s_facts(answered, tmp_pat
     assert isinstance(failed[1], RelNeuronError) and "rank 0: none of" in str(failed[1])
 
 
-def test_shipped_set_reads_as_not_checked():
+def test_answer_check_of_old_and_shipped_headers():
     from relneuron_eval.resources import neuron_sets_dir
 
+    # a header from before the check existed (the previous shipped set's), and --correct off
+    assert kn.answer_check_of({"params": {"steps": 20}}) == "not checked"
+    assert kn.answer_check_of({"params": {"correct": "off"}}) == "not checked"
     shipped = NeuronSet.load(neuron_sets_dir() / "smollm2-135m" / "knowledge_neurons.jsonl.gz")
-    assert "correct" not in shipped.method["params"]  # made before the check existed
-    assert kn.answer_check_of(shipped.method) == "not checked"
+    assert kn.answer_check_of(shipped.method) == "match"
+    assert shipped.method["data"]["facts_dropped"]  # the header names the dropped facts
