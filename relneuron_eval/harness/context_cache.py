@@ -21,7 +21,6 @@ It is opt-in (``context_cache=true``): without it ``relneuron-hf`` is ``hf`` to 
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,13 +30,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from relneuron_eval.core.architectures import unwrap
 from relneuron_eval.harness.prefix_cache import (
     MIN_PREFIX_TOKENS,
     _autocast,
     _batch_cache,
     _cache_kwarg,
-    _layers,
+    prefix_kv,
 )
 
 log = logging.getLogger(__name__)
@@ -78,7 +76,7 @@ def loglikelihoods(
     ``stats`` counts contexts, rows and requests served (and those left to HFLM)."""
     kwarg = _cache_kwarg(lm.model) if getattr(lm, "backend", "causal") == "causal" else None
     groups, rest = shared_context_groups(requests, lm.max_length)
-    first = _context_kv(lm, requests[groups[0][0]][1][:-1]) if kwarg and groups else None
+    first = prefix_kv(lm, requests[groups[0][0]][1][:-1]) if kwarg and groups else None
     if first is None:  # no shared context, or a model whose cache is not plain KV
         return plain(list(requests))
     counts: Counter[str] = Counter(plain_requests=len(rest), contexts=len(groups))
@@ -92,7 +90,7 @@ def loglikelihoods(
     )
     for n, indices in enumerate(groups):
         context = requests[indices[0]][1]
-        kv = first if n == 0 else _context_kv(lm, context[:-1])
+        kv = first if n == 0 else prefix_kv(lm, context[:-1])
         assert kv is not None  # the same model gave a plain cache for the first context
         # continuations that differ only in their last token share one input row
         rows: dict[tuple[int, ...], list[int]] = {}
@@ -125,17 +123,6 @@ def _rows_per_batch(lm: Any, context_tokens: int) -> int:
     if isinstance(size, int) and size > 0:
         return size
     return max(1, min(DEFAULT_ROWS, AUTO_CACHED_TOKENS // max(1, context_tokens)))
-
-
-def _context_kv(lm: Any, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """The per-layer keys and values of the context's tokens but the last (None: the
-    model's cache is not a plain per-layer KV cache, e.g. sliding windows)."""
-    ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
-    kwargs = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # only the cache counts
-    with torch.no_grad(), _autocast(lm):
-        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
-    cache = getattr(out, "cache", None)
-    return _layers(cache if cache is not None else getattr(out, "past_key_values", None))
 
 
 def _row_logits(
@@ -176,8 +163,3 @@ def _score(logits: torch.Tensor, cont: list[int]) -> Answer:
     greedy = bool((scores.argmax(dim=-1) == target).all())
     picked = torch.gather(scores, 2, target.unsqueeze(-1)).squeeze(-1)
     return (float(picked.sum()), greedy)
-
-
-def _keeps_logits(model: Any) -> bool:
-    """Whether the model's forward can skip the logits of all but the last positions."""
-    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters

@@ -232,7 +232,6 @@ class PrefixCache:
             self._kv.move_to_end(key)
             return self._kv[key]
         group, prefix = key
-        ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
         last_only = state is not None and getattr(state, "positions", "all") == "last"
         previous = getattr(state, "skip", False)
         rows = getattr(state, "row_groups", None)
@@ -241,15 +240,12 @@ class PrefixCache:
                 state.skip = True  # the prefix's last token is not the prompt's last
             if group is not None:
                 state.row_groups = torch.tensor([group])
-            with torch.no_grad(), _autocast(lm):
-                out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            layers = prefix_kv(lm, prefix)
         finally:
             if last_only:
                 state.skip = previous
             if group is not None:
                 state.row_groups = rows
-        cache = getattr(out, "cache", None)
-        layers = _layers(cache if cache is not None else getattr(out, "past_key_values", None))
         if layers is None:
             log.warning("prefix cache: off, the model's cache is not a plain per-layer KV cache")
             self._kwarg = None
@@ -259,6 +255,22 @@ class PrefixCache:
         if len(self._kv) > MAX_ENTRIES:
             self._kv.popitem(last=False)
         return layers
+
+
+def prefix_kv(lm: Any, prefix: Sequence[int]) -> LayerKV | None:
+    """One forward of ``prefix`` (batch 1, the model's hooks as they are): its per-layer
+    keys and values, or None when the model's cache is not a plain per-layer KV cache."""
+    ids = torch.tensor([list(prefix)], dtype=torch.long, device=lm.device)
+    kwargs = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # only the cache counts
+    with torch.no_grad(), _autocast(lm):
+        out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
+    cache = getattr(out, "cache", None)
+    return _layers(cache if cache is not None else getattr(out, "past_key_values", None))
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the model's forward can skip the logits of all but the last positions."""
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
 
 
 def _groups(state: Any, n: int) -> list[int | None]:
