@@ -11,10 +11,21 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread per test process (and per lm_eval it starts): `make test` runs two
+# pytest-xdist workers on the 2-core machine, and a second thread per process only
+# fights the other worker for the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from relneuron_eval.core.neuron_set import SITES, Neuron, NeuronSet, make_header
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `slow` enforced by measurement (CPU seconds per test): see slow_marker.py
+from slow_marker import (  # noqa: E402, F401
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_runtest_setup,
+)
 
 
 def tiny_llama(seed: int = 0):

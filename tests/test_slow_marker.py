@@ -1,0 +1,42 @@
+"""The `slow` marker is enforced by measurement: an unmarked CPU-heavy test fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+pytest_plugins = ["pytester"]
+
+_SUITE = """
+import time
+
+import pytest
+
+
+def _burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cheap():
+    assert True
+
+
+def test_heavy_unmarked():
+    _burn(0.6)
+
+
+@pytest.mark.slow
+def test_heavy_marked():
+    _burn(0.6)
+"""
+
+
+def test_unmarked_heavy_test_fails_and_marked_one_passes(pytester, monkeypatch):
+    monkeypatch.setenv("RELNEURON_SLOW_CPU_S", "0.3")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    pytester.makeini("[pytest]\nmarkers =\n    slow: heavy\n")
+    pytester.makepyfile(test_suite=_SUITE)
+    result = pytester.runpytest_subprocess("-p", "slow_marker", "-q")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_heavy_unmarked used * CPU s*not marked*slow*"])
