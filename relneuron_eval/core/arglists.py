@@ -1,7 +1,9 @@
-"""List-valued arguments as users type them: ``3|5|10-20``, ``mlp.act|mlp.up_proj``.
+"""List-valued arguments as users type them: ``3|5|10-20``, ``a+b``, ``mlp.act|mlp.up_proj``.
 
-lm-eval's ``--model_args`` splits on commas, so lists inside a model arg use ``|``;
-the ``relneuron`` command line also accepts commas. One parser for both keeps the
+lm-eval's ``--model_args`` splits on commas, so lists inside a model arg use ``|`` or
+``+``: ``+`` needs no quoting in a shell (an unquoted ``groups=a|b`` is a pipe), and
+names never contain it (relation names are ``[a-z0-9_]``, fact ids ``relation/N``).
+The ``relneuron`` command line also accepts commas. One parser for all keeps the
 syntax identical everywhere.
 """
 
@@ -9,15 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.errors import RelNeuronError, clip
 
 # Without a model to check against, ranges are still bounded before they are expanded,
 # so that a typo like 0-1000000000 is an error instead of a billion-element list.
 MAX_LAYERS = 10_000
 
 
+SEPARATORS = ("|", "+", ",")
+
+
 def _parts(value: Any) -> list[str]:
-    return [p.strip() for p in str(value).replace(",", "|").split("|") if p.strip()]
+    text = str(value)
+    for separator in SEPARATORS[1:]:
+        text = text.replace(separator, "|")
+    return [p.strip() for p in text.split("|") if p.strip()]
 
 
 def _bounds(part: str, name: str, value: Any) -> tuple[int, int]:
@@ -37,7 +45,8 @@ def _bounds(part: str, name: str, value: Any) -> tuple[int, int]:
         return int(part), int(part)
     except ValueError:
         raise RelNeuronError(
-            f"{name} must be integers separated by '|' (ranges like 10-20 allowed), got {value!r}"
+            f"{name} must be integers separated by '|' or '+' (ranges like 10-20 allowed), "
+            f"got {clip(value)}"
         ) from None
 
 
@@ -51,11 +60,11 @@ def _check_order(part: str, lo: int, hi: int, name: str) -> None:
 def _check_range(part: str, lo: int, hi: int, name: str, num_layers: int | None) -> None:
     """Refuse reversed and out-of-range ranges before anything is expanded."""
     _check_order(part, lo, hi, name)
-    top = MAX_LAYERS if num_layers is None else num_layers
+    top = MAX_LAYERS if num_layers is None else min(num_layers, MAX_LAYERS)
     if lo < 0 or hi >= top:
         where = (
             f"this model's layers 0-{num_layers - 1}"
-            if num_layers is not None
+            if num_layers is not None and num_layers <= MAX_LAYERS
             else f"0-{MAX_LAYERS - 1}, the layers any model could have"
         )
         raise RelNeuronError(
@@ -105,7 +114,7 @@ def check_layers_syntax(text: str, name: str = "layers") -> str:
 
 
 def parse_names(value: Any) -> list[str] | None:
-    """``a|b`` or ``a,b`` (or a list) -> ``["a", "b"]``; empty -> None."""
+    """``a|b``, ``a+b`` or ``a,b`` (or a list) -> ``["a", "b"]``; empty -> None."""
     if isinstance(value, (list, tuple)):  # the Python API's own list
         names = [str(v).strip() for v in value if str(v).strip()]
         return names or None

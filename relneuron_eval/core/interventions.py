@@ -103,6 +103,12 @@ class Intervention:
         if spec.is_base:
             raise InvalidSetting("neuron_set", "an intervention needs a neuron_set=")
         full = neuron_set if neuron_set is not None else load(str(spec.neuron_set))
+        if len(full) == 0:
+            raise RelNeuronError(
+                "the neuron set has no neurons (only a header)",
+                path=full.source,
+                hint="the discovery that wrote it found none; re-run it or pick another set",
+            )
         layer_list = parse_layers(spec.layers, num_layers=full.shape.num_layers)
         selection = full.select(
             spec.groups,

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.atomic import atomic_write
-from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.core.arglists import MAX_LAYERS, parse_names
+from relneuron_eval.errors import RelNeuronError, clip, clip_list
 from relneuron_eval.files import read_bytes
 from relneuron_eval.jsonl import parse_value
 
@@ -135,6 +137,19 @@ class NeuronSet:
             )
         return digest.hexdigest()
 
+    def units_hash(self, *, by_group: bool = False) -> str:
+        """SHA-256 of the distinct units applied, whatever selected them.
+
+        The same units give the same hash, whether a whole group or its ``top_k`` chose
+        them (``content_hash`` also covers the header, which records how they were
+        chosen). ``by_group``: per-document runs, where which group holds a unit matters.
+        """
+        keys = {(n.group if by_group else "", n.site, n.layer, n.index) for n in self.neurons}
+        digest = hashlib.sha256(b"relneuron-units-v1")
+        for group, site, layer, index in sorted(keys):
+            digest.update(f"\n{group}\t{site}\t{layer}\t{index}".encode())
+        return digest.hexdigest()
+
     def with_neurons(self, neurons: Iterable[Neuron], **header_updates: Any) -> NeuronSet:
         header = {**self.header, **header_updates}
         return NeuronSet(header=header, neurons=list(neurons), source=self.source)
@@ -151,7 +166,7 @@ class NeuronSet:
     ) -> NeuronSet:
         """Pick groups, then layers/sites, then the best ``top_k`` or ``fraction`` per group.
 
-        ``groups`` is a list, a ``|``-separated string, ``"*"`` or None (all groups).
+        ``groups`` is a list, a ``|``- or ``+``-separated string, ``"*"`` or None (all groups).
         Ties in score are broken by ``(layer, site, index)`` so selection is deterministic.
         """
         wanted = self._resolve_groups(groups)
@@ -214,19 +229,26 @@ class NeuronSet:
         available = self.groups()
         if groups is None or groups == "*" or groups == ["*"]:
             return available
-        names = [g.strip() for g in groups.split("|")] if isinstance(groups, str) else list(groups)
-        names = [g for g in names if g]
+        if isinstance(groups, str):
+            names = [groups] if groups in set(available) else parse_names(groups) or []
+        else:
+            names = [g for g in groups if g]
         if not names:
             raise RelNeuronError(
                 "no group names given", hint="use groups=<name>|<name> or groups=*"
             )
         missing = [g for g in names if g not in set(available)]
         if missing:
-            shown = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
+            if not available:
+                raise RelNeuronError(
+                    "the neuron set has no neurons (only a header)", path=self.source
+                )
             raise RelNeuronError(
-                f"group(s) {missing} not in the neuron set",
+                f"group(s) {[clip(g) for g in missing[:5]]}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                + " not in the neuron set",
                 path=self.source,
-                hint=f"groups in this file: {shown}",
+                hint=f"groups in this file: {clip_list(available, 40, 60)}",
             )
         return list(dict.fromkeys(names))
 
@@ -390,10 +412,18 @@ def _check_header(header: Any, path: str | None) -> None:
     for name in ("num_layers", "intermediate_size", "hidden_size"):
         if not _is_int(model[name]) or model[name] < 1:
             raise RelNeuronError(
-                f"header model.{name} must be a positive integer, got {model[name]!r}",
+                f"header model.{name} must be a positive integer, got {clip(model[name])}",
                 path=path,
                 line=1,
             )
+    if model["num_layers"] > MAX_LAYERS:  # layers=0-N would build a list that long
+        raise RelNeuronError(
+            f"header model.num_layers {clip(model['num_layers'])} is more than any model has "
+            f"(at most {MAX_LAYERS:,})",
+            path=path,
+            line=1,
+            hint="the header is damaged; re-create the set",
+        )
     if not isinstance(header.get("method"), dict):
         raise RelNeuronError('header has no "method" object', path=path, line=1, hint=hint)
 
@@ -462,8 +492,12 @@ def _read_text(path: Path) -> tuple[str, str]:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise RelNeuronError(f"corrupt gzip data ({exc})", path=path) from None
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise RelNeuronError(
+                f"corrupt gzip data ({type(exc).__name__}: {exc})",
+                path=path,
+                hint="the file is damaged or truncated; copy or re-create it",
+            ) from None
     try:
         return raw.decode("utf-8"), digest
     except UnicodeDecodeError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from relneuron_eval.core.arglists import check_layers_syntax
+from relneuron_eval.core.arglists import check_layers_syntax, parse_names
 from relneuron_eval.errors import RelNeuronError
 
 MODES = ("deactivate", "enhance", "scale", "set")
@@ -58,10 +58,11 @@ def _text(name: str, value: Any) -> str | None:
 
 
 def _names(name: str, value: Any) -> str | None:
-    """``a|b`` text or a list of names -> ``"a|b"``."""
+    """``a|b`` / ``a+b`` text (``+`` needs no shell quoting) or a list -> ``"a|b"``."""
     if isinstance(value, (list, tuple)):
         return "|".join(str(v).strip() for v in value if str(v).strip()) or None
-    return _text(name, value)
+    text = _text(name, value)
+    return None if text is None else "|".join(parse_names(text) or []) or None
 
 
 def _layers(name: str, value: Any) -> str | None:
@@ -172,14 +173,14 @@ class Setting:
 # The table; InterventionSpec's fields are in the same order, with their defaults.
 SETTINGS: tuple[Setting, ...] = (
     Setting("neuron_set", _text, "neuron-set file (.jsonl[.gz]) or shipped name", False),
-    Setting("groups", _names, "'a|b' or '*' (all groups; default)", False),
+    Setting("groups", _names, "'a+b' (or 'a|b', quoted) or '*' (all groups; default)", False),
     Setting("mode", _choice(MODES), "deactivate (default), enhance, scale or set", False),
     Setting("factor", _finite, f"for enhance/scale ({DEFAULT_FACTOR:g})"),
     Setting("value", _finite, f"for mode=set ({DEFAULT_VALUE:g})"),
     Setting("top_k", _top_k, "best K units per group"),
     Setting("fraction", _fraction, "best fraction per group"),
-    Setting("layers", _layers, "e.g. '3|5|10-20'"),
-    Setting("sites", _names, "e.g. 'mlp.act|mlp.up_proj'"),
+    Setting("layers", _layers, "e.g. 3+5+10-20 (or '3|5|10-20')"),
+    Setting("sites", _names, "e.g. mlp.act+mlp.up_proj"),
     Setting(
         "positions", _choice(POSITIONS), "all (default) or last (the prompt's last token)", False
     ),

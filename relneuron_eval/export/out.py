@@ -14,6 +14,7 @@ are refused, never deleted.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -186,7 +187,8 @@ def remove_stale(out: Path) -> list[Path]:
     removed = []
     if not out.parent.is_dir():
         return removed
-    for folder in sorted(out.parent.glob(f".{out.name}.*.tmp")):
+    # the name is a literal: "[v1]" in --out would otherwise be a glob character class
+    for folder in sorted(out.parent.glob(f".{glob.escape(out.name)}.*.tmp")):
         if not folder.is_dir() or folder.is_symlink():
             continue
         pid = _stale(folder)

@@ -169,8 +169,11 @@ class RelNeuronLM(HFLM):
         info = super().get_model_info()
         if self._rn is not None:
             info["relneuron"] = dict(self._rn.description)
-            # neuron_set_sha256 (in the description) is the file's; this is what was applied
-            info["relneuron"]["selection_sha256"] = self._rn.selection.content_hash()
+            # neuron_set_sha256 (in the description) is the file's; this is what was applied:
+            # the same units give the same hash however they were selected
+            info["relneuron"]["selection_sha256"] = self._rn.selection.units_hash(
+                by_group=bool(self._rn_per_doc)
+            )
             info["relneuron"]["method"] = self._rn.selection.method
         return info
 

@@ -729,3 +729,20 @@ def test_random_control_checks_the_header_before_allocating(llama_setup, tmp_pat
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "another shape: intermediate_size 1000000000 in the file vs 24" in proc.stderr
     assert not out.exists()
+
+
+def test_stale_temporary_of_an_out_with_brackets_is_removed(tmp_path, capsys):
+    """Before: '[' or ']' in --out made the sweep's glob pattern a character class, so the
+    temporary folder of a killed export to 'out[v1]' stayed forever."""
+    import socket
+
+    from relneuron_eval.export.out import WRITER, remove_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=60)  # its pid is now free: the writer of the folder below is gone
+    out = tmp_path / "variants" / "hq[v1]"
+    stale = out.parent / f".{out.name}.abc123.tmp"
+    stale.mkdir(parents=True)
+    (stale / WRITER).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert remove_stale(out) == [stale] and not stale.exists()
+    assert "interrupted export" in capsys.readouterr().err

@@ -293,7 +293,7 @@ def test_lm_eval_results_record_file_hash_selection_hash_and_layer_counts(
     info = load_results(out)["config"]["relneuron"]
     assert info["neuron_set_sha256"] == hashlib.sha256(neuron_file.read_bytes()).hexdigest()
     selection = NeuronSet.load(neuron_file).select("*", top_k=7, layers=[1])
-    assert info["selection_sha256"] == selection.content_hash()
+    assert info["selection_sha256"] == selection.units_hash()
     assert info["units_per_layer"] == {"1": 7}
     assert info["num_units"] == 7
     assert "neuron_set_hash" not in info  # was the selection's hash under a file-like name
