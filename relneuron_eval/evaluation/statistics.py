@@ -168,3 +168,236 @@ def min_detectable_drop(
         else:
             lo = mid
     return hi
+
+
+# ============================================== controls with several seeds
+SEED_Z = "seed-z"  # own vs the control distribution, seed variance included
+
+
+class SeedTest(NamedTuple):
+    """Own vs random controls of several seeds: p, the test, and what went into it."""
+
+    p: float
+    test: str  # SEED_Z, or paired_test's with one seed
+    se: float | None  # standard error of the difference (None with one seed)
+    seed_sd: float | None  # SD of the control's accuracy over seeds (None with one seed)
+
+
+def seed_aware_test(own: Sequence[float], controls: Sequence[Sequence[float]]) -> SeedTest:
+    """Two-sided p of own vs the control *distribution*, not vs one control mean.
+
+    ``controls`` holds one per-document row per seed. The seed-mean control ``c̄`` is a
+    draw from a distribution whose spread over seeds is real: a paired test of ``c̄ -
+    own`` over documents treats it as fixed and calls a seed that happened to answer a
+    default (landmark_on_continent at k = 400: seeds at 35 / 35 / 69 %) a 9e-33 effect.
+    Here ``z = mean(c̄ - own) / sqrt(var_doc(c̄ - own) / n + var(seed accuracies) / S)``
+    with a normal tail. One seed has no seed variance: :func:`paired_test` (exact McNemar
+    on 0/1 outcomes), as before.
+    """
+    if not controls:
+        raise ValueError("no control rows")
+    if len(controls) == 1:
+        p, test = paired_test(controls[0], own)
+        return SeedTest(p, test, None, None)
+    n = len(own)
+    seeds = len(controls)
+    cbar = [sum(col) / seeds for col in zip(*controls, strict=True)]
+    diffs = [c - o for c, o in zip(cbar, own, strict=True)]
+    accs = [sum(row) / n for row in controls]
+    seed_var = _var(accs)
+    doc_var = _var(diffs) if n > 1 else 0.0
+    se = math.sqrt(doc_var / n + seed_var / seeds) if n else 0.0
+    mean = sum(diffs) / n if n else 0.0
+    if se == 0.0:
+        p = 1.0 if mean == 0.0 else 0.0
+    else:
+        p = math.erfc(abs(mean) / se / math.sqrt(2.0))
+    return SeedTest(min(1.0, p), SEED_Z, se, math.sqrt(seed_var))
+
+
+def _var(values: Sequence[float]) -> float:
+    """Sample variance (n - 1); 0 for fewer than 2 values."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    m = sum(values) / n
+    return sum((v - m) ** 2 for v in values) / (n - 1)
+
+
+def normal_mde(se: float | None, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Smallest difference a two-sided z-test with standard error ``se`` detects with
+    ``power``: ``(z_(1-alpha/2) + z_power) * se`` (the seed-aware test's yardstick)."""
+    if se is None:
+        return None
+    return (_z(1 - alpha) + NormalDist().inv_cdf(power)) * se
+
+
+# ======================================================== multiple testing
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values (family-wise error), None kept in place.
+
+    Sorted ascending, ``p_(i) * (m - i)`` made monotone; a count of ``adjusted < alpha``
+    then controls the chance of any false claim in the family at ``alpha``.
+    """
+    known = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(known)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, p * (m - rank)))
+        out[i] = running
+    return out
+
+
+# ================================================== intervals over relations
+def t_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of a mean (None below 2 values): over a handful of relations
+    the percentile bootstrap is too narrow (it ignores that the SD is estimated)."""
+    n = len(values)
+    if n < 2:
+        return None
+    m = sum(values) / n
+    sd = math.sqrt(_var(values))
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return m - half, m + half
+
+
+def cluster_bootstrap_ci(
+    clusters: Sequence[Sequence[float]], *, iters: int = 10000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile interval of the mean over all values when whole clusters are resampled
+    (e.g. the off-diagonal cells of one row share its neurons): None below 2 clusters."""
+    clusters = [list(c) for c in clusters if len(c)]
+    if len(clusters) < 2:
+        return None
+    rng = random.Random(f"relneuron-cluster-bootstrap:{seed}")
+    k = len(clusters)
+    means = []
+    for _ in range(iters):
+        picked = [clusters[rng.randrange(k)] for _ in range(k)]
+        means.append(sum(sum(c) for c in picked) / sum(len(c) for c in picked))
+    means.sort()
+    lo = means[math.floor((1 - level) / 2 * iters)]
+    hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
+    return lo, hi
+
+
+# ===================================================== exact McNemar power
+def mcnemar_power(n: int, p_loss: float, p_gain: float, *, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided exact McNemar test on ``n`` paired documents when a
+    document flips right -> wrong with probability ``p_loss`` and wrong -> right with
+    ``p_gain`` (multinomial; summed over the number of discordant pairs)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    q = p_loss + p_gain
+    if n <= 0 or q <= 0.0:
+        return 0.0
+    m = np.arange(1, n + 1)
+    # reject when 2 * P(Bin(m, 1/2) <= min(b, c)) <= alpha: b <= lo or b >= m - lo
+    lo = binom.ppf(alpha / 2, m, 0.5)
+    lo = lo - (2 * binom.cdf(lo, m, 0.5) > alpha)
+    share = p_loss / q
+    reject = np.where(lo >= 0, binom.cdf(lo, m, share) + binom.sf(m - lo - 1, m, share), 0.0)
+    return float(min(1.0, np.sum(binom.pmf(m, n, q) * np.minimum(1.0, reject))))
+
+
+def mcnemar_mde(
+    n: int, base: float, *, gain: float = 0.0, alpha: float = 0.05, power: float = 0.8
+) -> float | None:
+    """Smallest net drop ``p_loss - gain`` of an accuracy ``base`` that the exact McNemar
+    test detects with ``power`` on ``n`` documents, when right answers turn wrong at rate
+    ``p_loss`` and wrong ones right at ``gain`` (the test the report actually uses vs
+    base; None when even losing every right answer is not detectable)."""
+    gain = min(max(gain, 0.0), 1.0 - base)
+    if n <= 0 or base <= 0.0 or mcnemar_power(n, base, gain, alpha=alpha) < power:
+        return None
+    lo, hi = 0.0, base
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if mcnemar_power(n, mid, gain, alpha=alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return max(0.0, hi - gain)
+
+
+# ------------------------------------------------------- clustered documents
+# Two-hop chains that share a bridge fact are not independent documents: their hop-1
+# prompts are byte-identical and their composed questions lean on the same fact. The
+# functions below treat such documents as clusters (e.g. keyed by the bridge fact id).
+
+
+def cluster_means(values: Sequence[float], clusters: Sequence[str]) -> dict[str, float]:
+    """Mean value per cluster, in order of first appearance (one value per bridge fact:
+    how a task whose documents repeat within a cluster is deduplicated)."""
+    if len(values) != len(clusters):
+        raise ValueError("values and clusters of different length")
+    sums: dict[str, list[float]] = {}
+    for v, c in zip(values, clusters, strict=True):
+        sums.setdefault(c, []).append(float(v))
+    return {c: sum(vs) / len(vs) for c, vs in sums.items()}
+
+
+def _cluster_sums(
+    a: Sequence[float], b: Sequence[float], clusters: Sequence[str]
+) -> list[list[float]]:
+    """The paired differences b - a grouped by cluster (clusters in order of appearance)."""
+    if not len(a) == len(b) == len(clusters):
+        raise ValueError("paired samples and clusters of different length")
+    groups: dict[str, list[float]] = {}
+    for x, y, c in zip(a, b, clusters, strict=True):
+        groups.setdefault(c, []).append(float(y) - float(x))
+    return list(groups.values())
+
+
+def paired_cluster_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    clusters: Sequence[str],
+    *,
+    iters: int = 10000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Interval of the mean paired difference b - a, resampling whole clusters
+    (:func:`cluster_bootstrap_ci` of the differences grouped by cluster)."""
+    groups = _cluster_sums(a, b, clusters)
+    return cluster_bootstrap_ci(groups, iters=iters, level=level, seed=seed)
+
+
+def cluster_permutation_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    clusters: Sequence[str],
+    *,
+    iters: int = 10000,
+    seed: int = 0,
+) -> float:
+    """Two-sided p-value of the paired difference b - a by sign-flipping whole clusters.
+
+    Under no effect the two conditions are exchangeable within each cluster, so each
+    cluster's summed difference is as likely to have either sign. Exact (every sign
+    pattern) up to 2**12 patterns, else ``iters`` seeded draws with the +1 correction.
+    """
+    sums = [sum(g) for g in _cluster_sums(a, b, clusters)]
+    sums = [s for s in sums if s != 0.0]  # a zero sum is the same under either sign
+    observed = abs(sum(sums))
+    if not sums or observed == 0.0:
+        return 1.0
+    tol = 1e-9 * max(1.0, observed)
+    k = len(sums)
+    if k <= 12:
+        hits = 0
+        for mask in range(2**k):
+            total = sum(-s if mask >> i & 1 else s for i, s in enumerate(sums))
+            hits += abs(total) >= observed - tol
+        return hits / 2**k
+    rng = random.Random(f"relneuron-cluster-permutation:{seed}")
+    hits = 0
+    for _ in range(iters):
+        total = sum(s if rng.random() < 0.5 else -s for s in sums)
+        hits += abs(total) >= observed - tol
+    return (hits + 1) / (iters + 1)

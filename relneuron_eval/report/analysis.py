@@ -265,16 +265,22 @@ def doc_moments(values: Sequence[float]) -> tuple[float | None, float | None]:
     return m, sd
 
 
-def variance_split(cells: Sequence[tuple[int, float, float]]) -> dict[str, Any] | None:
+def variance_split(
+    cells: Sequence[tuple[int, float, float]], seed_vars: Sequence[float] | None = None
+) -> dict[str, Any] | None:
     """Split the across-relation spread of per-relation differences into document
-    sampling (within) and real differences between relations (between).
+    sampling (within), the random control's seed noise (seeds) and real differences
+    between relations (between).
 
     ``cells`` holds, per relation, (n documents, mean, sd) of its per-document
     difference. The observed variance S² of the relation means is, by the method of
     moments, the mean sampling variance v = mean(sd² / n) plus the between-relation
-    variance tau² = max(0, S² - v). Standard errors of the mean over m relations follow:
-    sqrt(S²/m) in all (what the bootstrap over relations measures), sqrt(v/m) from
-    sampling, sqrt(tau²/m) from between-relation spread.
+    variance tau² = max(0, S² - v - s), where ``seed_vars`` holds, per relation, the
+    variance of its seed-mean control over seeds (seed variance / S; s is their mean):
+    without it seed noise would be counted as "between relations". Standard errors of
+    the mean over m relations follow: sqrt(S²/m) in all (what the bootstrap over
+    relations measures), sqrt(v/m) from sampling, sqrt(s/m) from seeds, sqrt(tau²/m)
+    from between-relation spread.
     """
     m = len(cells)
     if m < 2:
@@ -283,15 +289,19 @@ def variance_split(cells: Sequence[tuple[int, float, float]]) -> dict[str, Any] 
     centre = sum(means) / m
     spread = sum((mu - centre) ** 2 for mu in means) / (m - 1)
     within = sum(sd * sd / n for n, _, sd in cells) / m
-    between = max(0.0, spread - within)
+    seeds = sum(seed_vars) / m if seed_vars else 0.0
+    between = max(0.0, spread - within - seeds)
     return {
         "n_relations": m,
         "sd_between_relations_observed": math.sqrt(spread),
         "sd_within_sampling": math.sqrt(within),
         "sd_between_true": math.sqrt(between),
         "within_share": 1.0 if spread == 0 else min(1.0, within / spread),
+        "sd_seed": math.sqrt(seeds),
+        "seed_share": 0.0 if spread == 0 else min(1.0, seeds / spread),
         "se_mean_total": math.sqrt(spread / m),
         "se_mean_within": math.sqrt(within / m),
+        "se_mean_seed": math.sqrt(seeds / m),
         "se_mean_between": math.sqrt(between / m),
     }
 

@@ -193,6 +193,10 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
     top_ks = parse_top_ks(args.top_k)
     if not 0.0 <= args.min_base < 1.0:
         raise RelNeuronError(f"--min-base must be in [0, 1), got {args.min_base}")
+    if not 0.0 <= args.min_margin < 1.0:
+        raise RelNeuronError(f"--min-margin must be in [0, 1), got {args.min_margin}")
+    if args.other_controls < 0:
+        raise RelNeuronError(f"--other-controls must be >= 0, got {args.other_controls}")
     try:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
@@ -233,6 +237,8 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         reasoning_chains=args.reasoning_chains,
         metric=args.metric,
         min_base=args.min_base,
+        min_margin=args.min_margin,
+        other_controls=args.other_controls,
         matrix=_subset(args.matrix_relations, relations, "--matrix-relations"),
         cumulativity=_subset(args.cumulativity_relations, relations, "--cumulativity-relations"),
     )
@@ -396,6 +402,8 @@ def _meta(
         "ks": [str(k) for k in setup.ks],
         "seeds": setup.seeds,
         "min_base": setup.min_base,
+        "min_margin": setup.min_margin,
+        "other_controls": setup.other_controls,
         "settings": settings,
         "notes": notes,
         "evaluations": {

@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from relneuron_eval.evaluation.runner import Runner, Variant
-from relneuron_eval.evaluation.statistics import bootstrap_ci, is_binary, min_detectable_drop
+from relneuron_eval.evaluation.statistics import (
+    bootstrap_ci,
+    is_binary,
+    mcnemar_mde,
+    min_detectable_drop,
+    normal_mde,
+    seed_aware_test,
+)
 from relneuron_eval.evaluation.statistics import paired_test as paired_p
 from relneuron_eval.report.analysis import (
     DOC_BOOTSTRAP_ITERS,
@@ -29,7 +36,14 @@ from relneuron_eval.report.analysis import (
     variance_split,
     wilson,
 )
-from relneuron_eval.report.setup import KN_MODES, LANGS, TWOHOP_TASKS, Setup, lang_task
+from relneuron_eval.report.controls import (
+    answers_block,
+    eligibility,
+    family,
+    majority,
+    over_relations,
+)
+from relneuron_eval.report.setup import KN_MODES, LANGS, TWOHOP_TASKS, Setup, lang_task, task_rows
 
 ALPHA = 0.05
 CROSSLINGUAL_METRIC = "acc_match"  # acc_prefix2 checks little more than a character in zh/ja
@@ -130,10 +144,15 @@ def _own_vs_control(
     cs = [_vals(runner, setup, c, task, metric, own) for c in controls]
     c = _seed_mean(cs)
     base, dv, cv = (sum(x) / len(x) for x in (b, d, c))
-    extra = _uncertainty(b, d, c, base) if own else {}
+    extra = _uncertainty(b, d, cs, base) if own else {}
+    if own:
+        extra |= answers_block(runner, setup, task, metric, own, (Variant.base(), deact, controls))
     p_base, test = paired_p(b, d)
-    p_ctrl, test_ctrl = paired_p(c, d)
+    seeded = seed_aware_test(d, cs)  # own vs the control distribution, seeds included
+    p_ctrl, test_ctrl = seeded.p, seeded.test
     p_cb, _ = paired_p(b, c)
+    rows = task_rows(task)["test"]
+    majority_object, majority_rate = majority([rows[i] for i in setup.docs(task, own)])
     info = runner.get(deact, task, setup.docs(task, own)).info or {}
     cinfo = runner.get(controls[0], task, setup.docs(task, own)).info or {}
     return {
@@ -146,6 +165,11 @@ def _own_vs_control(
         "deact": dv,
         "control": cv,
         "control_seeds": [sum(x) / len(x) for x in cs],
+        "control_seed_sd": seeded.seed_sd,
+        "se_vs_control": seeded.se,
+        "mde_vs_control": normal_mde(seeded.se),
+        "majority_object": majority_object,
+        "majority_rate": majority_rate,
         "drop": base - dv,
         "control_drop": base - cv,
         "relative_drop": relative_drop(base, dv),
@@ -155,7 +179,7 @@ def _own_vs_control(
         "p_control_vs_base": p_cb,
         "test": test,
         "test_vs_control": test_ctrl,
-        "eligible": base >= setup.min_base,
+        "eligible": eligibility(base, majority_rate, setup.min_base, setup.min_margin),
         "significant_drop": p_base < ALPHA and dv < base,
         "significant_vs_control": p_ctrl < ALPHA and dv < cv,
         "control_significant_drop": p_cb < ALPHA and cv < base,
@@ -163,11 +187,22 @@ def _own_vs_control(
     }
 
 
-def _uncertainty(b: list[float], d: list[float], c: list[float], base: float) -> dict[str, Any]:
+def _uncertainty(
+    b: list[float], d: list[float], cs: list[list[float]], base: float
+) -> dict[str, Any]:
     """Per-relation intervals (Wilson for 0/1 accuracies; percentile bootstrap over
-    documents for the paired changes), the minimum detectable drop, and the moments of
-    the per-document difference (control - deactivated) that the summary pools."""
+    documents for the paired changes), the minimum detectable drops of the tests used,
+    and the moments of the per-document difference (control - deactivated) and of the
+    control over seeds that the summary pools."""
     n = len(b)
+    c = _seed_mean(cs)
+    gain = sum(1 for x, y in zip(b, d, strict=True) if y > x) / n if n else 0.0
+    seed_accs = [sum(row) / len(row) for row in cs]
+    seed_var = (
+        sum((a - sum(seed_accs) / len(cs)) ** 2 for a in seed_accs) / (len(cs) - 1)
+        if len(cs) > 1
+        else 0.0
+    )
 
     def change_ci(after: list[float]) -> list[float] | None:
         ci = bootstrap_ci([y - x for x, y in zip(b, after, strict=True)], iters=DOC_BOOTSTRAP_ITERS)
@@ -181,8 +216,10 @@ def _uncertainty(b: list[float], d: list[float], c: list[float], base: float) ->
         "change_ci95": change_ci(d),
         "control_change_ci95": change_ci(c),
         "mde": min_detectable_drop(n, base),
+        "mde_mcnemar": mcnemar_mde(n, base, gain=gain) if is_binary(b + d) else None,
         "difference_mean": mean_diff,
         "difference_sd": sd_diff,
+        "seed_var_of_mean": seed_var / len(cs),
     }
 
 
@@ -200,6 +237,8 @@ def summarize_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
         "n_significant_drop": sum(1 for c in ok if c["significant_drop"]),
         "n_significant_vs_control": sum(1 for c in ok if c["significant_vs_control"]),
         "n_control_significant_drop": sum(1 for c in ok if c["control_significant_drop"]),
+        "family": family(ok, ALPHA),
+        **over_relations([c["drop"] - c["control_drop"] for c in ok]),
         **_spread(ok),
     }
 
@@ -209,8 +248,9 @@ def _spread(ok: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok or any("difference_sd" not in c for c in ok):
         return {}
     cells = [(c["n_docs"], c["difference_mean"], c["difference_sd"]) for c in ok]
+    seeds = [c.get("seed_var_of_mean", 0.0) for c in ok]
     return {
-        "variance_split": variance_split(cells),
+        "variance_split": variance_split(cells, seeds),
         "pooled": pooled_over_documents(
             cells, [c["drop"] for c in ok], [c["control_drop"] for c in ok]
         ),

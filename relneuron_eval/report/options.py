@@ -76,6 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="relations with a lower base accuracy are reported but left out of drop claims",
     )
     parser.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.10,
+        help="eligible for drop claims only when base accuracy beats always answering the "
+        "most frequent object by this much, on the documents the claim uses (issue 19)",
+    )
+    parser.add_argument(
+        "--other-controls",
+        type=int,
+        default=0,
+        help="per relation, the same number of top neurons of N other relations as a "
+        "second control on its own task (own - others); 0: none",
+    )
+    parser.add_argument(
         "--matrix-relations",
         default="auto:8",
         help="relations of the r x r' interference matrix: names, all, or auto:N (the N "

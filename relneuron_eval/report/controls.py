@@ -1,0 +1,173 @@
+"""What the specificity claims must survive (issue 19): eligibility against the
+majority-class rate, what a deactivated model answers instead, and the family-wise and
+over-relation statistics of the headline.
+
+Pure Python on per-document records and task rows (no torch, no lm-eval), so each rule
+is checked by hand in the tests and re-applied to shipped runs without a model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from relneuron_eval.data.answers import match, normalize
+from relneuron_eval.evaluation.statistics import holm, t_interval
+
+# A relation is eligible for a drop claim when the model knows it better than "always
+# answer the most frequent object" by this margin (on the documents the claim uses).
+MIN_MARGIN = 0.10
+# A shift of the answers by this much (share of documents) names what a drop is.
+SHIFT = 0.10
+VERDICTS = ("forgot", "format broke", "switched default", "no drop")
+
+
+# =============================================================== eligibility
+def majority(rows: Sequence[dict[str, Any]]) -> tuple[str | None, float]:
+    """The most frequent gold object of ``rows`` and the accuracy of always answering
+    it (a document counts when that object is among its accepted answers)."""
+    if not rows:
+        return None, 0.0
+    counts = Counter(str(r["object"]) for r in rows)
+    top = max(sorted(counts), key=lambda o: counts[o])
+    key = normalize(top)
+    hits = sum(1 for r in rows if key in {normalize(a) for a in _answers(r)})
+    return top, hits / len(rows)
+
+
+def eligibility(base: float, majority_rate: float, min_base: float, margin: float) -> bool:
+    """One rule for every experiment: base >= min_base and base - majority >= margin."""
+    return base >= min_base and base - majority_rate >= margin - 1e-12
+
+
+def _answers(row: dict[str, Any]) -> list[str]:
+    return [str(a) for a in (row.get("answers") or [row["object"]])]
+
+
+# ====================================================== what the model answers
+def object_answers(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Every object of a relation (from its documents) with its accepted spellings."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(str(r["object"]), set()).update(_answers(r))
+    return {o: sorted(v, key=len, reverse=True) for o, v in sorted(out.items())}
+
+
+def answered_object(generation: str | None, objects: dict[str, list[str]]) -> str | None:
+    """The object a generation names (its longest matching spelling wins), or None."""
+    if generation is None:
+        return None
+    best, length = None, -1
+    for obj, spellings in objects.items():
+        for s in spellings:
+            if len(s) > length and match(generation, [s]):
+                best, length = obj, len(s)
+    return best
+
+
+def answer_profile(
+    generations: Sequence[str | None], objects: dict[str, list[str]]
+) -> dict[str, Any] | None:
+    """Share of answers that are some object of the relation (type-valid) and the most
+    frequent answered object with its share; None without generations."""
+    if not generations or any(g is None for g in generations):
+        return None
+    named = [answered_object(g, objects) for g in generations]
+    counts = Counter(o for o in named if o is not None)
+    n = len(named)
+    top = max(sorted(counts), key=lambda o: counts[o]) if counts else None
+    return {
+        "type_valid": sum(counts.values()) / n,
+        "top_object": top,
+        "top_share": counts[top] / n if top else 0.0,
+        "shares": {o: c / n for o, c in counts.most_common(5)},
+    }
+
+
+def verdict(base: dict[str, Any] | None, after: dict[str, Any] | None, drop: float) -> str | None:
+    """What a drop is: the answers left the relation's objects ("format broke"), one
+    object took over ("switched default": its share rose by >= SHIFT), or neither
+    ("forgot"); "no drop" below SHIFT. None without generations."""
+    if base is None or after is None:
+        return None
+    if drop < SHIFT:
+        return "no drop"
+    if base["type_valid"] - after["type_valid"] >= SHIFT:
+        return "format broke"
+    top = after["top_object"]
+    if top is not None and after["top_share"] - base["shares"].get(top, 0.0) >= SHIFT:
+        return "switched default"
+    return "forgot"
+
+
+# ============================================================ family of tests
+def family(cells: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """Holm-adjusted p-values over the eligible relations, written into each cell, and
+    the counts the headline states (raw and adjusted)."""
+    out: dict[str, Any] = {"correction": "holm", "alpha": alpha}
+    for key, better in (
+        ("p_deact_vs_base", lambda c: c["deact"] < c["base"]),
+        ("p_deact_vs_control", lambda c: c["deact"] < c["control"]),
+        ("p_control_vs_base", lambda c: c["control"] < c["base"]),
+        ("p_deact_vs_others", lambda c: c.get("others") is not None and c["deact"] < c["others"]),
+    ):
+        adjusted = holm([c.get(key) for c in cells])
+        for c, p in zip(cells, adjusted, strict=True):
+            c[key + "_holm"] = p
+        out["n_" + key + "_holm"] = sum(
+            1
+            for c, p in zip(cells, adjusted, strict=True)
+            if p is not None and p < alpha and better(c)
+        )
+    return out
+
+
+def over_relations(diffs: Sequence[float]) -> dict[str, Any]:
+    """The t interval of the mean difference over relations (the reported one)."""
+    ci = t_interval(list(diffs))
+    return {"ci95_t": list(ci) if ci else None}
+
+
+def weighting_note(cells: Sequence[dict[str, Any]], min_n: int) -> dict[str, Any]:
+    """Equal weight per relation, stated; relations below ``min_n`` documents named."""
+    small = [c["task"] for c in cells if c["n_docs"] < min_n]
+    return {"weighting": "each relation weighs the same", "min_docs": min_n, "below_min": small}
+
+
+# ====================================================== gathered from the runs
+def answers_block(
+    runner: Any,
+    setup: Any,
+    task: str,
+    metric: str,
+    own: bool,
+    variants: tuple[Any, Any, Sequence[Any]],
+) -> dict[str, Any]:
+    """Per variant of one specificity cell: the type-valid rate and the most frequent
+    answered object (from the stored generations), and the verdict on the drop."""
+    from relneuron_eval.report.setup import task_rows
+
+    docs = setup.docs(task, own)
+    rows = task_rows(task)["test"]
+    objects = object_answers(rows)
+
+    def profile(variant: Any) -> dict[str, Any] | None:
+        records = runner.get(variant, task, docs).records()
+        return answer_profile([r.get("generation") for r in records], objects)
+
+    base, deact, controls = variants
+    b, d = profile(base), profile(deact)
+    cs = [profile(c) for c in controls]
+    values = runner.get(base, task, docs).values(metric)
+    after = runner.get(deact, task, docs).values(metric)
+    drop = (sum(values) - sum(after)) / len(values) if values else 0.0
+    return {
+        "answers_base": b,
+        "answers_deact": d,
+        "answers_control": cs[0] if cs else None,
+        "control_type_valid": None
+        if any(c is None for c in cs) or not cs
+        else sum(c["type_valid"] for c in cs) / len(cs),
+        "verdict": verdict(b, d, drop),
+    }

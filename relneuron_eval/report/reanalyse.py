@@ -1,0 +1,65 @@
+"""Re-read a report's stored runs (``runs/*.json``) without a model or the current tasks.
+
+A shipped report's numbers can be recomputed under a new rule (issue 19: own vs the
+control distribution with its seed variance) from its per-document results alone. Runs
+are found by their label and task, whatever the task fingerprint, so a re-analysis does
+not depend on the task files being unchanged since the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.statistics import paired_test, seed_aware_test
+
+
+def load_runs(folder: str | Path) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
+    """(label, task) -> doc_id -> record, the longest stored run of each pair."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise RelNeuronError(f"no stored runs in {folder}", hint="give a report's runs/ folder")
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != "relneuron-report-run":
+            continue
+        key = (str(data["label"]), str(data["key_fields"]["task"]))
+        docs = data["result"]["docs"]
+        if key not in out or len(docs) > len(out[key]):
+            out[key] = docs
+    return {k: {int(d["doc_id"]): d for d in v} for k, v in out.items()}
+
+
+def specificity_tests(
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
+    relation: str,
+    k: int,
+    seeds: list[int],
+    metric: str = "acc_match",
+) -> dict[str, Any]:
+    """One relation's own-task cell: base, deactivated, seed accuracies, and p vs control
+    by the old rule (paired test of the seed mean) and the seed-aware one."""
+    task = f"relfacts_{relation}"
+    base = runs[("base", task)]
+    deact = runs[(f"deact {relation} k={k}", task)]
+    ctrls = [runs[(f"control {relation} k={k} s={s}", task)] for s in seeds]
+    ids = sorted(base)
+    b = [base[i][metric] for i in ids]
+    d = [deact[i][metric] for i in ids]
+    cs = [[c[i][metric] for i in ids] for c in ctrls]
+    cbar = [sum(col) / len(col) for col in zip(*cs, strict=True)]
+    seeded = seed_aware_test(d, cs)
+    n = len(ids)
+    return {
+        "n_docs": n,
+        "base": sum(b) / n,
+        "deact": sum(d) / n,
+        "control": sum(cbar) / n,
+        "control_seeds": [sum(row) / n for row in cs],
+        "p_old": paired_test(cbar, d).p,
+        "p_seed_aware": seeded.p,
+        "seed_sd": seeded.seed_sd,
+    }
