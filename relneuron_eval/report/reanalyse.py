@@ -63,3 +63,38 @@ def specificity_tests(
         "p_seed_aware": seeded.p,
         "seed_sd": seeded.seed_sd,
     }
+
+
+def shared_subject_split(
+    runs: dict[tuple[str, str], dict[int, dict[str, Any]]],
+    relations: list[str],
+    k: int,
+    metric: str = "acc_match",
+) -> dict[str, Any]:
+    """Does it matter for the r x r' matrix that a test subject of r' may be a discovery
+    subject of r (splits are subject-disjoint within a relation only)? Off-diagonal
+    drops (base - deactivated, per document) pooled over the cells, for documents whose
+    subject r's neurons were found on vs the others."""
+    from relneuron_eval.data.answers import normalize
+    from relneuron_eval.data.facts import load_relations
+
+    rels = load_relations(relations)
+    disc = {
+        r: {normalize(f.subject) for f in rels[r].facts if f.split == "discovery"} for r in rels
+    }
+    subject = {f.fact_id: normalize(f.subject) for r in rels.values() for f in r.facts}
+    groups: dict[bool, list[float]] = {True: [], False: []}
+    for r in relations:
+        for c in relations:
+            task = f"relfacts_{c}"
+            deact = runs.get((f"deact {r} k={k}", task))
+            if r == c or deact is None:
+                continue
+            base = runs[("base", task)]
+            for i, rec in deact.items():
+                shared = subject.get(str(rec.get("id"))) in disc[r]
+                groups[shared].append(base[i][metric] - rec[metric])
+    return {
+        name: {"n": len(v), "mean_drop": sum(v) / len(v) if v else None}
+        for name, v in (("shared", groups[True]), ("not_shared", groups[False]))
+    }

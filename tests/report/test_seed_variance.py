@@ -115,3 +115,17 @@ def test_shipped_full_split_runs_reproduce_the_issue_figures():
         old += cell["p_old"] < 0.05
         new += cell["p_seed_aware"] < 0.05
     assert (old, new) == (10, 7)
+
+
+@pytest.mark.skipif(not RUNS.is_dir(), reason="needs the shipped docs/report-full/runs")
+def test_shared_subjects_split_covers_every_off_diagonal_document():
+    from relneuron_eval.report.reanalyse import load_runs, shared_subject_split
+
+    runs = load_runs(RUNS)
+    names = ["country_on_continent", "country_language", "city_in_country"]
+    split = shared_subject_split(runs, names, 3000)
+    cells = sum(
+        len(runs[(f"deact {r} k=3000", f"relfacts_{c}")]) for r in names for c in names if r != c
+    )
+    assert split["shared"]["n"] + split["not_shared"]["n"] == cells
+    assert split["shared"]["n"] > 0  # country relations share their subjects
