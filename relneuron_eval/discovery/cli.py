@@ -113,6 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common(kn)
     _knowledge_neuron_arguments(kn)
+    from relneuron_eval.discovery.methods_cli import add_parsers
+
+    add_parsers(sub, _common)  # the leaderboard's methods
 
 
 def _relation_specific_arguments(rs: argparse.ArgumentParser) -> None:
@@ -268,6 +271,10 @@ def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace) -> int:
     out, workdir = _check_output(args)
+    from relneuron_eval.discovery import methods_cli
+
+    if args.method in methods_cli.METHODS:
+        return methods_cli.run(args, out, workdir)
     if args.method == "relation-specific":
         return _relation_specific(args, out, workdir)
     return _knowledge_neurons(args, out, workdir)
