@@ -11,6 +11,7 @@ each entry), rejects duplicate and non-scalar keys, and offers typed readers tha
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,13 @@ def _load_with_root_line(path: Path, what: str) -> tuple[Any, int | None]:
                 return loader.construct_document(node), node.start_mark.line + 1
         finally:
             loader.dispose()
+    except RecursionError:  # PyYAML composes and constructs nested nodes recursively
+        raise RelNeuronError(
+            f"{what} is nested too deeply to read (lists or mappings inside each other "
+            "hundreds of levels deep)",
+            path=path,
+            hint="write it as a flat list of entries, as in the documented examples",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -215,9 +223,14 @@ def as_number(value: Any, line: int | None, what: str) -> float:
     """A finite int or float (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LocatedError(f"{what} must be a number, got {type_name(value)}", line)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise LocatedError(f"{what} must be finite, got {value!r}", line)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit integer
+        number = math.inf
+    if not math.isfinite(number):
+        shown = repr(value) if len(repr(value)) <= 40 else f"a {len(str(value))}-digit number"
+        raise LocatedError(f"{what} must be a finite number, got {shown}", line)
+    return number
 
 
 def as_int(value: Any, line: int | None, what: str, minimum: int) -> int:

@@ -245,6 +245,31 @@ def model_shape(model: Any) -> ModelShape:
     )
 
 
+# config attribute of the FFN width per model type, where it is not ``intermediate_size``
+_FFN_WIDTH = {"gpt2": "n_inner", "opt": "ffn_dim"}
+
+
+def config_shape(config: Any) -> ModelShape | None:
+    """The shape a model of ``config`` will have, read before any weight is loaded.
+
+    None when the config does not say it plainly (an architecture outside the table):
+    ``model_shape`` on the loaded model is then the only check.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    model_type = getattr(text, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        return None
+    layers = getattr(text, "num_hidden_layers", None)
+    hidden = getattr(text, "hidden_size", None)
+    width = getattr(text, _FFN_WIDTH.get(model_type, "intermediate_size"), None)
+    if width is None and model_type == "gpt2" and isinstance(hidden, int):
+        width = 4 * hidden  # GPT-2's default n_inner
+    values = (layers, width, hidden)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        return None
+    return ModelShape(num_layers=layers, intermediate_size=width, hidden_size=hidden)
+
+
 def model_card(model: Any, model_id: str | None = None) -> dict[str, Any]:
     """The ``model`` object of a neuron-set header for this model."""
     base = unwrap(model)

@@ -434,9 +434,12 @@ def _is_peft(model: Any) -> bool:
 
 def check_model(model: Any, selection: NeuronSet) -> None:
     """The set must match the model's shape and only name sites the architecture has."""
+    from relneuron_eval.core.embedded import alias_of
+
     shape = model_shape(model)
-    name = getattr(unwrap(model).config, "_name_or_path", None) or "the model"
-    selection.check_shape(shape, model_name=str(name))
+    path = getattr(unwrap(model).config, "_name_or_path", None)
+    name = repr(alias_of(path) or path) if path else "the model"  # not the cache folder
+    selection.check_shape(shape, model_name=name)
     for site, layer in selection.by_site_layer():
         site_module(model, site, layer)
 

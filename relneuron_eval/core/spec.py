@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.arglists import check_layers_syntax, parse_names
-from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.errors import RelNeuronError, clip
 
 MODES = ("deactivate", "enhance", "scale", "set")
 POSITIONS = ("all", "last")
@@ -25,6 +25,7 @@ STRATEGIES = ("auto", "fold", "hook")
 DEFAULT_FACTOR = 2.0  # enhance/scale without factor=
 DEFAULT_VALUE = 0.0  # set without value=
 DEFAULT_SEED = 0  # control=random without seed=
+FLOAT32_MAX = 3.4028234663852886e38  # a larger factor or value is inf in the model
 
 
 class InvalidSetting(RelNeuronError):
@@ -125,7 +126,15 @@ def _finite(name: str, value: Any) -> float:
     except OverflowError:
         result = math.inf
     if not math.isfinite(result):
-        raise InvalidSetting(name, f"{name} must be a finite number, got {number!r}")
+        raise InvalidSetting(name, f"{name} must be a finite number, got {clip(number)}")
+    if abs(result) > FLOAT32_MAX:
+        raise InvalidSetting(
+            name,
+            f"{name}={clip(number)} is beyond the range of float32 weights and activations "
+            f"({FLOAT32_MAX:.1e}): every edited unit, and then every log-likelihood, would be "
+            "infinite or NaN",
+            hint=f"use a moderate {name}, e.g. {name}=2.0",
+        )
     return result
 
 

@@ -34,7 +34,8 @@ def _require_pins() -> None:
             have = metadata.version(package)
         except metadata.PackageNotFoundError:
             raise RelNeuronError(
-                f"{package} is not installed", hint=f"pip install -e '.[datagen]' ({COMMAND})"
+                f"{package} is not installed: `relneuron datagen` needs the datagen extra",
+                hint="pip install -e '.[datagen]'",
             ) from None
         if have != wanted:
             raise RelNeuronError(
@@ -51,11 +52,11 @@ def generate() -> dict[str, str]:
     """Path under ``tasks/relfacts/data`` -> file text, for every generated file."""
     import hashlib
 
+    _require_pins()  # first: without the extra, one error line and exit 2 (drift is 1)
     from babel.core import get_global
 
     from relneuron_eval.data import datagen_rules as rules
 
-    _require_pins()
     world = rules.World.load()
     relations = rules.build_relations(world)
     files = {f"geonames/{name}.jsonl": _jsonl(rows) for name, rows in relations.items()}
@@ -117,7 +118,9 @@ def write(root: Path, files: dict[str, str]) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--check", action="store_true", help="only report files that differ; exit 1 if any"
+        "--check",
+        action="store_true",
+        help="only report files that differ; exit 1 if any (2: bad input, e.g. no datagen extra)",
     )
     parser.add_argument("--out", help="data folder (default: the shipped tasks/relfacts/data)")
 

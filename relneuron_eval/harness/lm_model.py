@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from relneuron_eval.core.architectures import unwrap
 from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
 from relneuron_eval.core.interventions import (
     HookState,
@@ -33,6 +34,7 @@ from relneuron_eval.core.neuron_set import NeuronSet
 from relneuron_eval.core.spec import SETTING_NAMES, InterventionSpec
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.harness import context_cache
+from relneuron_eval.harness.model_args import check_arguments, check_set_fits, early_config
 from relneuron_eval.harness.prefix_cache import PrefixCache, parse_flag
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,10 @@ class RelNeuronLM(HFLM):
         context_cache: Any = False,
         **kwargs: Any,
     ) -> None:
-        # Validate everything cheap before the (slow) model load.
+        # Validate everything cheap before the (slow) model load: a typo first (it can
+        # make a setting look missing), then the settings, then the set against the config.
+        config = early_config(pretrained, kwargs)
+        check_arguments([k for k in kwargs if k not in SETTING_NAMES], config)
         spec = InterventionSpec.from_model_args(
             {k: kwargs.pop(k) for k in SETTING_NAMES if k in kwargs}
         )
@@ -91,6 +96,8 @@ class RelNeuronLM(HFLM):
         self._rn_context_stats: Counter[str] = Counter()  # requests served from shared contexts
         if not spec.is_base:
             self._build_intervention(pretrained, spec)
+            assert self._rn is not None
+            check_set_fits(self._rn.selection, config, _base_name(pretrained))
         if is_embedded(pretrained) and kwargs.get("dtype") in (None, "auto"):
             kwargs["dtype"] = "float32"
         super().__init__(pretrained=resolve_pretrained(pretrained), **kwargs)
@@ -181,8 +188,13 @@ class RelNeuronLM(HFLM):
     def _run(self, method: Callable, requests, disable_tqdm: bool, per_row: bool = False):
         if self._rn is None:
             return method(requests, disable_tqdm=disable_tqdm)
-        if self._rn_per_doc:
-            return self._run_per_doc(method, requests, disable_tqdm, per_row)
+        with _finite_logits(self.model, self._rn):
+            if self._rn_per_doc:
+                return self._run_per_doc(method, requests, disable_tqdm, per_row)
+            return self._run_applied(method, requests, disable_tqdm)
+
+    def _run_applied(self, method: Callable, requests, disable_tqdm: bool):
+        assert self._rn is not None
         with apply_intervention(self.model, self._rn, strategy=self._rn_strategy) as state:
             self._rn_state = state
             try:
@@ -364,6 +376,42 @@ class RelNeuronLM(HFLM):
         finally:
             state.last_positions = None
             state.row_groups = None
+
+
+@contextlib.contextmanager
+def _finite_logits(model: Any, intervention: Intervention) -> Iterator[None]:
+    """Stop at the first non-finite logit the intervention causes, with one clear error.
+
+    An edit can overflow (``mode=enhance,factor=1e30`` on a large activation): every
+    log-likelihood then is NaN, and lm-eval would score as if choice 0 were picked.
+    Checked on the output layer while an intervention runs; the base model is never
+    touched (``relneuron-hf`` without ``neuron_set`` stays ``hf`` to the bit).
+    """
+    head = unwrap(model).get_output_embeddings()
+    if head is None:
+        yield
+        return
+
+    def check(module: Any, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and not bool(torch.isfinite(output).all()):
+            spec = intervention.spec
+            what = f"mode={intervention.mode}"
+            if intervention.mode in ("enhance", "scale"):
+                what += f",factor={intervention.factor:g}"
+            elif intervention.mode == "set":
+                what += f",value={intervention.value:g}"
+            raise RelNeuronError(
+                f"the intervention ({what}) made the model's outputs NaN or infinite, so no "
+                "log-likelihood or generation would mean anything",
+                path=None if spec is None else spec.neuron_set,
+                hint="use a smaller factor/value (e.g. factor=2), or fewer units",
+            )
+
+    handle = head.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _rounds(keys: list[Any], groups: list[int]) -> list[list[int]]:

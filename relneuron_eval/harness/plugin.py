@@ -33,7 +33,13 @@ def on_models_loaded(module: ModuleType) -> None:
 
 
 def on_task_manager_loaded(module: ModuleType) -> None:
-    """Add our task folder to every TaskManager that includes lm-eval's defaults."""
+    """Add our task folder to every TaskManager that includes lm-eval's defaults.
+
+    An lm-eval with task entry points (#4015's ``discover_plugin_task_paths``) finds it
+    through ours (pyproject.toml) itself; adding it again would index every task twice.
+    """
+    if hasattr(module, "discover_plugin_task_paths"):
+        return
     manager_cls = module.TaskManager
     if getattr(manager_cls.__init__, "_relneuron_wrapped", False):
         return
@@ -95,6 +101,50 @@ def relneuron_error_in(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+UNKNOWN_TASKS = "Tasks not found: "  # lm-eval 0.4.13's message (EvaluatorConfig.process_tasks)
+
+
+def _our_task_names() -> list[str]:
+    """Names of the shipped tasks, groups and tags (their folder only: 0.2 s to index)."""
+    from relneuron_eval.harness import task_index
+
+    return sorted(str(name) for name in task_index.manager().task_index)
+
+
+def unknown_task_error(exc: BaseException) -> BaseException | None:
+    """lm-eval's "Tasks not found" for a name close to one of ours, with the close names.
+
+    ``relfacts_capital_city`` (for ``relfacts_country_capital_city``) or ``relfacts_mc``
+    (the group is ``relfacts-mc``) used to end in lm-eval's traceback with no hint. Names
+    near none of ours are left to lm-eval.
+    """
+    import difflib
+
+    from relneuron_eval.errors import RelNeuronError, clip, clip_list
+
+    text = str(exc)
+    if not isinstance(exc, ValueError) or not text.startswith(UNKNOWN_TASKS):
+        return None
+    missing = [n.strip() for n in text[len(UNKNOWN_TASKS) :].split(",") if n.strip()]
+    ours = _our_task_names()
+    hints = []
+    for name in missing[:5]:
+        close = difflib.get_close_matches(name[:200], ours, n=3, cutoff=0.75)
+        prefixed = [t for t in ours if t.startswith(name + "_")]
+        if prefixed and f"{name}_*" not in close:
+            close.append(f"'{name}_*' ({len(prefixed)} tasks)")
+        if close:
+            hints.append(f"{clip(name)} -> {', '.join(close)}")
+    if not hints:
+        return None
+    return RelNeuronError(
+        f"task(s) not found: {clip_list(missing, 5)}",
+        path="--tasks",
+        hint="close names: " + "; ".join(hints) + "; relfacts groups are hyphenated "
+        "(relfacts-mc); `lm_eval ls tasks` lists every name",
+    )
+
+
 def wants_traceback(args: Any) -> bool:
     """Tracebacks on request only: ``RELNEURON_TRACEBACK=1`` or lm-eval's DEBUG level."""
     if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
@@ -117,7 +167,8 @@ def _announce_start_up(args: Any) -> None:
 
 
 def on_cli_loaded(module: ModuleType) -> None:
-    """Bad input under ``lm_eval`` is one ``error:`` line on stderr and exit code 2.
+    """Bad input under ``lm_eval`` is one ``error:`` line on stderr and exit code 2
+    (our errors, and lm-eval's unknown-task error for names close to ours).
 
     Every entry point (the ``lm_eval``/``lm-eval`` scripts, ``python -m lm_eval``,
     ``accelerate launch -m lm_eval``) runs ``HarnessCLI.execute``; other exceptions
@@ -134,7 +185,7 @@ def on_cli_loaded(module: ModuleType) -> None:
         try:
             return original(self, args)
         except Exception as exc:
-            error = relneuron_error_in(exc)
+            error = relneuron_error_in(exc) or unknown_task_error(exc)
             if error is None:
                 raise
             if wants_traceback(args):

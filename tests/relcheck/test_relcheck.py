@@ -606,6 +606,15 @@ def test_top_level_metric_is_the_default(tmp_path):
         parse_check(_write(tmp_path, text.replace("at_least: 0.3", "at_least: 1.5")))
 
 
+def test_a_threshold_too_big_for_a_float_or_yaml_nested_too_deep_is_one_error(tmp_path):
+    """Before: OverflowError (a 400-digit at_least) and RecursionError (5,000 levels)."""
+    with pytest.raises(RelNeuronError, match=r":10: at_least must be a finite number, got a 400"):
+        parse_check(_write(tmp_path, VALID.replace("at_least: 0.3", "at_least: " + "9" * 400)))
+    deep = "[" * 500 + "]" * 500  # the issue: 5,000 (7 s in PyYAML's scanner)
+    with pytest.raises(RelNeuronError, match=r"c.relcheck.yaml: check file is nested too deeply"):
+        parse_check(_write(tmp_path, VALID.replace("tasks: [t1, t2]", f"tasks: {deep}")))
+
+
 # ==================================================================== the docs
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
