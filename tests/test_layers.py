@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "relneuron_eval"
 RANKS: dict[str, int] = {
     "__init__": 0,
     "errors": 0,
-    **dict.fromkeys(("atomic", "files", "resources", "yaml_lines", "jsonl"), 1),
+    **dict.fromkeys(("atomic", "files", "resources", "yaml_lines", "jsonl", "_data"), 1),
     "core": 2,
     "data": 3,
     "harness": 4,
