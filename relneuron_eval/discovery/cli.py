@@ -219,6 +219,37 @@ def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
         help="at most this many neurons per fact (default: no limit)",
     )
     kn.add_argument(
+        "--drop-shared",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refinement: drop units that N or more facts' refined neurons share",
+    )
+    kn.add_argument(
+        "--drop-objects",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refinement: drop units held by facts of N or more different answers (objects)",
+    )
+    kn.add_argument(
+        "--from-set",
+        default=None,
+        metavar="SET",
+        help="no attribution: transform this knowledge-neuron set (--drop-shared, "
+        "--drop-objects, --control) and write it to --out",
+    )
+    kn.add_argument(
+        "--control",
+        default=None,
+        choices=["swapped", "shared-pool"],
+        help="with --from-set: swapped = each fact gets another fact's neurons (same relation, "
+        "other object; --seed); shared-pool = each fact keeps only units >= --shared-at facts share",
+    )
+    kn.add_argument(
+        "--shared-at", type=int, default=10, help="facts a unit is in to count as shared"
+    )
+    kn.add_argument(
         "--method",
         dest="ig_method",
         default="auto",
@@ -277,6 +308,10 @@ def run(args: argparse.Namespace) -> int:
         return methods_cli.run(args, out, workdir)
     if args.method == "relation-specific":
         return _relation_specific(args, out, workdir)
+    if args.from_set is not None or args.control is not None:
+        from relneuron_eval.discovery.kn_transform import transform
+
+        return transform(args, out)
     return _knowledge_neurons(args, out, workdir)
 
 
@@ -406,8 +441,11 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
         p=p,
         relation_fraction=args.relation_level or None,
         top_k=args.top_k,
+        drop_shared=args.drop_shared,
+        drop_objects=args.drop_objects,
     )
     kn.validate_ig(ig)
+    kn.validate_select(select)
     if args.max_facts is not None and args.max_facts < 1:
         raise RelNeuronError(f"--max-facts must be positive, got {args.max_facts}")
     facts, data = _knowledge_facts(args)

@@ -92,6 +92,9 @@ class SelectConfig:
     min_shared: int = 1
     relation_fraction: float | None = 0.1
     top_k: int | None = None  # at most this many neurons per fact (best scores)
+    # refinement against shared units (kn_controls.shared_units), before top_k:
+    drop_shared: int | None = None  # drop units refined in >= this many facts
+    drop_objects: int | None = None  # drop units of facts with >= this many distinct answers
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -185,6 +188,10 @@ def validate_select(
     rf = config.relation_fraction
     if rf is not None and (not _is_num(rf) or not 0.0 < rf <= 1.0):
         raise RelNeuronError(f"relation_fraction must be in (0, 1] or None, got {rf!r}")
+    for name in ("drop_shared", "drop_objects"):
+        value = getattr(config, name)
+        if value is not None and (not _is_int(value) or value < 2):
+            raise RelNeuronError(f"{name} must be an integer >= 2 or None, got {value!r}")
     if config.top_k is not None:
         if not _is_int(config.top_k) or config.top_k < 1:
             raise RelNeuronError(f"top_k must be a positive integer, got {config.top_k!r}")

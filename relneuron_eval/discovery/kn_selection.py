@@ -29,6 +29,7 @@ from relneuron_eval.discovery.kn_config import (
     validate_facts,
     validate_select,
 )
+from relneuron_eval.discovery.kn_controls import set_statistics, shared_units, statistics_text
 
 
 def coarse_mask(attr: np.ndarray, max_attr: np.ndarray, threshold: float) -> np.ndarray:
@@ -93,6 +94,7 @@ class MergeSummary:
     layer_counts: dict[int, int]
     methods: dict[str, int]
     answer_check: str = ""  # AnswerCheck.text() of the run, when it had one
+    statistics: str = ""  # kn_controls.statistics_text of the set: how shared its units are
 
     def text(self) -> str:
         lines = [self.answer_check] if self.answer_check else []
@@ -111,6 +113,8 @@ class MergeSummary:
         top = sorted(self.layer_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
         lines.append("  busiest layers: " + ", ".join(f"{k}:{v}" for k, v in top))
         lines.append("  paths: " + ", ".join(f"{k}={v}" for k, v in sorted(self.methods.items())))
+        if self.statistics:
+            lines.append("  sharing: " + self.statistics)
         return "\n".join(lines)
 
 
@@ -139,6 +143,25 @@ def refine_all(
         for i, r in zip(idx, chosen, strict=True):
             refined[i] = r
     return refined, p_used
+
+
+def drop_shared_units(
+    results: Sequence[FactResult],
+    refined: list[np.ndarray],
+    select: SelectConfig,
+    answers: dict[str, str],
+) -> int | None:
+    """Apply ``drop_shared``/``drop_objects`` to the refined masks in place (the
+    refinement against units many facts share); returns the number of units dropped."""
+    if select.drop_shared is None and select.drop_objects is None:
+        return None
+    units = {r.fact_id: r.units[keep].tolist() for r, keep in zip(results, refined, strict=True)}
+    drop = shared_units(
+        units, answers, max_facts=select.drop_shared, max_objects=select.drop_objects
+    )
+    for i, r in enumerate(results):
+        refined[i] = refined[i] & ~np.isin(r.units, np.asarray(sorted(drop), dtype=np.int64))
+    return len(drop)
 
 
 def _fact_neurons(
@@ -235,6 +258,7 @@ def merge(
     validate_select(select, int(card["num_layers"]) * size, ig.store_fraction)
 
     refined, p_used = refine_all(results, select)
+    dropped = drop_shared_units(results, refined, select, {f.fact_id: f.answer for f in facts})
     neurons, fact_units, empty = _fact_neurons(results, refined, select, size)
     relation_counts: dict[str, int] = {}
     if select.relation_fraction is not None:
@@ -255,13 +279,19 @@ def merge(
         methods=dict(methods),
         answer_check=answer_check.text() if answer_check else "",
     )
+    info: dict[str, Any] = {
+        "facts": len(results),
+        "facts_without_neurons": empty,
+        "relations": sorted(relation_counts),
+    }
+    if dropped is not None:
+        info["shared_units_dropped"] = dropped
     header = make_header(
         model=card,
         method=_method_record(ig, select, p_used, facts, summary, data, answer_check),
-        knowledge_neurons={
-            "facts": len(results),
-            "facts_without_neurons": empty,
-            "relations": sorted(relation_counts),
-        },
+        knowledge_neurons=info,
     )
-    return NeuronSet(header, neurons), summary
+    neuron_set = NeuronSet(header, neurons)
+    info["statistics"] = set_statistics(neuron_set)  # distinct units, sharing, layers
+    summary.statistics = statistics_text(info["statistics"])
+    return neuron_set, summary

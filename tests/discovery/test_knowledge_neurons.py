@@ -333,6 +333,23 @@ def test_merge_by_hand(tmp_path):
     assert summary.facts_without_neurons == ["other/1"]
     assert ns.header["method"]["name"] == "knowledge-neurons"
     assert ns.header["method"]["params"]["p_used"] == {"*": 1.0}
+    # the header says how shared the fact neurons are (unit (0, 1) is in both rel facts)
+    stats = ns.header["knowledge_neurons"]["statistics"]
+    assert stats["facts_with_neurons"] == 2 and stats["fact_neurons"] == 4
+    assert stats["distinct_units"] == 3
+    assert stats["top_unit"] == {"unit": ["mlp.act", 0, 1], "facts": 2}
+    assert stats["facts_with_own_unit"] == 1 and stats["layers_units"] == {"0": 2, "1": 1}
+    assert "sharing: 2 facts hold 4" in summary.text()
+
+    def refined(**drop):
+        return kn.merge(facts, tmp_path, SelectConfig(p=1.0, relation_fraction=None, **drop))[0]
+
+    # --drop-shared 2: unit (0, 1) goes, before selection; rel/2 is left without neurons
+    dropped = refined(drop_shared=2)
+    assert {(n.group, n.layer, n.index) for n in dropped} == {("rel/1", 0, 0), ("rel/1", 1, 2)}
+    assert dropped.header["knowledge_neurons"]["shared_units_dropped"] == 1
+    # --drop-objects 2 drops it too (answers x and y), --drop-objects 3 keeps it
+    assert len(refined(drop_objects=2)) == 2 and len(refined(drop_objects=3)) == 4
     top1, _ = kn.merge(facts, tmp_path, SelectConfig(p=1.0, top_k=1, relation_fraction=None))
     assert [(n.group, n.index) for n in top1] == [("rel/1", 1), ("rel/2", 1)]
     _, summary = kn.merge(facts, tmp_path, SelectConfig())
