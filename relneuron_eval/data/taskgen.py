@@ -133,6 +133,14 @@ TWOHOP_TASKS = {
         'doc_to_target: "{{bridge}}"\n'
         "process_results: !function relneuron_eval.harness.task_metrics.process_hop1\n",
     ),
+    "relfacts_2hop_hop1_heldout": (
+        "the first hop asked as a question (answer: the bridge entity); its final tokens "
+        "differ from every template knowledge neurons are found on",
+        'doc_to_text: "{{prompt_hop1_heldout}}"\n'
+        'doc_to_target: "{{bridge}}"\n'
+        'fewshot_delimiter: "\\n\\n"\n'
+        "process_results: !function relneuron_eval.harness.task_metrics.process_hop1\n",
+    ),
     "relfacts_2hop_hop2": (
         "the second hop of each chain asked alone (subject: the bridge entity)",
         'doc_to_text: "{{prompt_hop2}}"\ndoc_to_target: "{{answer}}"\n',
@@ -297,7 +305,7 @@ def _multilingual_files() -> dict[str, str]:
 
 
 def _twohop_files() -> dict[str, str]:
-    """The four two-hop tasks (settings in ``_base_2hop.yaml``) and their group."""
+    """The two-hop tasks (settings in ``_base_2hop.yaml``) and their group."""
     out: dict[str, str] = {}
     for task, (about, body) in TWOHOP_TASKS.items():
         out[f"twohop/{task}.yaml"] = (
@@ -312,7 +320,7 @@ def _twohop_files() -> dict[str, str]:
         "relfacts-2hop",
         list(TWOHOP_TASKS),
         None,
-        "The four two-hop tasks on the same chains; `relneuron gap` reads their samples.",
+        "The two-hop tasks on the same chains; `relneuron gap` reads their samples.",
     )
     return out
 

@@ -43,7 +43,17 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("product_by_company", "company_hq"),
 )
 MAX_FEWSHOT_CHAINS = 64
-TASKS = ("relfacts_2hop", "relfacts_2hop_cot", "relfacts_2hop_hop1", "relfacts_2hop_hop2")
+# Held out from knowledge-neuron discovery: the first hop asked as a question, so the
+# prompt ends in "?\nA:" rather than the "... the country of" that both the discovery
+# templates (which attribute the neurons) and the eval templates (relfacts_2hop_hop1) share.
+HOP1_HELDOUT_TASK = "relfacts_2hop_hop1_heldout"
+TASKS = (
+    "relfacts_2hop",
+    "relfacts_2hop_cot",
+    "relfacts_2hop_hop1",
+    "relfacts_2hop_hop2",
+    HOP1_HELDOUT_TASK,
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,13 @@ class Chain:
         return fill(rel.templates["eval"][rel.eval_template_index(fact)], fact.subject)
 
     @property
+    def hop1_heldout_prompt(self) -> str:
+        """The first hop as a question ("Q: In which country is X?\nA:"): a paraphrase
+        with other final tokens than any template knowledge neurons are found on."""
+        assert self.hop1_relation.question is not None
+        return f"Q: {fill(self.hop1_relation.question, self.hop1.subject)}\nA:"
+
+    @property
     def reasoning(self) -> str:
         """The worked answer of a demo: both hops stated, then the final answer."""
         first = self.hop1_relation.demo(self.hop1, self.hop1_relation.templates["eval"][0])
@@ -109,6 +126,7 @@ class Chain:
             "prompt_cot": f"Q: {self.question}\nA:",
             "cot_target": self.reasoning,
             "prompt_hop1": self.hop_prompt(1),
+            "prompt_hop1_heldout": self.hop1_heldout_prompt,
             "prompt_hop2": self.hop_prompt(2),
             "delimiter": " ",
         }

@@ -60,6 +60,37 @@ def test_documents_carry_fact_ids_and_prompts(chains):
     assert hop1.object in doc["cot_target"]
 
 
+def test_heldout_hop1_prompt_ends_unlike_any_discovery_or_eval_template(chains):
+    """Knowledge neurons are found on the discovery templates, which end in the same
+    tokens as relfacts_2hop_hop1's eval templates ("... the country of"); the held-out
+    hop 1 asks the same fact as a question, so it ends in other tokens."""
+    from relneuron_eval.harness.task_data import rows_for
+
+    rows = rows_for("2hop")
+    for chain in chains:
+        doc = chain.doc()
+        heldout = doc["prompt_hop1_heldout"]
+        assert chain.hop1.subject in heldout and heldout.endswith("?\nA:")
+        rel = chain.hop1_relation
+        for template in rel.templates["discovery"] + rel.templates["eval"]:
+            filled = template.replace("{subject}", chain.hop1.subject)
+            assert filled.split()[-1] != heldout.split()[-1], (filled, heldout)
+            assert heldout != filled
+    # every test and demo row carries it (demos show the question with its answer)
+    assert all(r["prompt_hop1_heldout"].startswith("Q: ") for r in rows["test"] + rows["fewshot"])
+    assert twohop.HOP1_HELDOUT_TASK in twohop.TASKS
+
+
+def test_gap_reads_the_heldout_samples_apart_from_hop1(tmp_path):
+    """samples_relfacts_2hop_hop1_heldout_* must not be taken for hop 1's samples."""
+    found = {}
+    for task in twohop.TASKS:
+        path = tmp_path / f"samples_{task}_2025-01-01T00-00-00.jsonl"
+        path.write_text("")
+        found[task] = path
+    assert twohop._find_samples([str(tmp_path)]) == found
+
+
 def test_ambiguous_products_are_not_chained(chains):
     rel = facts.load_relation("product_by_company")
     multi = {f.fact_id for f in rel.facts if len(set(f.answers) & set(rel.objects)) > 1}
