@@ -43,7 +43,7 @@ from relneuron_eval.report.controls import (
     majority,
     over_relations,
 )
-from relneuron_eval.report.setup import KN_MODES, LANGS, TWOHOP_TASKS, Setup, lang_task, task_rows
+from relneuron_eval.report.setup import LANGS, TWOHOP_TASKS, Setup, lang_task, task_rows
 
 ALPHA = 0.05
 CROSSLINGUAL_METRIC = "acc_match"  # acc_prefix2 checks little more than a character in zh/ja
@@ -477,73 +477,10 @@ def analyze_crosslingual(setup: Setup, runner: Runner) -> dict[str, Any]:
 
 
 # ================================================================= reasoning
-def kn_coverage(setup: Setup) -> dict[str, Any]:
-    """How many of the evaluated chains have knowledge neurons for their bridge fact."""
-    from relneuron_eval.harness.task_data import rows_for
-
-    assert setup.kn_set is not None
-    groups = set(setup.kn_set.groups())
-    rows = rows_for("2hop")["test"]
-    docs = setup.docs("relfacts_2hop")
-    with_kn = [i for i in docs if rows[i]["hop1_fact"] in groups]
-    sizes = [
-        sum(1 for n in setup.kn_set.neurons if n.group == rows[i]["hop1_fact"]) for i in with_kn
-    ]
-    covered = [r for r in rows if r["hop1_fact"] in groups]
-    return {
-        "chains_total": len(rows),
-        "chains_total_with_neurons": len(covered),
-        "bridge_facts_total": len({r["hop1_fact"] for r in rows}),
-        "bridge_facts_with_neurons": len({r["hop1_fact"] for r in covered}),
-        "sampled_from": setup.reasoning_chains,
-        "n_chains": len(docs),
-        "n_with_neurons": len(with_kn),
-        "n_without_neurons": len(docs) - len(with_kn),
-        "with_neurons": with_kn,
-        "mean_neurons_per_chain": mean(sizes),
-        "n_bridge_facts": len({rows[i]["hop1_fact"] for i in docs}),
-    }
-
-
-def plan_reasoning(setup: Setup, runner: Runner) -> None:
-    tasks = list(TWOHOP_TASKS)
-    for mode in KN_MODES:
-        _request(runner, setup, setup.kn(mode), tasks)
-        for s in setup.seeds:
-            _request(runner, setup, setup.kn(mode, s), tasks)
-
-
-def analyze_reasoning(setup: Setup, runner: Runner) -> dict[str, Any]:
-    coverage = kn_coverage(setup)
-    subset = set(coverage["with_neurons"])
-    measures: dict[str, Any] = {}
-    for name, (task, metric) in TWOHOP_MEASURES.items():
-        base = runner.get(Variant.base(), task, setup.docs(task)).by_doc(metric)
-        entry: dict[str, Any] = {"task": task, "metric": metric}
-        for scope, ids in (("all", sorted(base)), ("with_neurons", sorted(subset))):
-            b = [base[i] for i in ids]
-            block: dict[str, Any] = {"n": len(ids), "base": mean(b)}
-            for mode in KN_MODES:
-                kn = runner.get(setup.kn(mode), task, setup.docs(task)).by_doc(metric)
-                ctrl_rows = [
-                    runner.get(setup.kn(mode, s), task, setup.docs(task)).by_doc(metric)
-                    for s in setup.seeds
-                ]
-                k = [kn[i] for i in ids]
-                c = _seed_mean([[row[i] for i in ids] for row in ctrl_rows]) if ids else []
-                block[mode] = {
-                    "kn": mean(k),
-                    "control": mean(c),
-                    "delta": None if not ids else mean(k) - mean(b),
-                    "control_delta": None if not ids else mean(c) - mean(b),
-                    "p_kn_vs_base": paired_p(b, k)[0] if ids else None,
-                    "p_kn_vs_control": paired_p(c, k)[0] if ids else None,
-                    "p_control_vs_base": paired_p(b, c)[0] if ids else None,
-                }
-            entry[scope] = block
-        measures[name] = entry
-    return {
-        "coverage": {k: v for k, v in coverage.items() if k != "with_neurons"},
-        "measures": measures,
-        "factor": KN_MODES["enhance"]["factor"],
-    }
+# The reasoning experiment (own, swapped, shared-pool and random knowledge neurons; chains
+# clustered by bridge fact) lives in report/reasoning.py; re-exported for its callers.
+from relneuron_eval.report.reasoning import (  # noqa: E402, F401
+    analyze_reasoning,
+    kn_coverage,
+    plan_reasoning,
+)

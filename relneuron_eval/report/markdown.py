@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from relneuron_eval.report.experiments import ALPHA
-from relneuron_eval.report.markdown_format import ci, neg, p_is, pct, pts, pval, seed_range, table
+from relneuron_eval.report.markdown_format import ci, neg, pct, pts, pval, seed_range, table
 from relneuron_eval.report.markdown_interference import headline_for, interference_section
 
 # ================================================================== headline
@@ -271,59 +271,9 @@ MODES = (("deactivate", "suppressed"), ("enhance", "enhanced"))
 
 
 def _reasoning(results: dict[str, Any]) -> list[str]:
-    rs = results["reasoning"]
-    cov = rs["coverage"]
-    out = [
-        "## Reasoning recall",
-        "",
-        f"Two-hop chains with the knowledge neurons of their bridge (first-hop) fact "
-        f"suppressed (×0), enhanced (×{rs['factor']:g}) or left alone, per document "
-        f"(`per_doc=hop1_fact`); controls: the same number of random units per chain, "
-        f"layer and site. Of all {cov['chains_total']} chains "
-        f"({cov['bridge_facts_total']} bridge facts), {cov['chains_total_with_neurons']} "
-        f"({cov['bridge_facts_with_neurons']} bridge facts) have knowledge neurons in the "
-        f"set; the others would run unmodified. Evaluated: {cov['n_chains']} chains "
-        f"({cov['n_bridge_facts']} bridge facts), {cov['n_with_neurons']} with knowledge "
-        f"neurons (mean {cov['mean_neurons_per_chain'] or 0:.1f} per chain), "
-        f"{cov['n_without_neurons']} without.",
-        "",
-        "![reasoning](reasoning.png)",
-        "",
-    ]
-    for scope, title in (("with_neurons", "chains with knowledge neurons"), ("all", "all chains")):
-        rows = []
-        for name, m in rs["measures"].items():
-            block = m[scope]
-            row = [name, str(block["n"]), pct(block["base"])]
-            for mode, _ in MODES:
-                e = block[mode]
-                row += [
-                    f"{pct(e['kn'])} ({p_is(e['p_kn_vs_base'])})",
-                    f"{pct(e['control'])}",
-                    pval(e["p_kn_vs_control"]),
-                ]
-            rows.append(row)
-        out += [f"**{title}**", ""]
-        out += table(
-            [
-                "measure",
-                "chains",
-                "none",
-                "suppressed",
-                "random",
-                "p vs random",
-                "enhanced",
-                "random",
-                "p vs random",
-            ],
-            rows,
-        )
-    out += [
-        "direct: `relfacts_2hop` (acc_match); cot: `relfacts_2hop_cot` final answer; "
-        "bridge_recall: the CoT states the bridge entity; hop1: `relfacts_2hop_hop1`.",
-        "",
-    ]
-    return out
+    from relneuron_eval.report.markdown_reasoning import reasoning_section
+
+    return reasoning_section(results)
 
 
 def _prefix2_flags(results: dict[str, Any]) -> list[str]:
