@@ -14,11 +14,12 @@ hand; scipy, when installed (it comes with lm-eval), supplies Student's t tail.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
 from statistics import NormalDist
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MCNEMAR = "mcnemar"
 PAIRED_T = "paired-t"
@@ -295,13 +296,23 @@ def mcnemar_power(n: int, p_loss: float, p_gain: float, *, alpha: float = 0.05) 
     q = p_loss + p_gain
     if n <= 0 or q <= 0.0:
         return 0.0
-    m = np.arange(1, n + 1)
-    # reject when 2 * P(Bin(m, 1/2) <= min(b, c)) <= alpha: b <= lo or b >= m - lo
-    lo = binom.ppf(alpha / 2, m, 0.5)
-    lo = lo - (2 * binom.cdf(lo, m, 0.5) > alpha)
+    m, lo = _mcnemar_bounds(n, alpha)
     share = p_loss / q
     reject = np.where(lo >= 0, binom.cdf(lo, m, share) + binom.sf(m - lo - 1, m, share), 0.0)
     return float(min(1.0, np.sum(binom.pmf(m, n, q) * np.minimum(1.0, reject))))
+
+
+@functools.lru_cache(maxsize=64)
+def _mcnemar_bounds(n: int, alpha: float) -> tuple[Any, Any]:
+    """Per number of discordant pairs m = 1..n, the largest b the exact McNemar test
+    rejects at (b <= lo or b >= m - lo; -1: none)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    m = np.arange(1, n + 1)
+    lo = binom.ppf(alpha / 2, m, 0.5)
+    lo = lo - (2 * binom.cdf(lo, m, 0.5) > alpha)
+    return m, lo
 
 
 def mcnemar_mde(
@@ -315,7 +326,7 @@ def mcnemar_mde(
     if n <= 0 or base <= 0.0 or mcnemar_power(n, base, gain, alpha=alpha) < power:
         return None
     lo, hi = 0.0, base
-    for _ in range(30):
+    for _ in range(20):  # to 1e-6 of the base: far below a reported 0.1 pp
         mid = (lo + hi) / 2
         if mcnemar_power(n, mid, gain, alpha=alpha) >= power:
             hi = mid

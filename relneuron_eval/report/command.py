@@ -28,7 +28,9 @@ from relneuron_eval.data.prefix_check import report_record as prefix2_record
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.runner import Evaluate, Runner
 from relneuron_eval.report.analysis import canonical_top_k, parse_ks, parse_top_ks
+from relneuron_eval.report.controls import attach_matrix, eligibility_record
 from relneuron_eval.report.experiments import (
+    ALPHA,
     analyze_crosslingual,
     analyze_cumulativity,
     analyze_interference,
@@ -41,6 +43,7 @@ from relneuron_eval.report.experiments import (
     plan_base,
 )
 from relneuron_eval.report.options import HELP, add_arguments
+from relneuron_eval.report.others import attach_others
 from relneuron_eval.report.planning import plan_experiments
 from relneuron_eval.report.setup import (
     EXPERIMENTS,
@@ -347,6 +350,10 @@ def run_report(
             results["interference_more_k"] = [
                 analyze_interference(setup, runner, matrix, k) for k in more
             ]
+        for inter in [results["interference"], *results.get("interference_more_k", [])]:
+            attach_others(setup, runner, inter)
+            attach_matrix(setup, inter, ALPHA)
+            inter["eligibility"] = eligibility_record(setup, inter)
     if "cumulativity" in setup.experiments:
         if cumul:
             results["cumulativity"] = analyze_cumulativity(setup, runner, cumul)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from relneuron_eval.data.answers import match, normalize
+from relneuron_eval.data.answers import is_cjk, match, normalize
 from relneuron_eval.evaluation.statistics import holm, t_interval
 
 # A relation is eligible for a drop claim when the model knows it better than "always
@@ -54,16 +54,35 @@ def object_answers(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     return {o: sorted(v, key=len, reverse=True) for o, v in sorted(out.items())}
 
 
-def answered_object(generation: str | None, objects: dict[str, list[str]]) -> str | None:
-    """The object a generation names (its longest matching spelling wins), or None."""
-    if generation is None:
-        return None
-    best, length = None, -1
+def spelling_table(objects: dict[str, list[str]]) -> dict[str, str]:
+    """Normalised spelling -> object (the first object listing it wins a tie)."""
+    table: dict[str, str] = {}
     for obj, spellings in objects.items():
         for s in spellings:
-            if len(s) > length and match(generation, [s]):
-                best, length = obj, len(s)
-    return best
+            table.setdefault(normalize(s), obj)
+    table.pop("", None)
+    return table
+
+
+def answered_object(
+    generation: str | None, objects: dict[str, list[str]], table: dict[str, str] | None = None
+) -> str | None:
+    """The object a generation names, by ``answers.match``'s rule (the normalised
+    generation is a spelling, or starts with one and a space; the longest wins), as a
+    lookup of the generation's word prefixes; CJK text goes through ``match`` itself."""
+    if generation is None:
+        return None
+    gen = normalize(generation)
+    if is_cjk(gen):
+        hits = [(len(s), o) for o, ss in objects.items() for s in ss if match(generation, [s])]
+        return max(hits)[1] if hits else None
+    table = spelling_table(objects) if table is None else table
+    words = gen.split()
+    for i in range(len(words), 0, -1):
+        hit = table.get(" ".join(words[:i]))
+        if hit is not None:
+            return hit
+    return None
 
 
 def answer_profile(
@@ -73,7 +92,8 @@ def answer_profile(
     frequent answered object with its share; None without generations."""
     if not generations or any(g is None for g in generations):
         return None
-    named = [answered_object(g, objects) for g in generations]
+    table = spelling_table(objects)
+    named = [answered_object(g, objects, table) for g in generations]
     counts = Counter(o for o in named if o is not None)
     n = len(named)
     top = max(sorted(counts), key=lambda o: counts[o]) if counts else None
@@ -129,12 +149,6 @@ def over_relations(diffs: Sequence[float]) -> dict[str, Any]:
     return {"ci95_t": list(ci) if ci else None}
 
 
-def weighting_note(cells: Sequence[dict[str, Any]], min_n: int) -> dict[str, Any]:
-    """Equal weight per relation, stated; relations below ``min_n`` documents named."""
-    small = [c["task"] for c in cells if c["n_docs"] < min_n]
-    return {"weighting": "each relation weighs the same", "min_docs": min_n, "below_min": small}
-
-
 # ====================================================== gathered from the runs
 def answers_block(
     runner: Any,
@@ -170,4 +184,66 @@ def answers_block(
         if any(c is None for c in cs) or not cs
         else sum(c["type_valid"] for c in cs) / len(cs),
         "verdict": verdict(b, d, drop),
+    }
+
+
+def attach_matrix(setup: Any, inter: dict[str, Any], alpha: float) -> None:
+    """The r x r' matrix under the one eligibility rule (majority class, on the matrix's
+    documents), Holm over its off-diagonal cells, and the cluster-bootstrap interval
+    (clusters: rows, whose cells share the deactivated neurons) of the own minus the
+    random control's off-diagonal drop: a measured interval, not a count of cells."""
+    from relneuron_eval.evaluation.statistics import cluster_bootstrap_ci
+    from relneuron_eval.report.setup import task_rows
+
+    matrix = inter.get("matrix")
+    if not matrix:
+        return
+    own, ctrl = matrix["own"], matrix["control"]
+    for c in own["cols"]:
+        task = setup.task(c)[0]
+        rows = task_rows(task)["test"]
+        _, rate = majority([rows[i] for i in setup.docs(task)])
+        ok = eligibility(own["base"][c], rate, setup.min_base, setup.min_margin)
+        own["eligible"][c] = ctrl["eligible"][c] = ok
+    cells = [(r, c) for r in own["rows"] for c in own["cols"] if r != c and own["eligible"][c]]
+    adjusted = holm([matrix["p_vs_base"][r][c] for r, c in cells])
+    holm_p: dict[str, dict[str, float | None]] = {r: {} for r in own["rows"]}
+    for (r, c), p in zip(cells, adjusted, strict=True):
+        holm_p[r][c] = p
+    clusters = [
+        [own["absolute_drop"][r][c] - ctrl["absolute_drop"][r][c] for rr, c in cells if rr == r]
+        for r in own["rows"]
+    ]
+    diffs = [d for row in clusters for d in row]
+    ci = cluster_bootstrap_ci(clusters)
+    matrix["p_vs_base_holm"] = holm_p
+    matrix["offdiag_difference"] = {
+        "n_cells": len(diffs),
+        "mean_own_minus_control_drop": sum(diffs) / len(diffs) if diffs else None,
+        "ci95_cluster_bootstrap": list(ci) if ci else None,
+        "n_dropped_significant_holm": sum(
+            1
+            for (r, c), p in zip(cells, adjusted, strict=True)
+            if p is not None and p < alpha and own["absolute_drop"][r][c] > 0
+        ),
+        "n_improved_significant_holm": sum(
+            1
+            for (r, c), p in zip(cells, adjusted, strict=True)
+            if p is not None and p < alpha and own["improved"][r][c]
+        ),
+    }
+
+
+MIN_DOCS = 30  # below this a relation's own-task result is flagged (weights are equal)
+
+
+def eligibility_record(setup: Any, inter: dict[str, Any]) -> dict[str, Any]:
+    """The rule the claims used, and the relations too small to weigh as much as others."""
+    small = [r for r, c in inter["per_relation"].items() if c["n_docs"] < MIN_DOCS]
+    return {
+        "min_base": setup.min_base,
+        "min_margin": setup.min_margin,
+        "min_docs": MIN_DOCS,
+        "below_min_docs": small,
+        "weighting": "each relation weighs the same in the mean over relations",
     }

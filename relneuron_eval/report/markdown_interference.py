@@ -9,6 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from relneuron_eval.report.experiments import ALPHA
+from relneuron_eval.report.markdown_controls import (
+    answers_table,
+    eligibility_rule,
+    matrix_lines,
+    others_lines,
+    p_holm,
+    test_name,
+    tests_used,
+)
 from relneuron_eval.report.markdown_format import (
     ci,
     figure_name,
@@ -17,19 +26,20 @@ from relneuron_eval.report.markdown_format import (
     p_is,
     pct,
     pts,
-    pval,
     seed_range,
     table,
     unsigned_pp,
 )
 
 MDE_RULE = (
-    "MDE: the smallest drop from the base accuracy that a two-sided two-proportion z-test "
-    f"(normal approximation, alpha {ALPHA}, power 0.8) detects on the relation's n "
-    "documents; a drop that large would be found 4 times in 5, so a non-significant "
-    "relation makes drops of about its MDE or more unlikely (smaller ones stay possible). "
-    "The paired McNemar test of the p-values is usually at least as sensitive. n/a: not "
-    "even a drop to 0 would be detectable."
+    f"MDE (alpha {ALPHA}, power 0.8), for the test actually used: vs base, the smallest net "
+    "drop the exact McNemar test detects on the relation's n documents when wrong answers "
+    "turn right at the rate observed under the deactivation (exact power, summed over "
+    "the discordant pairs); vs control, the smallest own-minus-control difference the "
+    "seed-aware z detects with the observed standard error (document and seed "
+    "variance). A drop that large would be found 4 times in 5, so a non-significant "
+    "relation makes drops of about its MDE or more unlikely (smaller ones stay "
+    "possible). n/a: not even a drop to 0 would be detectable."
 )
 
 
@@ -45,22 +55,31 @@ def headline_for(inter: dict[str, Any], meta: dict[str, Any]) -> str:
             "so no drop can be claimed."
         )
     a, r = s["absolute"], s["relative"]
+    fam = s.get("family") or {}
+    ctrl_test = test_name(next(iter(inter["per_relation"].values()))["test_vs_control"])
+    t_ci = s.get("ci95_t")
     text = (
         f"Deactivating a relation's top-{inter['top_k']} neurons lowers its own "
         f"{inter['metric']} by {100 * a['mean_own']:.1f} points on average "
         f"({pct(r['mean_own'], 0)} relative) vs {100 * a['mean_control']:.1f} points "
         f"({pct(r['mean_control'], 0)}) for size-matched random units: difference "
-        f"{pts(a['mean_difference'])}, 95% bootstrap CI {ci(a)}, paired t over {m} "
-        f"relations {p_is(a['p_paired_t'])}. {s['n_significant_drop']} of {m} relations "
-        f"drop significantly below base (exact McNemar, p<{ALPHA}), "
-        f"{s['n_significant_vs_control']} of {m} significantly below their random control; "
-        f"the random controls drop {s['n_control_significant_drop']} of {m} significantly."
+        f"{pts(a['mean_difference'])}, 95% t CI {interval(t_ci) if t_ci else ci(a)} "
+        f"(relations weigh equally), paired t over {m} relations {p_is(a['p_paired_t'])}. "
+        f"{fam.get('n_p_deact_vs_base_holm', s['n_significant_drop'])} of {m} relations "
+        f"drop significantly below base (exact McNemar, Holm over relations, p<{ALPHA}; "
+        f"{s['n_significant_drop']} unadjusted), "
+        f"{fam.get('n_p_deact_vs_control_holm', s['n_significant_vs_control'])} of {m} "
+        f"significantly below their random control ({ctrl_test}, Holm; "
+        f"{s['n_significant_vs_control']} unadjusted); the random controls drop "
+        f"{fam.get('n_p_control_vs_base_holm', s['n_control_significant_drop'])} of {m} "
+        "significantly (Holm)."
     )
     left = s["n_total"] - m
     if left:
         text += (
-            f" ({left} relation(s) with base accuracy below "
-            f"{pct(inter.get('min_base', meta.get('min_base')), 0)} are left out.)"
+            f" ({left} relation(s) not eligible (base accuracy below "
+            f"{pct(inter.get('min_base', meta.get('min_base')), 0)} or within "
+            f"{pts(meta.get('min_margin', 0.1), 0)} of the majority class) are left out.)"
         )
     return " ".join(filter(None, [text, variance_sentence(s), pooled_sentence(s)]))
 
@@ -72,16 +91,20 @@ def variance_sentence(s: dict[str, Any]) -> str:
         return ""
     total, within = unsigned_pp(v["se_mean_total"], 2), unsigned_pp(v["se_mean_within"], 2)
     typical = unsigned_pp(v["sd_within_sampling"])
-    if v["se_mean_between"] == 0.0:
+    if v["se_mean_between"] == 0.0 and not v.get("se_mean_seed"):
         return (
             f"Its standard error over relations is {total}; document sampling within "
             f"relations alone would give {within} (typical SE {typical} per relation), so "
             "the relations differ no more than sampling noise makes them."
         )
+    seeds = ""
+    if v.get("se_mean_seed"):
+        seeds = f"{unsigned_pp(v['se_mean_seed'], 2)} from the random control's seeds, "
     return (
         f"Its standard error over relations, {total}, combines (in quadrature) {within} "
-        f"from document sampling within relations (typical SE {typical} per relation) and "
-        f"{unsigned_pp(v['se_mean_between'], 2)} from real differences between relations "
+        f"from document sampling within relations (typical SE {typical} per relation), "
+        f"{seeds}and {unsigned_pp(v['se_mean_between'], 2)} from real differences between "
+        "relations "
         f"(SD {unsigned_pp(v['sd_between_true'])}): {pct(v['within_share'], 0)} of the "
         "variance is sampling."
     )
@@ -113,15 +136,18 @@ def interference_section(inter: dict[str, Any], primary: bool, n_ks: int) -> lis
         f"Each relation's top-{inter['top_k']} neurons deactivated; accuracy ({inter['metric']}) "
         "on its own task, next to the same number of random units per layer and site "
         "(`control=random`; with several seeds, their per-document mean, the seeds' range "
-        "in brackets). p-values: exact McNemar, paired by document. Changes are in "
-        "percentage points with a 95% percentile bootstrap interval over the relation's "
-        "documents (paired, 2,000 resamples).",
+        "and SD in brackets). Changes are in percentage points with a 95% percentile "
+        "bootstrap interval over the relation's documents (paired, 2,000 resamples). "
+        + tests_used(inter),
+        "",
+        eligibility_rule(inter),
         "",
         f"![specificity]({figure_name('specificity', k)})",
         "",
     ]
     out += _specificity_table(inter)
     out += [MDE_RULE, ""]
+    out += answers_table(inter)
     s = inter["summary"]
     a, rel = s["absolute"], s["relative"]
     out += [
@@ -135,6 +161,7 @@ def interference_section(inter: dict[str, Any], primary: bool, n_ks: int) -> lis
         "",
     ]
     out += _uncertainty_table(s)
+    out += others_lines(inter)
     if inter.get("matrix"):
         out += _interference_matrix(inter, k)
     return out
@@ -143,27 +170,33 @@ def interference_section(inter: dict[str, Any], primary: bool, n_ks: int) -> lis
 def _specificity_table(inter: dict[str, Any]) -> list[str]:
     rows = []
     for r, c in inter["per_relation"].items():
-        flag = "" if c["eligible"] else " (below threshold)"
+        flag = "" if c["eligible"] else " (not eligible)"
+        sd = c.get("control_seed_sd")
         rows.append(
             [
                 f"{r}{flag}",
                 str(c["n_docs"]),
                 str(c["n_units"]),
                 pct(c["base"]),
+                pct(c.get("majority_rate")),
                 pct(c["deact"]),
-                pct(c["control"]) + seed_range(c.get("control_seeds") or []),
+                pct(c["control"])
+                + seed_range(c.get("control_seeds") or [])
+                + ("" if sd is None else f", SD {unsigned_pp(sd)}"),
                 f"{pts(neg(c['drop']))} {interval(c.get('change_ci95'))}",
                 f"{pts(neg(c['control_drop']))} {interval(c.get('control_change_ci95'))}",
-                unsigned_pp(c.get("mde")),
+                f"{unsigned_pp(c.get('mde_mcnemar', c.get('mde')))} / "
+                f"{unsigned_pp(c.get('mde_vs_control'))}",
                 pct(c["relative_drop"], 0),
                 pct(c["control_relative_drop"], 0),
-                pval(c["p_deact_vs_base"]),
-                pval(c["p_deact_vs_control"]),
+                p_holm(c, "p_deact_vs_base"),
+                p_holm(c, "p_deact_vs_control"),
             ]
         )
-    header = ["relation", "n (docs)", "units", "base", "deactivated", "random control"]
-    header += ["change [95% CI]", "control change [95% CI]", "MDE", "rel. drop"]
-    header += ["control rel. drop", "p vs base", "p vs control"]
+    header = ["relation", "n (docs)", "units", "base", "majority class", "deactivated"]
+    header += ["random control", "change [95% CI]", "control change [95% CI]"]
+    header += ["MDE vs base / vs control", "rel. drop", "control rel. drop"]
+    header += ["p vs base (Holm)", "p vs control (Holm)"]
     return table(header, rows)
 
 
@@ -175,10 +208,12 @@ def _uncertainty_table(s: dict[str, Any]) -> list[str]:
     a = s["absolute"]
     rows = [
         [
-            "mean over relations (the headline)",
+            "mean over relations (the headline; relations weigh equally)",
             str(a["n"]) + " relations",
             pts(a["mean_difference"]),
-            f"{ci(a)} (bootstrap over relations)",
+            f"{interval(s['ci95_t'])} (t over relations)"
+            if s.get("ci95_t")
+            else f"{ci(a)} (bootstrap over relations)",
         ]
     ]
     if p:
@@ -198,6 +233,7 @@ def _uncertainty_table(s: dict[str, Any]) -> list[str]:
             [
                 ["in all (spread of the relations' differences)", _pp2(v["se_mean_total"])],
                 ["from within-relation document sampling", _pp2(v["se_mean_within"])],
+                ["from the random control's seeds", _pp2(v.get("se_mean_seed"))],
                 ["from between-relation differences", _pp2(v["se_mean_between"])],
                 ["share of the variance that is sampling", pct(v["within_share"], 0)],
             ],
@@ -205,7 +241,9 @@ def _uncertainty_table(s: dict[str, Any]) -> list[str]:
         out += [
             "The split is a method-of-moments estimate: the observed variance of the "
             "relations' differences minus their mean sampling variance (each relation's "
-            "per-document variance / n) is the between-relation variance (floored at 0).",
+            "per-document variance / n) and their mean seed variance (the variance of the "
+            "control's accuracy over seeds / seeds) is the between-relation variance "
+            "(floored at 0).",
             "",
         ]
     return out
@@ -226,7 +264,8 @@ def _interference_matrix(inter: dict[str, Any], k: int | None) -> list[str]:
         f"Relative drop (acc_orig - acc_deact) / acc_orig of relation r' (column) when r's "
         f"neurons (row) are deactivated, for {len(names)} relations "
         f"({', '.join(names)}); cells where r' improved are marked with a triangle, "
-        f"cells whose change from base is significant (exact McNemar, p<{ALPHA}) with a *, "
+        f"cells whose change from base is significant (exact McNemar, p<{ALPHA}, "
+        "unadjusted: exploratory) with a *, "
         "columns below the threshold are hatched. Right: the random controls.",
         "",
         f"![interference]({figure_name('interference', k)})",
@@ -254,6 +293,7 @@ def _interference_matrix(inter: dict[str, Any], k: int | None) -> list[str]:
             ],
         ],
     )
+    out += matrix_lines(matrix)
     out += [
         f"Diagonal (own relation) mean relative drop in the matrix: "
         f"{pct(matrix['diag_mean_relative_drop'])}.",

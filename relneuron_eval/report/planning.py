@@ -24,6 +24,7 @@ from relneuron_eval.report.experiments import (
     plan_reasoning,
     plan_versatility,
 )
+from relneuron_eval.report.others import plan_others
 from relneuron_eval.report.setup import Setup, task_fingerprint
 
 
@@ -37,6 +38,7 @@ def plan_experiments(
     cumul = pick(setup.cumulativity, setup, base) if "cumulativity" in setup.experiments else []
     if "interference" in chosen:
         plan_interference(setup, runner, matrix)
+        plan_others(setup, runner)
     if "versatility" in chosen:
         plan_versatility(setup, runner)
     if "cumulativity" in chosen:

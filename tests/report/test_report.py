@@ -407,7 +407,7 @@ def test_specificity_numbers_by_hand(hand_report):
     assert s["n_control_significant_drop"] == 0
     head = hand_report["results"]["headline"]
     assert "by 75.0 points" in head and "4 of 4 relations drop significantly" in head
-    assert "1 relation(s) with base accuracy below 20% are left out" in head
+    assert "1 relation(s) not eligible (base accuracy below 20%" in head
 
 
 def test_interference_matrix_by_hand(hand_report):

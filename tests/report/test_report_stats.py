@@ -125,8 +125,12 @@ def test_three_seeds_average_and_spread(seeds_report):
     s = res["interference"]["summary"]
     ok = [c for c in res["interference"]["per_relation"].values() if c["eligible"]]
     assert s["variance_split"] == variance_split(
-        [(c["n_docs"], c["difference_mean"], c["difference_sd"]) for c in ok]
+        [(c["n_docs"], c["difference_mean"], c["difference_sd"]) for c in ok],
+        [c["seed_var_of_mean"] for c in ok],
     )
+    seeds = [0.75, 29 / 40, 0.7]  # country_capital_city's seed term: var over seeds / 3
+    assert ccc["seed_var_of_mean"] == pytest.approx(sum((x - 0.725) ** 2 for x in seeds) / 2 / 3)
+    assert s["variance_split"]["sd_seed"] > 0
     assert s["pooled"]["n_docs"] == 40 * len(ok)
     assert s["pooled"]["mean_difference"] == pytest.approx(s["absolute"]["mean_difference"])
     point = res["cumulativity"]["curves"]["country_capital_city"]["points"][0]
