@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "relneuron_eval.leaderboard.command",
         "score neuron-finding methods per relation and budget (Cause, Isolate, Disentangle)",
     ),
+    "leaderboard": (
+        "relneuron_eval.leaderboard.command",
+        "score neuron-finding methods per relation and budget (Cause, Isolate, Disentangle)",
+    ),
     "export": (
         "relneuron_eval.export.command",
         "export a variant as a PEFT IA3 adapter or a checkpoint",

@@ -26,7 +26,7 @@ RANKS: dict[str, int] = {
     "harness": 4,
     "evaluation": 5,
     "discovery": 5,
-    **dict.fromkeys(("compare", "report", "relcheck", "export"), 6),
+    **dict.fromkeys(("compare", "report", "relcheck", "export", "leaderboard"), 6),
     "benchmarks": 7,
     "cli": 8,
     "_hook": 8,

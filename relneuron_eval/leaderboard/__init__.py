@@ -1,0 +1,1 @@
+"""``relneuron leaderboard``: neuron-finding methods scored per relation and budget."""
