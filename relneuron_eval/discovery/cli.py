@@ -320,6 +320,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
         base_facts_only,
         discovery_prompts,
         resolve_relations,
+        spec_record,
     )
     from relneuron_eval.discovery.relation_specific import find_relation_specific
 
@@ -360,6 +361,7 @@ def _relation_specific(args: argparse.Namespace, out: Path, workdir: Path) -> in
             "source": "relneuron_eval.data.facts",
             "max_facts_per_relation": args.max_facts,
             "facts": args.facts,
+            **spec_record(args.relations),
         },
         progress=not args.no_progress,
         stop_after=args.stop_after,
@@ -492,6 +494,7 @@ def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
         fewshot_record,
         relation_prompts,
         resolve_relations,
+        spec_record,
     )
 
     if args.twohop_bridges:
@@ -514,7 +517,7 @@ def _knowledge_facts(args: argparse.Namespace) -> tuple[list, dict]:
             for prompt in prompts:
                 by_fact.setdefault(prompt.fact_id, []).append(prompt)
             pairs.extend(list(by_fact.items())[: args.max_facts])
-        data = {"relations": list(relations), "split": args.split}
+        data = {"relations": list(relations), "split": args.split, **spec_record(args.relations)}
     if not pairs:
         raise RelNeuronError("no facts to attribute", hint="check --relations and --split")
     facts = [

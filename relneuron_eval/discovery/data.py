@@ -36,11 +36,15 @@ def base_facts_only(relations: dict[str, facts.Relation]) -> dict[str, facts.Rel
     }
 
 
+def _is_spec(relations: str | list[str]) -> bool:
+    return isinstance(relations, str) and (
+        relations.endswith((".yaml", ".yml")) or Path(relations).is_file()
+    )
+
+
 def resolve_relations(relations: str | list[str]) -> dict[str, facts.Relation]:
     """Shipped relation names (comma-separated, or ``all``) or a user's spec YAML."""
-    if isinstance(relations, str) and (
-        relations.endswith((".yaml", ".yml")) or Path(relations).is_file()
-    ):
+    if _is_spec(relations):
         return facts.load_spec(relations)
     names = [s.strip() for s in relations.split(",")] if isinstance(relations, str) else relations
     names = [n for n in names if n]
@@ -58,6 +62,16 @@ def resolve_relations(relations: str | list[str]) -> dict[str, facts.Relation]:
             "or pass a spec YAML of your own relations",
         )
     return facts.load_relations(list(dict.fromkeys(names)))
+
+
+def spec_record(relations: str | list[str]) -> dict[str, dict[str, str]]:
+    """``{"relation_spec": {path, sha256}}`` for a user's spec YAML (header ``data``), else
+    ``{}``: a set found from one's own relations says which spec file, in which version."""
+    if not _is_spec(relations):
+        return {}
+    path = Path(str(relations)).expanduser().resolve()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"relation_spec": {"path": str(path), "sha256": digest}}
 
 
 def fewshot_for(relation: facts.Relation, fewshot: int | None) -> int:

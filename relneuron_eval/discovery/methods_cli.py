@@ -152,7 +152,7 @@ def run(args: argparse.Namespace, out: Path, workdir: Path) -> int:
 
 
 def _data_record(args: argparse.Namespace, relations: dict) -> dict[str, Any]:
-    from relneuron_eval.discovery.data import fewshot_record
+    from relneuron_eval.discovery.data import fewshot_record, spec_record
 
     return {
         "relations": list(relations),
@@ -162,6 +162,7 @@ def _data_record(args: argparse.Namespace, relations: dict) -> dict[str, Any]:
         "fewshot": fewshot_record(relations, args.fewshot),
         "demos": args.demos,
         "seed": args.seed,
+        **spec_record(args.relations),
     }
 
 

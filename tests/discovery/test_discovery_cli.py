@@ -563,3 +563,17 @@ def test_shipped_set_prompts_are_reproducible_from_its_header() -> None:
     assert prompts_fingerprint(shipped) == data["prompts_fingerprint"]
     other = "per-prompt" if params["demos"] == "per-relation" else "per-relation"
     assert prompts_fingerprint(prompts(other)) != data["prompts_fingerprint"]
+
+
+def test_a_set_found_from_a_users_spec_records_the_spec(tiny_spec, tiny_reference):
+    """Before: the header named the relations, not which spec file (or version) they came
+    from. (Reads the shared reference run: no run of its own.)"""
+    import hashlib
+
+    _model, folder = tiny_spec
+    spec = folder / "spec_ok.yaml"
+    record = load(tiny_reference).method["data"]["relation_spec"]
+    assert record == {
+        "path": str(spec.resolve()),
+        "sha256": hashlib.sha256(spec.read_bytes()).hexdigest(),
+    }
