@@ -97,17 +97,17 @@ def chain_docs(setup: Setup) -> list[int]:
 
 
 def plan_reasoning(setup: Setup, runner: Runner) -> None:
-    """Base, own, swapped, shared-pool, then random controls: a run stopped early has
-    the comparisons that matter most (the runner evaluates in request order)."""
+    """Base, then own and swapped neurons (suppressed, then enhanced), the shared pool,
+    and random units last: a run stopped early has the comparisons that matter most
+    (the runner evaluates in request order)."""
     docs = {t: chain_docs(setup) for t in TASKS}
     runner.request(Variant.base(), TASKS, docs)
-    for mode in KN_MODES:
-        runner.request(setup.kn(mode), TASKS, docs)
     named = named_variants(setup)
     for mode in KN_MODES:
+        runner.request(setup.kn(mode), TASKS, docs)
         runner.request(named[("swapped", mode)], TASKS, docs)
-    runner.request(named[("shared-pool", "deactivate")], TASKS, docs)
-    runner.request(named[("shared-pool", "enhance")], TASKS, docs)
+    for mode in KN_MODES:
+        runner.request(named[("shared-pool", mode)], TASKS, docs)
     for mode in KN_MODES:
         for s in setup.seeds:
             runner.request(setup.kn(mode, s), TASKS, docs)
