@@ -379,18 +379,26 @@ def _own_bands(ax: Any, xs: list[int], points: list[dict[str, Any]]) -> None:
 
 # ================================================================ reasoning
 def reasoning(results: dict[str, Any], path: Path) -> str:
+    """Per measure: none, own / swapped-fact / random neurons suppressed and enhanced."""
     plt = _plt()
     rs = results["reasoning"]
     measures = list(rs["measures"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), constrained_layout=True, sharey=True)
+
+    def acc(block: dict[str, Any], mode: str, key: str) -> float | None:
+        entry = block[mode].get(key)
+        return entry.get("acc") if isinstance(entry, dict) else entry
+
     series = (
         ("none", None, "#34495e"),
         ("suppressed", ("deactivate", "kn"), OWN),
+        ("suppressed, swapped fact", ("deactivate", "swapped"), "#e67e22"),
         ("suppressed, random", ("deactivate", "control"), "#e6b0aa"),
         ("enhanced ×2", ("enhance", "kn"), "#1e8449"),
+        ("enhanced, swapped fact", ("enhance", "swapped"), "#f4d03f"),
         ("enhanced, random", ("enhance", "control"), "#a9dfbf"),
     )
-    width = 0.16
+    width = 0.12
     for ax, scope, title in (
         (axes[0], "with_neurons", "chains with knowledge neurons"),
         (axes[1], "all", "all chains"),
@@ -399,16 +407,16 @@ def reasoning(results: dict[str, Any], path: Path) -> str:
             ys = []
             for name in measures:
                 block = rs["measures"][name][scope]
-                value = block["base"] if key is None else block[key[0]][key[1]]
+                value = block["base"] if key is None else acc(block, *key)
                 ys.append(0.0 if value is None else 100 * value)
-            xs = [j + (i - 2) * width for j in range(len(measures))]
+            xs = [j + (i - 3) * width for j in range(len(measures))]
             ax.bar(xs, ys, width, color=color, label=label)
         n = rs["measures"][measures[0]][scope]["n"]
         ax.set_title(f"{title} (n={n})", fontsize=9)
         ax.set_xticks(range(len(measures)), measures, fontsize=8)
         ax.set_ylabel("accuracy / recall (%)", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.14))
     fig.suptitle("Two-hop reasoning with the bridge fact's knowledge neurons", fontsize=10)
     return _save(fig, path)
 

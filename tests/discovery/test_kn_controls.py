@@ -165,3 +165,13 @@ def test_from_set_command_writes_controls_of_the_shipped_facts(tmp_path, capsys)
     assert Counter(n.group for n in load(out).neurons) == {a: 1, b: 1}
     assert main([*argv, "--force"]) == 2
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_bad_refinement_options_fail_before_the_model_loads(tmp_path, capsys):
+    out = str(tmp_path / "kn.jsonl")
+    assert main(["find", "knowledge-neurons", "--out", out, "--drop-shared", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drop_shared must be an integer >= 2" in err
+    assert main(["find", "knowledge-neurons", "--out", out, "--control", "swapped"]) == 2
+    assert "--control needs --from-set" in capsys.readouterr().err
+    assert not (tmp_path / "kn.jsonl").exists()
