@@ -17,12 +17,12 @@ number of decoding steps); each arm's model forward calls are counted to show it
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.benchmarks.requests import counted_forwards, fixed_length
 from relneuron_eval.benchmarks.timing import interleaved, median, ratios
 
 DEFAULT_TASKS = "relfacts_2hop,relfacts_2hop_hop1"
@@ -63,40 +63,16 @@ def _requests(args: argparse.Namespace, groups: set[str]) -> tuple[list[Any], li
         requests += [i for i in task.instances if i.request_type == "generate_until"]
         sizes.append(len(picked))
     if args.fixed_tokens:
-        requests = [_fixed(r, args.fixed_tokens) for r in requests]
+        requests = [fixed_length(r, args.fixed_tokens) for r in requests]
     return requests, sizes
 
 
-def _fixed(request: Any, tokens: int) -> Any:
-    """The request with no stop sequence and ``tokens`` new tokens (EOS still stops)."""
-    prompt, kwargs = request.arguments
-    out = copy.copy(request)
-    out.arguments = (prompt, {**kwargs, "until": [], "max_gen_toks": tokens})
-    return out
-
-
-def _counted(
-    lm: Any, requests: list[Any], forwards: list[int], cpu: list[float], plain: bool = False
-) -> Any:
-    """One ``generate_until`` call of ``lm`` (``plain``: HFLM's, no intervention); appends
-    its model forwards and CPU seconds (the process's own time, hit less than wall time by
-    other jobs on a shared machine)."""
+def _generate(lm: Any, requests: list[Any], plain: bool = False) -> Any:
+    """One ``generate_until`` call of ``lm`` (``plain``: HFLM's, no intervention)."""
     from lm_eval.models.huggingface import HFLM
 
     method = HFLM.generate_until if plain else type(lm).generate_until
-
-    def call() -> list[str]:
-        count = [0]
-        handle = lm.model.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-        before = time.process_time()
-        try:
-            return method(lm, requests, disable_tqdm=True)
-        finally:
-            cpu.append(time.process_time() - before)
-            handle.remove()
-            forwards.append(count[0])
-
-    return call
+    return lambda: method(lm, requests, disable_tqdm=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +103,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     arms["per_doc_off"] = arms["per_doc"]
     forwards["per_doc_off"], cpu["per_doc_off"] = [], []
     calls = {
-        name: _counted(lm, requests, forwards[name], cpu[name], plain=name == "per_doc_off")
+        name: counted_forwards(
+            lm, _generate(lm, requests, plain=name == "per_doc_off"), forwards[name], cpu[name]
+        )
         for name, lm in arms.items()
     }
     with torch.no_grad():

@@ -4,6 +4,8 @@ real tasks send, their command-line options, and one torch thread count per run.
 from __future__ import annotations
 
 import argparse
+import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -80,3 +82,32 @@ def task_requests(
     if not requests:
         raise RelNeuronError(f"tasks {tasks} send no {kind} requests", hint=hint)
     return requests
+
+
+def fixed_length(request: Any, tokens: int) -> Any:
+    """The generation request with no stop sequence and ``tokens`` new tokens (EOS still
+    stops): every arm then makes the same forwards, whatever its answers."""
+    prompt, kwargs = request.arguments
+    out = copy.copy(request)
+    out.arguments = (prompt, {**kwargs, "until": [], "max_gen_toks": tokens})
+    return out
+
+
+def counted_forwards(
+    lm: Any, call: Callable[[], Any], forwards: list[int], cpu: list[float]
+) -> Callable[[], Any]:
+    """``call`` that appends the model forwards it made and its CPU seconds (the process's
+    own time, hit less than wall time by other jobs on a shared machine)."""
+
+    def counted() -> Any:
+        count = [0]
+        handle = lm.model.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+        before = time.process_time()
+        try:
+            return call()
+        finally:
+            cpu.append(time.process_time() - before)
+            handle.remove()
+            forwards.append(count[0])
+
+    return counted

@@ -141,3 +141,23 @@ def test_bench_mc_compares_both_paths_on_real_mc_requests(tmp_path):
     assert result["cache_stats"]["cached_requests"] == result["requests"]
     assert set(result["cpu_seconds"]) == {"plain", "context_cache"}
     assert result["wall_speedup"] > 0
+
+
+def test_bench_overhead_compares_like_with_like(tmp_path):
+    """Every intervention arm runs HFLM's path with fixed-length generations: the same
+    forwards as plain hf; relneuron-hf's defaults (prefix cache) are a separate arm."""
+    from lm_eval_helpers import save_tiny_lm
+
+    model = save_tiny_lm(tmp_path / "tiny")
+    out = tmp_path / "overhead.json"
+    argv = ["bench", "overhead", "--model", str(model), "--limit", "3", "--rounds", "1"]
+    argv += ["--neurons", "12", "--fixed-tokens", "3", "--json", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["requests"] == {"loglikelihood": 15, "generate_until": 3}
+    on_hflm_path = {k: v for k, v in result["forwards"].items() if k != "rn_default"}
+    assert len(set(on_hflm_path.values())) == 1, result["forwards"]  # the same work
+    assert set(result["cpu_ratio_vs_hf"]) == {*on_hflm_path, "rn_default"}
+    assert result["intervention_changes_outputs"]["fold"]  # the edit reaches the outputs
+    assert result["fold_vs_hook"]["max_loglikelihood_gap"] < 1e-4
+    assert result["fold_vs_hook"]["generations_identical"]
