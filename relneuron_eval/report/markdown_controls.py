@@ -10,6 +10,7 @@ from typing import Any
 from relneuron_eval.evaluation.statistics import MCNEMAR, PAIRED_T, SEED_Z
 from relneuron_eval.report.markdown_format import interval, pct, pts, pval, table
 
+SHORT_NAMES = {MCNEMAR: "exact McNemar", PAIRED_T: "paired t", SEED_Z: "seed-aware z"}
 TEST_NAMES = {
     MCNEMAR: "exact McNemar (paired by document)",
     PAIRED_T: "paired t over documents",
@@ -18,8 +19,8 @@ TEST_NAMES = {
 }
 
 
-def test_name(test: str | None) -> str:
-    return TEST_NAMES.get(str(test), str(test))
+def test_name(test: str | None, short: bool = False) -> str:
+    return (SHORT_NAMES if short else TEST_NAMES).get(str(test), str(test))
 
 
 def tests_used(inter: dict[str, Any]) -> str:
@@ -82,8 +83,10 @@ def answers_table(inter: dict[str, Any]) -> list[str]:
         "What the deactivated model answers instead (from the stored generations): "
         "type-valid = the answer names some object of the relation; verdict: 'format "
         "broke' when the type-valid rate falls by 10 points or more, 'switched default' "
-        "when one object's share of the answers rises by 10 points or more, else "
-        "'forgot' (a drop under 10 points: 'no drop').",
+        "when one object's share of the answers rises by 10 points or more (both can "
+        "hold), else 'forgot'; a drop under 10 points: 'small drop'. Closed-set "
+        "relations only (their objects are the multiple-choice lists); an open set's "
+        "objects are nearly one per fact.",
         "",
     ]
     header = ["relation", "majority class", "type-valid: base → deact. (control)"]

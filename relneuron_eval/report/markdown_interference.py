@@ -56,7 +56,7 @@ def headline_for(inter: dict[str, Any], meta: dict[str, Any]) -> str:
         )
     a, r = s["absolute"], s["relative"]
     fam = s.get("family") or {}
-    ctrl_test = test_name(next(iter(inter["per_relation"].values()))["test_vs_control"])
+    ctrl_test = test_name(next(iter(inter["per_relation"].values()))["test_vs_control"], True)
     t_ci = s.get("ci95_t")
     text = (
         f"Deactivating a relation's top-{inter['top_k']} neurons lowers its own "
@@ -151,9 +151,10 @@ def interference_section(inter: dict[str, Any], primary: bool, n_ks: int) -> lis
     s = inter["summary"]
     a, rel = s["absolute"], s["relative"]
     out += [
-        f"Over the {s['n_eligible']} relations with base accuracy at or above the threshold: "
+        f"Over the {s['n_eligible']} eligible relations: "
         f"mean change {pts(neg(a['mean_own']))} (own neurons) vs {pts(neg(a['mean_control']))} "
-        f"(random units); the own drop is larger by {pts(a['mean_difference'])} {ci(a)}, "
+        f"(random units); the own drop is larger by {pts(a['mean_difference'])} "
+        f"{interval(s['ci95_t']) if s.get('ci95_t') else ci(a)} (t interval), "
         f"{p_is(a['p_paired_t'])} "
         f"(paired t over relations); relative drop {pct(rel['mean_own'], 0)} vs "
         f"{pct(rel['mean_control'], 0)}. The own drop is larger for {a['own_larger']} "

@@ -4,12 +4,13 @@ Three relations, own tasks on their first 40 test facts, three control seeds, tw
 relations' neurons per relation (``--other-controls 2``). Generations are written, not
 just 0/1 outcomes, so what the deactivated model answers can be judged:
 
-* base: the first accepted answer on documents d % 4 != 3, "no idea" on the others;
-* country_capital_city deactivated: "no idea" everywhere (-> "format broke");
+* base: the first accepted answer on documents d % 4 != 3, the next document's other
+  object on the others (a wrong answer of the right type);
+* city_in_country deactivated: "no idea" everywhere (-> "format broke");
 * person_plays_pro_sport deactivated: always the relation's most frequent object
-  (-> "switched default"); landmark_in_country deactivated: another object of the
-  relation (-> "forgot");
-* random controls as base, except seed 2 on country_capital_city, which also fails the
+  (-> "switched default"); country_language deactivated: the next document's other
+  object everywhere (-> "forgot": right type, no object takes over);
+* random controls as base, except seed 2 on city_in_country, which also fails the
   first 10 documents (a seed of its own: the seed-aware test must see it);
 * other relations' neurons on a relation's task: as base.
 
@@ -26,7 +27,7 @@ from relneuron_eval.evaluation.results import TaskResult
 from relneuron_eval.evaluation.statistics import SEED_Z, holm, seed_aware_test
 from relneuron_eval.report.controls import majority
 
-RELS = ["country_capital_city", "landmark_in_country", "person_plays_pro_sport"]
+RELS = ["city_in_country", "country_language", "person_plays_pro_sport"]
 
 
 class AnswerEval:
@@ -39,17 +40,17 @@ class AnswerEval:
         rows = self.rows[task]
         rel = task[len("relfacts_") :]
         right = rows[d]["answers"][0]
-        wrong = "no idea"
+        later = rows[d + 1 :] + rows[:d]  # the next document's other object
+        other = next(r["object"] for r in later if r["object"] != rows[d]["object"])
         if spec.groups == rel and spec.control is None:
-            if rel == "country_capital_city":
-                return wrong
+            if rel == "city_in_country":
+                return "no idea"
             if rel == "person_plays_pro_sport":
                 return majority(rows[:40])[0]
-            later = rows[d + 1 :] + rows[:d]  # the next document's other object
-            return next(r["object"] for r in later if r["object"] != rows[d]["object"])
+            return other
         if spec.groups == rel and spec.control and spec.seed == 2 and d < 10:
-            return wrong
-        return right if d % 4 != 3 else wrong
+            return other
+        return right if d % 4 != 3 else other
 
     def __call__(self, variant, samples):
         out = {}
@@ -89,14 +90,10 @@ def _values(rep, variant, rel):
 
 def test_p_vs_control_is_the_seed_aware_test_with_the_seed_sd(controls_report):
     setup = controls_report["setup"]
-    cell = controls_report["results"]["interference"]["per_relation"]["country_capital_city"]
-    d = _values(controls_report, setup.deact("country_capital_city", 40), "country_capital_city")
-    cs = [
-        _values(
-            controls_report, setup.control("country_capital_city", 40, s), "country_capital_city"
-        )
-        for s in (0, 1, 2)
-    ]
+    rel = RELS[0]
+    cell = controls_report["results"]["interference"]["per_relation"][rel]
+    d = _values(controls_report, setup.deact(rel, 40), rel)
+    cs = [_values(controls_report, setup.control(rel, 40, s), rel) for s in (0, 1, 2)]
     expected = seed_aware_test(d, cs)
     assert cell["test_vs_control"] == SEED_Z and cell["p_deact_vs_control"] == expected.p
     assert cell["control_seed_sd"] == pytest.approx(expected.seed_sd) and expected.seed_sd > 0
@@ -117,12 +114,12 @@ def test_eligibility_is_measured_against_the_majority_class(controls_report):
 
 def test_verdicts_tell_forgetting_from_format_and_default(controls_report):
     per = controls_report["results"]["interference"]["per_relation"]
-    assert per["country_capital_city"]["verdict"] == "format broke"
-    assert per["country_capital_city"]["answers_deact"]["type_valid"] == 0.0
+    assert per["city_in_country"]["verdict"] == "format broke"
+    assert per["city_in_country"]["answers_deact"]["type_valid"] == 0.0
     assert per["person_plays_pro_sport"]["verdict"] == "switched default"
     assert per["person_plays_pro_sport"]["answers_deact"]["top_share"] == 1.0
-    assert per["landmark_in_country"]["verdict"] == "forgot"
-    assert per["landmark_in_country"]["answers_deact"]["type_valid"] == 1.0
+    assert per["country_language"]["verdict"] == "forgot"
+    assert per["country_language"]["answers_deact"]["type_valid"] == 1.0
 
 
 def test_holm_counts_and_other_relations_control(controls_report):
@@ -134,8 +131,8 @@ def test_holm_counts_and_other_relations_control(controls_report):
     assert s["family"]["n_p_deact_vs_base_holm"] == sum(
         1 for c, p in zip(ok, adjusted, strict=True) if p < 0.05 and c["deact"] < c["base"]
     )
-    cell = per["country_capital_city"]
-    assert cell["other_relations"] == ["landmark_in_country", "person_plays_pro_sport"]
+    cell = per[RELS[0]]
+    assert cell["other_relations"] == RELS[1:]
     assert cell["others"] == pytest.approx(cell["base"])  # others' neurons act as base here
     assert s["others"]["n"] == len(ok)
     m = inter["matrix"]["offdiag_difference"]
