@@ -19,8 +19,14 @@ none is a warning on stderr. A paired test that cannot be made although sample l
 exist (a truncated or damaged log, one run logged and the other not) falls back to the
 z-test with a warning on stderr, in every output format.
 
+Each task shows one metric by default (``acc_match``, else ``acc``, ...; ``--metric`` to
+choose, ``--metric all`` for every one), the tasks of the relations a variant targets
+(its ``config.relneuron`` groups) come first and are marked, and an ``acc_prefix2`` row
+of a relation that metric cannot tell apart (taskgen's warning) is never marked
+significant (:mod:`relneuron_eval.compare.annotate`).
+
 Pure Python (no torch); matplotlib is imported only for ``--heatmap``
-(:mod:`relneuron_eval.compare.heatmap`).
+(:mod:`relneuron_eval.compare.heatmap`), a tokenizer only for ``acc_prefix2`` rows.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.compare.annotate import Prefix2Flags, own_variants, wanted_metrics
 from relneuron_eval.compare.heatmap import render_heatmap, write_heatmap  # noqa: F401
 from relneuron_eval.compare.read import (  # noqa: F401  (re-exported: the public API)
     Run,
@@ -100,6 +107,8 @@ class Row:
     base_stderr: float | None
     cells: list[Cell]
     n: int | None = None  # documents behind the base's number
+    own: list[str] = field(default_factory=list)  # variants whose groups name this task
+    flag: str = ""  # why the metric cannot be read as a test here (then nothing significant)
 
     def max_abs_delta(self) -> float:
         deltas = [abs(c.delta) for c in self.cells if c.delta is not None]
@@ -297,7 +306,9 @@ def compare_runs(
             )
         names = [n for n in names if n in wanted]
     warnings = _coverage(base, variants, names, problems)
-    rows = sort_rows(_rows(base, variants, names, metrics, alpha, problems), sort)
+    rows = _rows(base, variants, names, metrics, alpha, problems)
+    _annotate(rows, base, variants, warnings)
+    rows = sort_rows(rows, sort)
     return Comparison(
         base=base.label,
         variants=[r.label for r in variants],
@@ -326,8 +337,7 @@ def _rows(
         for run in variants:
             if name in run.tasks:
                 keys.extend(k for k in run.tasks[name].metrics if k not in keys)
-        if metrics:
-            keys = [k for k in keys if k[0] in metrics]
+        keys = wanted_metrics(keys, metrics)
         base_task = base.tasks.get(name)
         for metric, filt in keys:
             base_value = base_task.metrics.get((metric, filt)) if base_task else None
@@ -388,17 +398,46 @@ def _cell(
     return Cell(run.label, value, se, delta, p_value, test, significant, "ok", note)
 
 
+def _annotate(rows: list[Row], base: Run, variants: list[Run], warnings: list[str]) -> None:
+    """Mark the variants' own tasks; unmark acc_prefix2 p-values that mean nothing."""
+    tasks = dict(base.tasks)
+    for run in variants:
+        tasks.update({n: t for n, t in run.tasks.items() if n not in tasks})
+    own = own_variants(tasks, [(r.label, r.relneuron) for r in variants])
+    flags = Prefix2Flags(base.model_args.get("tokenizer") or base.pretrained)
+    for row in rows:
+        row.own = own.get(row.task, [])
+        task = tasks.get(row.task)
+        if row.metric != "acc_prefix2" or task is None:
+            continue
+        row.flag = flags.flag(task)
+        if row.flag:
+            for cell in row.cells:
+                if cell.significant is not None:
+                    cell.significant = None
+                    cell.note = "; ".join(filter(None, [cell.note, "acc_prefix2 flagged"]))
+    warnings.extend(flags.warnings)
+
+
 def sort_rows(rows: list[Row], sort: str) -> list[Row]:
-    """Groups first, then tasks; within each, leaderboard order by the chosen key."""
+    """The variants' own tasks first, then groups, then tasks; within each, the chosen
+    order (a task's metrics stay together: a task is placed by its largest change)."""
     if sort not in SORTS:
         raise RelNeuronError(f"unknown sort {sort!r}", hint=f"use one of {list(SORTS)}")
+    largest: dict[str, float] = {}
+    top: dict[str, float | None] = {}
+    for row in rows:
+        largest[row.task] = max(largest.get(row.task, -1.0), row.max_abs_delta())
+        if row.base is not None:
+            top[row.task] = max(top.get(row.task) or 0.0, row.base)
 
     def key(row: Row) -> tuple:
-        kind = 0 if row.kind == "group" else 1
+        kind = 0 if row.own else 1 if row.kind == "group" else 2
         if sort == "change":
-            return (kind, -row.max_abs_delta(), row.task, row.metric, row.filter)
+            return (kind, -largest[row.task], row.task, row.metric, row.filter)
         if sort == "base":
-            return (kind, row.base is None, -(row.base or 0.0), row.task, row.metric)
+            best = top.get(row.task)
+            return (kind, best is None, -(best or 0.0), row.task, row.metric, row.filter)
         return (kind, row.task, row.metric, row.filter)
 
     return sorted(rows, key=key)
@@ -424,7 +463,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write a PNG heatmap: variants by tasks, colour = change on a fixed scale "
         "(-1..+1 for fractions such as acc), not significant = faded and hatched",
     )
-    parser.add_argument("--metric", action="append", help="only this metric (repeatable), e.g. acc")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        help="metric to show (repeatable), e.g. acc_prefix2; 'all' for every metric "
+        "(default: one per task, the first of acc_match, acc, exact_match, acc_norm, f1, bleu "
+        "it reports, else its first)",
+    )
     parser.add_argument("--tasks", help="comma-separated tasks/groups to show")
     parser.add_argument(
         "--alpha", type=float, default=0.05, help="significance level (default 0.05)"

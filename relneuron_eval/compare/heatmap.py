@@ -1,7 +1,9 @@
 """``relneuron compare --heatmap``: a figure a researcher reads right at a glance.
 
-Rows are the variants (their run names, wrapped at ``__``), columns the tasks (with the
-number of documents ``n``), colour the change ``variant − base``. The colour scale is
+Rows are the tasks (with the number of documents ``n``; the variants' own tasks first,
+in bold), the first column the base level, then one column per variant (its run name,
+wrapped at ``__``); colour is the change ``variant − base``. The figure is at most 1600
+px wide whatever the number of tasks: a long list grows downwards. The colour scale is
 fixed and symmetric in the metric's own units, ``−1 … +1`` for metrics that are
 fractions (accuracies), so a colour means the same change in every figure and a small
 change never looks like a large one. Changes that are not significant are faded and
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
 NOT_COMPARED = "#dddddd"
 FADE = 0.45  # how far a non-significant cell's colour is blended towards white
 HATCH = "#a8a8a8"
-LABEL_WIDTH = 34  # characters per line of a row label
-LABEL_LINES = 3
+LABEL_WIDTH = 34  # characters per line of a run's label (at most; narrower columns wrap more)
+LABEL_LINES = 4
 
 
 def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
@@ -58,7 +60,7 @@ def scale(comparison: Comparison) -> tuple[float, str]:
     return vmax, f"scale ±{vmax:g} (metric units;\nlargest change shown)"
 
 
-def run_label(index: int, name: str, base: str) -> str:
+def run_label(index: int, name: str, base: str, width: int = LABEL_WIDTH) -> str:
     """``V1: name``, without the base model's prefix, wrapped at ``__``, cut at the right."""
     if name.startswith(f"{base}__"):
         name = name[len(base) + 2 :]
@@ -66,25 +68,31 @@ def run_label(index: int, name: str, base: str) -> str:
         prefix = base.split("__", 1)[0]
         name = name[len(prefix) + 2 :] if name.startswith(f"{prefix}__") else name
     text = f"V{index}: " + name.replace("__", " · ")
-    lines = textwrap.wrap(text, LABEL_WIDTH, break_on_hyphens=False)
+    lines = textwrap.wrap(text, width, break_on_hyphens=False)
     if len(lines) > LABEL_LINES:
         lines = lines[:LABEL_LINES]
-        lines[-1] = lines[-1][: LABEL_WIDTH - 1] + "…"
+        lines[-1] = lines[-1][: width - 1] + "…"
     return "\n".join(lines)
 
 
-def _column_label(row: Row, multi_metric: bool, sep: str) -> str:
-    """Task (``[group]``), the metric when several are shown, and the documents behind it."""
+def _task_label(comparison: Comparison, row: Row, multi_metric: bool) -> str:
+    """Task (``[group]``), the metric when several are shown, n, and whose own task it is."""
     parts = [f"[{row.task}]" if row.kind == "group" else row.task]
     if multi_metric:
         parts.append(_metric_name(row))
     if row.n is not None:
         parts.append(f"n={row.n}")
-    return sep.join(parts)
+    if row.own:
+        owners = ",".join(f"V{comparison.variants.index(v) + 1}" for v in row.own)
+        parts.append(f"own {owners}")
+    return " · ".join(parts)
 
 
-def _draw_cell(ax: Any, i: int, j: int, cell: Cell, vmax: float, cmap: Any) -> None:
-    """One cell: full colour, bold and framed if significant; faded and hatched if not."""
+def _draw_cell(
+    ax: Any, i: int, j: int, cell: Cell, vmax: float, cmap: Any, flagged: bool = False
+) -> None:
+    """Row ``i``, column ``j``: full colour, bold and framed if significant; faded and
+    hatched if not (``!``: a flagged acc_prefix2 cell, never significant)."""
     from matplotlib.patches import Rectangle
 
     corner = (j - 0.5, i - 0.5)
@@ -105,15 +113,18 @@ def _draw_cell(ax: Any, i: int, j: int, cell: Cell, vmax: float, cmap: Any) -> N
     ax.add_patch(Rectangle(corner, 1, 1, facecolor=faded, edgecolor="white"))
     ax.add_patch(Rectangle(corner, 1, 1, fill=False, hatch="//", edgecolor=HATCH, lw=0))
     box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5}
-    label = text + ("?" if cell.p_value is None else "")
+    label = text + ("!" if flagged else "?" if cell.p_value is None else "")
     ax.text(j, i, label, ha="center", va="center", fontsize=8, color="#444444", bbox=box)
 
 
 DPI = 110
+MAX_WIDTH_IN = 1600 / DPI  # the figure fits a screen, however many tasks and runs
+ROW_IN = 0.3
+CHAR_IN = 0.068  # one character of 8 pt text
 
 
 def render_heatmap(comparison: Comparison) -> bytes:
-    """Variants (rows) by task (columns), colour = change on a fixed scale; PNG bytes."""
+    """Tasks (rows) by variants (columns), colour = change on a fixed scale; PNG bytes."""
     import matplotlib.pyplot as plt
 
     fig = heatmap_figure(comparison)
@@ -123,8 +134,25 @@ def render_heatmap(comparison: Comparison) -> bytes:
     return buffer.getvalue()
 
 
+def _size(comparison: Comparison, labels: list[str]) -> tuple[float, float, int]:
+    """Figure width and height (inches) and characters per line of a column label."""
+    columns = len(comparison.variants) + 1  # the base column, then one per variant
+    label_in = CHAR_IN * max(len(t) for t in labels) + 0.3
+    free = MAX_WIDTH_IN - label_in - 1.6  # colour bar and margins
+    column_in = max(0.55, min(1.4, free / columns))
+    width = min(MAX_WIDTH_IN, label_in + 1.6 + column_in * columns)
+    wrap = max(8, int(column_in / CHAR_IN))
+    height = 1.9 + ROW_IN * len(comparison.rows) + 0.16 * LABEL_LINES
+    return max(5.0, width), max(3.0, height), wrap
+
+
 def heatmap_figure(comparison: Comparison) -> Any:
-    """The heatmap as a matplotlib figure (constrained layout: nothing is cut off)."""
+    """The heatmap as a matplotlib figure (constrained layout: nothing is cut off).
+
+    Tasks are rows (a long list scrolls down, never off the side of the screen), the
+    first column is the base level, then one column per variant; the variants' own
+    tasks come first and are bold.
+    """
     try:
         import matplotlib
 
@@ -138,49 +166,49 @@ def heatmap_figure(comparison: Comparison) -> Any:
     rows, variants = comparison.rows, comparison.variants
     vmax, _ = scale(comparison)
     cmap = matplotlib.colormaps["RdBu"]
-    width = min(40.0, max(6.0, 0.9 * len(rows) + 5.0))
-    columns, rotate = _columns(comparison, width)
-    longest = max(len(c) for c in columns) if rotate else 0
-    height = min(30.0, max(3.2, 0.6 * len(variants) + 2.6 + 0.05 * longest))
+    multi = len({_metric_name(r) for r in rows}) > 1
+    labels = [_task_label(comparison, r, multi) for r in rows]
+    width, height, wrap = _size(comparison, labels)
     fig, ax = plt.subplots(figsize=(width, height), layout="constrained", dpi=DPI)
-    for j, row in enumerate(rows):
-        for i, cell in enumerate(row.cells):
-            _draw_cell(ax, i, j, cell, vmax, cmap)
-    ax.set_xlim(-0.5, len(rows) - 0.5)
-    ax.set_ylim(len(variants) - 0.5, -0.5)
+    for i, row in enumerate(rows):
+        _draw_base(ax, i, row)
+        for j, cell in enumerate(row.cells, start=1):
+            _draw_cell(ax, i, j, cell, vmax, cmap, flagged=bool(row.flag))
+    ax.set_xlim(-0.5, len(variants) + 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_xticks(range(len(rows)), columns, fontsize=8)
-    if rotate:
-        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
+        if row.own:
+            tick.set_fontweight("bold")
+    runs = [
+        run_label(i, name, comparison.base, wrap)
+        + ("\n(random control)" if comparison.is_control(name) else "")
+        for i, name in enumerate(variants, start=1)
+    ]
+    ax.xaxis.tick_top()
+    ax.set_xticks(range(len(variants) + 1), ["base", *runs], fontsize=8)
     _label(fig, ax, comparison, cmap, width)
     return fig
 
 
-def _columns(comparison: Comparison, width: float) -> tuple[list[str], bool]:
-    """Column labels, and whether they must be rotated (then on one line) to fit a cell."""
-    rows = comparison.rows
-    multi = len({_metric_name(r) for r in rows}) > 1
-    columns = [_column_label(r, multi, "\n") for r in rows]
-    longest = max((len(line) for label in columns for line in label.splitlines()), default=0)
-    if longest * 0.075 <= (width - 3.5) / max(1, len(rows)):  # inches: 8 pt text vs. a cell
-        return columns, False
-    return [label.replace("\n", " · ") for label in columns], True
+def _draw_base(ax: Any, i: int, row: Row) -> None:
+    """The base level: the number the changes start from, on a neutral ground."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((-0.5, i - 0.5), 1, 1, facecolor="#f2f2f2", edgecolor="white"))
+    text = "—" if row.base is None else f"{row.base:.2f}"
+    ax.text(0, i, text, ha="center", va="center", fontsize=8, color="#222222")
 
 
 def _label(fig: Any, ax: Any, comparison: Comparison, cmap: Any, width: float) -> None:
-    """Run names, colour bar (metric, scale), title and legend."""
+    """Colour bar (metric, scale), title and legend."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     metrics = list(dict.fromkeys(_metric_name(r) for r in comparison.rows))
-    labels = [
-        run_label(i, name, comparison.base)
-        + ("\n(random control)" if comparison.is_control(name) else "")
-        for i, name in enumerate(comparison.variants, start=1)
-    ]
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
     what = " / ".join(metrics)
     vmax, scale_text = scale(comparison)
     bar = fig.colorbar(
@@ -190,10 +218,12 @@ def _label(fig: Any, ax: Any, comparison: Comparison, cmap: Any, width: float) -
     bar.ax.tick_params(labelsize=7)
     base = Path(comparison.base).name if "/" in comparison.base else comparison.base
     base = textwrap.shorten(base, 60, placeholder="…")
-    ax.set_title(f"Change in {what} vs. base {base}", fontsize=9, loc="left")
+    title = textwrap.fill(f"Change in {what} vs. base {base}", int(width * 13))
+    ax.set_title(title, fontsize=9, loc="left")
     caption = (
         f"framed, bold * = significant (p < {comparison.alpha}: paired test on sample logs, "
         "else z-test on stderr); faded, hatched = not significant; ? = no test; "
-        "× = not compared; n = documents"
+        "! = acc_prefix2 cannot tell the relation's objects apart (never significant); "
+        "× = not compared; n = documents; bold task = the variant's own relation"
     )
     ax.set_xlabel(textwrap.fill(caption, int(width * 15)), fontsize=7, color="#444444")

@@ -1,4 +1,9 @@
-"""Text renderings of a ``relneuron compare`` comparison: table, markdown, csv, json."""
+"""Text renderings of a ``relneuron compare`` comparison: table, markdown, csv, json.
+
+Every p-value says which test made it (``M`` exact McNemar and ``t`` paired t on the
+``--log_samples`` logs, ``z`` the z-test on lm-eval's standard errors), and a line under
+the table counts them, so a table of z-tests cannot pass for paired tests.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import io
 import json
 from typing import TYPE_CHECKING
 
+from relneuron_eval.evaluation.statistics import MCNEMAR, PAIRED_T, STDERR_Z
+
 if TYPE_CHECKING:
-    from relneuron_eval.compare.command import Cell, Comparison
+    from relneuron_eval.compare.command import Cell, Comparison, Row
 
 
 def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -17,17 +24,31 @@ def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _p_text(cell: Cell) -> str:
+# test -> (code after the p-value, what the legend calls it)
+TESTS = {
+    MCNEMAR: ("M", "exact McNemar, paired by document (--log_samples logs)"),
+    PAIRED_T: ("t", "paired t, paired by document (--log_samples logs)"),
+    STDERR_Z: ("z", "z-test on lm-eval's stderr (no sample logs: unpaired, less sensitive)"),
+}
+FLAGGED = "!"
+
+
+def _p_text(cell: Cell, flagged: bool = False) -> str:
     if cell.status != "ok":
         return cell.status
     if cell.p_value is None:
         return "?"
-    mark = "*" if cell.significant else ""
-    return f"{cell.p_value:.3g}{mark}"
+    mark = FLAGGED if flagged else "*" if cell.significant else ""
+    code = TESTS.get(cell.test or "", ("?", ""))[0]
+    return f"{cell.p_value:.3g}{mark} {code}"
+
+
+def _own_text(comparison: Comparison, row: Row) -> str:
+    return ",".join(f"V{comparison.variants.index(v) + 1}" for v in row.own)
 
 
 def _grid(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    header = ["task", "metric", "base"]
+    header = ["own", "task", "metric", "n", "base"]
     for i, _ in enumerate(comparison.variants, start=1):
         header += [f"V{i}", f"Δ V{i}", f"p V{i}"]
     body = []
@@ -35,11 +56,37 @@ def _grid(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         label = row.task if row.kind == "task" else f"[{row.task}]"
         metric = row.metric + ("" if row.filter == "none" else f",{row.filter}")
         metric += "" if row.higher_is_better is not False else " ↓"
-        line = [label, metric, _fmt(row.base)]
+        n = "—" if row.n is None else str(row.n)
+        line = [_own_text(comparison, row), label, metric, n, _fmt(row.base)]
         for cell in row.cells:
-            line += [_fmt(cell.score), _fmt(cell.delta, signed=True), _p_text(cell)]
+            line += [_fmt(cell.score), _fmt(cell.delta, signed=True), _p_text(cell, bool(row.flag))]
         body.append(line)
     return header, body
+
+
+def tests_used(comparison: Comparison) -> str:
+    """One line: how many compared cells each test decided, and what the marks mean."""
+    counts: dict[str, int] = {}
+    for row in comparison.rows:
+        for cell in row.cells:
+            if cell.status == "ok" and cell.p_value is not None:
+                counts[cell.test or ""] = counts.get(cell.test or "", 0) + 1
+    used = [f"{TESTS[t][0]} = {TESTS[t][1]}: {counts[t]} cells" for t in TESTS if t in counts]
+    text = "tests: " + ("; ".join(used) if used else "none made")
+    return text + f"; * = p < {comparison.alpha}"
+
+
+def _notes(comparison: Comparison) -> list[str]:
+    lines = [tests_used(comparison)]
+    if any(row.own for row in comparison.rows):
+        lines.append("own: the variants whose groups name the task's relation (listed first)")
+    flagged = [row.task for row in comparison.rows if row.flag]
+    if flagged:
+        lines.append(
+            f"{FLAGGED} = acc_prefix2 cannot tell this relation's objects apart (taskgen's "
+            f"check), so its p is not a test of the fact: read acc_match ({', '.join(flagged)})"
+        )
+    return lines
 
 
 def _legend(comparison: Comparison) -> list[str]:
@@ -57,17 +104,15 @@ def render_table(comparison: Comparison) -> str:
 
     def fmt(line: list[str]) -> str:
         return "  ".join(
-            (c.ljust(w) if i < 2 else c.rjust(w))
+            (c.ljust(w) if i < 3 else c.rjust(w))
             for i, (c, w) in enumerate(zip(line, widths, strict=True))
         ).rstrip()
 
     out = [fmt(header), "  ".join("-" * w for w in widths)]
     out += [fmt(line) for line in body]
     out += ["", *_legend(comparison)]
-    out.append(
-        f"p: paired test on per-sample logs (McNemar / paired t) when present, else z-test on "
-        f"lm-eval's stderr; * = p < {comparison.alpha}; [name] = group; ↓ = lower is better"
-    )
+    out += _notes(comparison)
+    out.append("n = documents; [name] = group; ↓ = lower is better")
     out += _leaderboard_lines(comparison)
     if comparison.problems:
         out += ["", "PROBLEMS (not compared):" if comparison.problems else ""]
@@ -97,12 +142,10 @@ def render_markdown(comparison: Comparison) -> str:
         return text.replace("|", "\\|")
 
     out = ["| " + " | ".join(esc(h) for h in header) + " |"]
-    out.append("|" + "|".join([":---", ":---", *["---:"] * (len(header) - 2)]) + "|")
+    out.append("|" + "|".join([":---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
     out += ["| " + " | ".join(esc(c) for c in line) + " |" for line in body]
     out += ["", *[f"- {esc(line)}" for line in _legend(comparison)]]
-    out.append(
-        f"\n`*` = p < {comparison.alpha} (paired McNemar / t-test on sample logs, else z-test on stderr)."
-    )
+    out += ["", *[f"- {esc(line)}" for line in _notes(comparison)]]
     out += [
         line if line.startswith("  ") is False else "-" + line[1:]
         for line in _leaderboard_lines(comparison)
@@ -130,6 +173,9 @@ CSV_COLUMNS = [
     "significant",
     "status",
     "note",
+    "n",
+    "own",
+    "flag",
 ]
 
 
@@ -158,6 +204,9 @@ def render_csv(comparison: Comparison) -> str:
                     cell.significant,
                     cell.status,
                     cell.note,
+                    row.n,
+                    "|".join(row.own),
+                    row.flag,
                 ]
             )
     return buffer.getvalue()

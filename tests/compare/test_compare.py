@@ -1,10 +1,11 @@
 """``relneuron compare`` on real lm-eval result files written by the real ``lm_eval`` CLI.
 
-Four runs of a tiny random Llama on two toy tasks (and their group) are made once for
-the module (each costs ~25 s of lm-eval start-up): the base (``--model hf``), a
-``relneuron-hf`` variant, a second variant run with another ``--limit`` on one task
-only, and a random control of the first variant. Everything else is read from those
-files (or copies of them).
+Six runs of a tiny random Llama are made once for the module (each costs ~25 s of
+lm-eval start-up, run side by side): on two toy tasks (and their group) the base
+(``--model hf``), a ``relneuron-hf`` variant, a second variant run with another
+``--limit`` on one task only, and a random control of the first variant; on three
+shipped relfacts tasks a base and a variant that deactivates one relation's group.
+Everything else is read from those files (or copies of them).
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ from relneuron_eval.cli import main as relneuron
 from relneuron_eval.compare.command import choose_base, load_runs
 
 pytestmark = pytest.mark.slow
+# the target relation's task, a relation acc_prefix2 cannot tell apart (taskgen warns), another
+RF_TASKS = "relfacts_country_language,relfacts_person_mother,relfacts_country_capital_city"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """lm-eval output folders: base, v1 (ablate a), short (enhance b; limit 10, toy_a only),
-    ctrl (a random control of v1)."""
+    ctrl (a random control of v1); rf_base and rf_v (country_language's group off) on
+    RF_TASKS."""
     root = tmp_path_factory.mktemp("compare-runs")
     model = th.tiny_model()
     th.toy_tasks()
-    nset = th.make_neuron_set(root / "set.jsonl", {"a": 40, "b": 40})
+    nset = th.make_neuron_set(root / "set.jsonl", {"a": 40, "b": 40, "country_language": 40})
     jobs = {
         "base": ("hf", f"pretrained={model}", 15, "toy_group"),
         "v1": ("relneuron-hf", f"pretrained={model},neuron_set={nset},groups=a", 15, "toy_group"),
@@ -52,6 +56,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             f"pretrained={model},neuron_set={nset},groups=a,control=random,seed=0",
             15,
             "toy_group",
+        ),
+        "rf_base": ("hf", f"pretrained={model}", 10, RF_TASKS),
+        "rf_v": (
+            "relneuron-hf",
+            f"pretrained={model},neuron_set={nset},groups=country_language",
+            10,
+            RF_TASKS,
         ),
     }
 
@@ -168,8 +179,10 @@ def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
     assert code == 0
     lines = table.splitlines()
     assert lines[0].split() == [
+        "own",
         "task",
         "metric",
+        "n",
         "base",
         "V1",
         "Δ",
@@ -182,12 +195,17 @@ def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
         "p",
         "V2",
     ]
-    assert lines[2].startswith("[toy_group]")
+    body = lines[2 : 2 + len(data["rows"])]
+    for line, row in zip(body, data["rows"], strict=True):
+        own = ",".join(f"V{data['variants'].index(v) + 1}" for v in row["own"])
+        label = row["task"] if row["kind"] == "task" else f"[{row['task']}]"
+        assert line.split()[: 4 if own else 3] == [own, label, "acc", str(row["n"])][not own :]
     for name in data["variants"]:
         assert any(line.endswith(name) for line in lines if line.startswith("V"))
-    first = data["rows"][0]
-    assert f"{first['cells'][_v1(data)]['delta']:+.4f}" in lines[2]
-    assert "mismatch" in lines[3 + [r["task"] for r in data["rows"]].index("toy_a") - 1]
+    v1 = _v1(data)
+    toy_a = [r["task"] for r in data["rows"]].index("toy_a")
+    assert f"{data['rows'][toy_a]['cells'][v1]['delta']:+.4f}" in body[toy_a]
+    assert "mismatch" in body[toy_a]
 
     out = tmp_path / "table.md"
     code, stdout, _ = _cli(
@@ -195,9 +213,10 @@ def test_table_markdown_csv_and_json_agree(runs, tmp_path, capsys):
     )
     assert code == 0 and stdout == ""
     md = out.read_text().splitlines()
-    assert md[0].startswith("| task | metric | base | V1 |")
+    assert md[0].startswith("| own | task | metric | n | base | V1 |")
     assert set(md[1]) <= set("|:-")
-    assert md[2].startswith("| [toy_group] | acc |")
+    group = [r["kind"] for r in data["rows"]].index("group")
+    assert md[2 + group].startswith("|  | [toy_group] | acc | 30 |")
     assert len([line for line in md if line.startswith("| ")]) == 1 + len(data["rows"])
 
     out = tmp_path / "table.csv"
@@ -265,23 +284,26 @@ def test_heatmap_reads_right_at_a_glance(runs):
     ax, bar = fig.axes
     assert bar.get_ylim() == (-1.0, 1.0)  # fixed: a colour means the same change everywhere
     assert bar.get_ylabel().startswith("Δ acc\n(variant − base)") and "−1 … +1" in bar.get_ylabel()
-    assert ax.get_title(loc="left").startswith("Change in acc vs. base tiny-llama")
-    labels = [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()]
-    for i, (label, name) in enumerate(zip(labels, comparison.variants, strict=True), start=1):
+    assert (
+        ax.get_title(loc="left").replace("\n", " ").startswith("Change in acc vs. base tiny-llama")
+    )
+    columns = [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()]
+    assert columns[0] == "base"
+    for i, (label, name) in enumerate(zip(columns[1:], comparison.variants, strict=True), 1):
         words = name.split("__")[1:]  # the run name without the base model's path
-        assert label.startswith(f"V{i}: {words[0]}") and " · ".join(words) in label, label
+        assert label.startswith(f"V{i}: {words[0][:8]}"), label
         assert label.endswith("(random control)") == name.endswith("__random-s0")
-    columns = {t.get_text().replace("\n", " ") for t in ax.get_xticklabels()}
-    assert columns == {"[toy_group] n=30", "toy_a n=15", "toy_b n=15"}
     for artist in [bar.yaxis.label, ax.title, ax.xaxis.label, *ax.get_yticklabels()]:
+        assert _inside(fig, artist), artist
+    for artist in ax.get_xticklabels():
         assert _inside(fig, artist), artist
     # Non-significant cells are faded and hatched: light, whatever their size.
     pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
     height = pixels.shape[0]
     hatched = {(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches if p.get_hatch()}
     checked = 0
-    for j, row in enumerate(comparison.rows):
-        for i, cell in enumerate(row.cells):
+    for i, row in enumerate(comparison.rows):
+        for j, cell in enumerate(row.cells, start=1):
             if cell.delta is None:
                 continue
             assert ((j, i) in hatched) == (not cell.significant)
@@ -296,28 +318,65 @@ def test_heatmap_reads_right_at_a_glance(runs):
     small_ax, small_bar = small.axes
     for artist in [small_bar.yaxis.label, small_ax.title, small_ax.xaxis.label]:
         assert _inside(small, artist), artist
-    assert small_ax.get_xticklabels()[0].get_text() == "toy_a\nn=15"
-    # Long task names (relfacts_country_capital_city, ...) are rotated and shown whole.
-    from relneuron_eval.compare.heatmap import heatmap_figure
+    assert small_ax.get_yticklabels()[0].get_text() == "toy_a · n=15 · own V1"
 
-    for row in comparison.rows:
-        row.task = f"relfacts_country_capital_city_{row.task}"
+
+def test_heatmap_has_tasks_on_rows_base_level_and_fits_a_screen(runs):
+    """Before: 21 tasks made a 4400 x 748 px strip of columns with no base level and no
+    mark for the target; now tasks are rows, the base is the first column, own tasks are
+    first and bold, and the figure is at most 1600 px wide."""
+    from relneuron_eval.compare.heatmap import DPI, heatmap_figure
+
+    comparison, fig = _heatmap(runs, "base", "v1", "ctrl")
+    ax, _ = fig.axes
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows == [
+        " · ".join(
+            [f"[{r.task}]" if r.kind == "group" else r.task, f"n={r.n}"]
+            + (
+                ["own " + ",".join(f"V{comparison.variants.index(v) + 1}" for v in r.own)]
+                if r.own
+                else []
+            )
+        )
+        for r in comparison.rows
+    ]
+    assert rows[0].startswith("toy_a") and "own V1" in rows[0]  # v1 deactivates group a
+    bold = [t.get_fontweight() == "bold" for t in ax.get_yticklabels()]
+    assert bold == [bool(r.own) for r in comparison.rows]
+    base_texts = {t.get_text() for t in ax.texts if t.get_position()[0] == 0}
+    assert base_texts == {f"{r.base:.2f}" for r in comparison.rows}
+    # 24 tasks with long names, 3 runs: wide enough to read, never wider than a screen.
+    template = comparison.rows
+    comparison.rows = [
+        type(r)(**{**r.__dict__, "task": f"relfacts_person_plays_position_in_sport_{k}"})
+        for k in range(8)
+        for r in template
+    ]
     fig = heatmap_figure(comparison)
     fig.canvas.draw()
     ax, bar = fig.axes
-    ticks = ax.get_xticklabels()
-    assert all(t.get_rotation() == 40 for t in ticks)
-    for artist in [bar.yaxis.label, ax.title, ax.xaxis.label, *ticks, *ax.get_yticklabels()]:
+    width, height = fig.get_size_inches() * DPI
+    assert 800 <= width <= 1600 and height > width / 2, (width, height)
+    assert len(ax.get_yticklabels()) == 24
+    for artist in [bar.yaxis.label, ax.title, ax.xaxis.label, *ax.get_yticklabels()]:
+        assert _inside(fig, artist), artist
+    for artist in ax.get_xticklabels():
         assert _inside(fig, artist), artist
 
 
 def test_leaderboard_sorting(runs, capsys):
     data = _json(capsys, runs["base"], runs["v1"], runs["short"])
-    kinds = [r["kind"] for r in data["rows"]]
-    assert kinds == sorted(kinds, key=lambda k: k != "group")  # groups first
-    tasks = [r for r in data["rows"] if r["kind"] == "task"]
-    biggest = [max(abs(c["delta"]) for c in r["cells"] if c["delta"] is not None) for r in tasks]
-    assert biggest == sorted(biggest, reverse=True)
+    order = [0 if r["own"] else 1 if r["kind"] == "group" else 2 for r in data["rows"]]
+    assert order == sorted(order) and order[0] == 0  # the variants' own tasks, then groups
+    assert [r["task"] for r in data["rows"] if r["own"]] != []
+    for kind in (0, 1, 2):
+        rows = [r for r, k in zip(data["rows"], order, strict=True) if k == kind]
+        biggest = [
+            max([abs(c["delta"]) for c in r["cells"] if c["delta"] is not None], default=-1.0)
+            for r in rows
+        ]
+        assert biggest == sorted(biggest, reverse=True)
     board = data["leaderboard"]
     v1 = _v1(data)
     assert board[0]["variant"] == data["variants"][v1]  # the compared run first
@@ -327,10 +386,13 @@ def test_leaderboard_sorting(runs, capsys):
     )
     assert board[1]["mean_delta"] is None
     by_name = _json(capsys, runs["base"], runs["v1"], "--sort", "name")
-    assert [r["task"] for r in by_name["rows"]] == ["toy_group", "toy_a", "toy_b"]
-    by_base = _json(capsys, runs["base"], runs["v1"], "--sort", "base")
-    scores = [r["base"] for r in by_base["rows"] if r["kind"] == "task"]
-    assert scores == sorted(scores, reverse=True)
+    assert [r["task"] for r in by_name["rows"]] == ["toy_a", "toy_group", "toy_b"]  # own first
+    by_base = _json(capsys, runs["base"], runs["v1"], runs["ctrl"], "--sort", "base")
+    for own in (True, False):  # the own tasks first, each part by base score
+        scores = [
+            r["base"] for r in by_base["rows"] if r["kind"] == "task" and bool(r["own"]) == own
+        ]
+        assert scores == sorted(scores, reverse=True)
 
 
 # ====================================================================== mismatches
@@ -401,7 +463,7 @@ def test_truncated_sample_log_is_warned_about(runs, tmp_path, capsys):
     lines = samples.read_text().splitlines(keepends=True)
     samples.write_text("".join(lines[:-3]))  # an interrupted copy: 12 of 15 records
     code, out, err = _cli(runs["base"], cut, capsys=capsys)
-    assert code == 0 and out.startswith("task")
+    assert code == 0 and out.startswith("own  task")
     warned = [w for w in err.splitlines() if w.startswith("warning: ")]
     (toy_a,) = [w for w in warned if ": toy_a (acc)" in w]
     assert "no paired test" in toy_a and "15 in" in toy_a and "12 in" in toy_a
@@ -452,7 +514,75 @@ def test_random_control_is_a_reference_not_a_candidate(runs, capsys):
     text = " ".join(summary)
     assert "best" not in text and "reference" in text and "not a candidate" in text
     mine, ref = (_cell(data, "toy_a", data["variants"].index(e["variant"]))["delta"] for e in board)
-    assert f"the relation-specific effect is {mine - ref:+.2f} (on 15 documents;" in text
+    assert f"the relation-specific effect is {mine - ref:+.2f} (on 15 documents)" in text
+
+
+# =========================================================== reading 20+ tasks
+def test_one_metric_per_task_own_task_first_with_n_and_test(runs, capsys):
+    """Before: every metric of every task (44 rows for 21 tasks, a task's two metrics
+    apart), the target relation not marked, no n, and nothing said which test ran."""
+    data = _json(capsys, runs["rf_base"], runs["rf_v"])
+    (variant,) = data["variants"]
+    first = data["rows"][0]
+    assert (first["task"], first["metric"]) == ("relfacts_country_language", "acc_match")
+    assert {r["metric"] for r in data["rows"]} == {"acc_match"}  # one row per task
+    assert sorted(r["task"] for r in data["rows"]) == sorted(RF_TASKS.split(","))
+    assert [r["own"] for r in data["rows"]] == [[variant], [], []]
+    assert all(r["n"] == 10 for r in data["rows"])
+    assert all(r["cells"][0]["test"] == "mcnemar" for r in data["rows"])
+    code, table, _ = _cli(runs["rf_base"], runs["rf_v"], capsys=capsys)
+    lines = table.splitlines()
+    assert code == 0 and lines[0].split()[:5] == ["own", "task", "metric", "n", "base"]
+    first = lines[2].split()
+    assert first[:4] == ["V1", "relfacts_country_language", "acc_match", "10"]
+    assert first[-1] == "M" and all(line.split()[-1] == "M" for line in lines[3:5])
+    (tests,) = [line for line in lines if line.startswith("tests: ")]
+    assert "M = exact McNemar, paired by document (--log_samples logs): 3 cells" in tests
+    assert "z-test" not in tests
+    # --metric all: every metric, a task's rows next to each other; --metric picks one.
+    every = _json(capsys, runs["rf_base"], runs["rf_v"], "--metric", "all")
+    tasks = [r["task"] for r in every["rows"]]
+    assert len(tasks) == 6 and all(tasks[i] == tasks[i + 1] for i in (0, 2, 4))
+    assert tasks[0] == "relfacts_country_language"
+    chosen = _json(capsys, runs["rf_base"], runs["rf_v"], "--metric", "acc_prefix2")
+    assert {r["metric"] for r in chosen["rows"]} == {"acc_prefix2"}
+
+
+def _rewrite_samples(folder: Path, task: str, metric: str, value: float) -> None:
+    """Set ``metric`` of every logged document of ``task`` (and lm-eval's mean) to ``value``."""
+    (log,) = folder.rglob(f"samples_{task}_*.jsonl")
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    log.write_text("".join(json.dumps({**r, metric: value}) + "\n" for r in records))
+    (path,) = folder.rglob("results_*.json")
+    results = json.loads(path.read_text())
+    results["results"][task][f"{metric},none"] = value
+    path.write_text(json.dumps(results))
+
+
+def test_undiscriminating_acc_prefix2_is_never_significant(runs, tmp_path, capsys):
+    """Before: an acc_prefix2 change on a relation whose objects share their first two
+    tokens (taskgen warns: person_mother) was starred like any other (issue 19).
+
+    Both relations get the same drop (every document right in the base, wrong in the
+    variant: exact McNemar p = 2 / 2**10); only the flagged relation loses its star."""
+    base = th.copy_tree(runs["rf_base"], tmp_path / "base")
+    variant = th.copy_tree(runs["rf_v"], tmp_path / "variant")
+    for task in ("relfacts_person_mother", "relfacts_country_capital_city"):
+        _rewrite_samples(base, task, "acc_prefix2", 1.0)
+        _rewrite_samples(variant, task, "acc_prefix2", 0.0)
+    data = _json(capsys, base, variant, "--metric", "acc_prefix2")
+    rows = {r["task"]: r for r in data["rows"]}
+    mother, capital = rows["relfacts_person_mother"], rows["relfacts_country_capital_city"]
+    for row in (mother, capital):
+        assert row["cells"][0]["p_value"] == pytest.approx(2 / 2**10)
+    assert capital["cells"][0]["significant"] is True and capital["flag"] == ""
+    assert mother["cells"][0]["significant"] is None
+    assert "person_mother" in mother["flag"] and "read acc_match" in mother["flag"]
+    assert data["leaderboard"][0]["significant_down"] == 1  # the flagged cell is not counted
+    code, table, _ = _cli(base, variant, "--metric", "acc_prefix2", capsys=capsys)
+    line = next(x for x in table.splitlines() if "relfacts_person_mother" in x)
+    assert code == 0 and line.endswith("0.00195! M") and "*" not in line
+    assert any(x.startswith("! = acc_prefix2 cannot tell") for x in table.splitlines())
 
 
 # ======================================================================= bad input
