@@ -148,14 +148,15 @@ def _is_complete(folder: Path) -> bool:
 # read of the GGUF file parses all of it (tokenizer, config; the weights read also maps
 # every tensor), which transformers' own bar (the tensor loop, 12 %) does not cover.
 _SHARES = {"tokenizer": 23, "config": 20, "reading weights": 36, "tensors": 12, "writing": 9}
-# Gemma 3 270M, measured the same way (TODO numbers below are replaced by measurement)
+# Gemma 3 270M, measured in CPU seconds (56 s in all, 1 thread; 494 s wall on 2 cores under
+# load 11): the tokenizer step holds the one parse of the GGUF file (262k vocabulary).
 _SHARES_OF = {
     "gemma3-270m": {
-        "tokenizer": 60,
-        "config": 10,
-        "reading weights": 10,
+        "tokenizer": 54,
+        "config": 11,
+        "reading weights": 13,
         "tensors": 12,
-        "writing": 8,
+        "writing": 10,
     }
 }
 

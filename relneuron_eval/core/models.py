@@ -64,7 +64,7 @@ GEMMA3 = EmbeddedModel(
     ),
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     assembled=True,
-    first_load="~1-2 min on 2 free CPU cores, several under load",
+    first_load="~1 min on a free CPU core, several on busy ones",
     extra="gemma",
 )
 
@@ -95,3 +95,12 @@ def canonical(name: object) -> str | None:
     """The canonical name of an embedded model's alias (``gemma-3-270m`` -> ``gemma3-270m``)."""
     model = find(name)
     return model.name if model else None
+
+
+def model_path_command(name: object) -> str:
+    """The shell text that prints an embedded model's checkpoint folder, for printed commands
+    and model cards (``$(relneuron model-path)`` for the default model)."""
+    model = get(name)
+    return (
+        "$(relneuron model-path)" if model is DEFAULT else f"$(relneuron model-path {model.name})"
+    )

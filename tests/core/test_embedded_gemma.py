@@ -22,6 +22,9 @@ from relneuron_eval.errors import RelNeuronError
 def test_registry_resolves_names_and_refuses_others():
     assert models.get("Gemma-3-270M") is models.GEMMA3
     assert models.canonical("smollm2-135m-instruct") == "smollm2-135m"
+    assert models.canonical("/models/llama") is None
+    assert models.model_path_command("gemma-3-270m") == "$(relneuron model-path gemma3-270m)"
+    assert models.model_path_command("smollm2-135m") == "$(relneuron model-path)"
     assert embedded.is_embedded("gemma3-270m") and not embedded.is_embedded("gemma3")
     assert models.GEMMA3.extra == "gemma" and "Gemma Terms of Use" in models.GEMMA3.licence
     with pytest.raises(RelNeuronError, match="embedded models: smollm2-135m, gemma3-270m"):
