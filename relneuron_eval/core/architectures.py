@@ -91,6 +91,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "gemma": ArchSpec(_DECODER, _gated()),
     "gemma2": ArchSpec(_DECODER, _gated()),
     "gemma3": ArchSpec(_DECODER, _gated()),
+    # Gemma 3 text (the embedded gemma3-270m): gated GELU-tanh MLP with the same four
+    # sites, tied embeddings; no suffix path (its norms sit around attention and MLP)
     "gemma3_text": ArchSpec(_DECODER, _gated()),
     # Phi-3: fused gate_up_proj, first half gate, second half up
     "phi3": ArchSpec(
