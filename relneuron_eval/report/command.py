@@ -43,7 +43,7 @@ from relneuron_eval.report.experiments import (
     plan_base,
 )
 from relneuron_eval.report.options import HELP, add_arguments
-from relneuron_eval.report.others import attach_others
+from relneuron_eval.report.others import attach_control_sets, attach_others
 from relneuron_eval.report.planning import plan_experiments
 from relneuron_eval.report.setup import (
     EXPERIMENTS,
@@ -246,6 +246,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
         cumulativity=_subset(args.cumulativity_relations, relations, "--cumulativity-relations"),
     )
     notes += setup.size_notes()
+    _setup_control_sets(setup, args.control_set)
     if "versatility" in experiments:
         for r in relations:
             langs = [lang for lang in langs_wanted if lang_task(lang, r) in tasks]
@@ -295,6 +296,30 @@ def _setup_reasoning(setup: Setup, args: argparse.Namespace, set_path: str) -> N
         path = folder / f"knowledge_neurons_random_s{seed}.jsonl.gz"
         setup.kn_controls[seed] = (str(path), control.content_hash())
         setup.kn_control_sets[seed] = control
+
+
+def _setup_control_sets(setup: Setup, specs: list[str]) -> None:
+    """``NAME=PATH`` neuron sets with a group for every report relation."""
+    from relneuron_eval.core.neuron_set import load
+    from relneuron_eval.resources import resolve_shipped
+
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise RelNeuronError(f"--control-set: expected NAME=PATH, got {spec!r}")
+        name = name.strip()
+        if name in setup.control_sets or name in ("base", "deact", "control"):
+            raise RelNeuronError(f"--control-set: the name {name!r} is used twice or reserved")
+        resolved = str(resolve_shipped(path.strip()))
+        neuron_set = load(resolved)
+        missing = [r for r in setup.relations if r not in neuron_set.groups()]
+        if missing:
+            raise RelNeuronError(
+                f"control set {name!r} has no group for {missing}",
+                path=resolved,
+                hint="its groups must be the report's relations",
+            )
+        setup.control_sets[name] = (resolved, neuron_set.content_hash(), neuron_set)
 
 
 def _check_controls(setup: Setup) -> None:
@@ -352,6 +377,7 @@ def run_report(
             ]
         for inter in [results["interference"], *results.get("interference_more_k", [])]:
             attach_others(setup, runner, inter)
+            attach_control_sets(setup, runner, inter)
             attach_matrix(setup, inter, ALPHA)
             inter["eligibility"] = eligibility_record(setup, inter)
     if "cumulativity" in setup.experiments:

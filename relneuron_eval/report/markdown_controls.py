@@ -137,3 +137,35 @@ def matrix_lines(matrix: dict[str, Any]) -> list[str]:
         f"significant drops, {d['n_improved_significant_holm']} significant improvements.",
         "",
     ]
+
+
+def control_set_lines(inter: dict[str, Any]) -> list[str]:
+    """Own vs each ``--control-set`` (e.g. activation-matched units), per relation."""
+    sets = inter["summary"].get("control_sets") or {}
+    out: list[str] = []
+    for name, s in sets.items():
+        rows = [
+            [
+                r,
+                pct(c["deact"]),
+                pct(c["control_sets"][name]["accuracy"]),
+                pts(c["drop"] - c["control_sets"][name]["drop"]),
+                f"{pval(c['control_sets'][name]['p_deact_vs_set'])}"
+                + (
+                    f" ({pval(c['control_sets'][name]['p_deact_vs_set_holm'])})"
+                    if c["control_sets"][name].get("p_deact_vs_set_holm") is not None
+                    else ""
+                ),
+            ]
+            for r, c in inter["per_relation"].items()
+        ]
+        out += [
+            f"### Own vs the control set `{name}`",
+            "",
+            f"Own minus `{name}` drop over {s['n']} eligible relations: "
+            f"{pts(s['mean_difference'])}, 95% t CI {interval(s['ci95_t'])}; "
+            f"{s['n_significant_holm']} relations significantly below it (exact McNemar, Holm).",
+            "",
+            *table(["relation", "own", name, "own - set drop", "p (Holm)"], rows),
+        ]
+    return out

@@ -11,6 +11,7 @@ from typing import Any
 from relneuron_eval.report.experiments import ALPHA
 from relneuron_eval.report.markdown_controls import (
     answers_table,
+    control_set_lines,
     eligibility_rule,
     matrix_lines,
     others_lines,
@@ -163,6 +164,7 @@ def interference_section(inter: dict[str, Any], primary: bool, n_ks: int) -> lis
     ]
     out += _uncertainty_table(s)
     out += others_lines(inter)
+    out += control_set_lines(inter)
     if inter.get("matrix"):
         out += _interference_matrix(inter, k)
     return out

@@ -90,6 +90,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "second control on its own task (own - others); 0: none",
     )
     parser.add_argument(
+        "--control-set",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a further control: a neuron set with one group per relation (e.g. "
+        "activation-matched units from `relneuron find random-matched`), its top-k "
+        "deactivated on each relation's own task next to the relation's own neurons; "
+        "repeatable",
+    )
+    parser.add_argument(
         "--matrix-relations",
         default="auto:8",
         help="relations of the r x r' interference matrix: names, all, or auto:N (the N "

@@ -103,3 +103,65 @@ def summarize_others(cells: list[dict[str, Any]]) -> dict[str, Any] | None:
             if p is not None and p < ALPHA and c["deact"] < c["others"]
         ),
     }
+
+
+# ====================================== further controls from other neuron sets
+def control_set_variant(setup: Setup, name: str, relation: str, k: int) -> Variant:
+    """Group ``relation`` of the control set ``name`` (e.g. activation-matched units from
+    ``relneuron find random-matched``), its top-k deactivated."""
+    path, digest, neuron_set = setup.control_sets[name]
+    size = sum(1 for n in neuron_set.neurons if n.group == relation)
+    top_k = None if k >= size else k
+    return Variant.make(
+        f"{name} {relation} k={top_k or 'all'}",
+        path,
+        digest,
+        groups=relation,
+        mode="deactivate",
+        top_k=top_k,
+    )
+
+
+def plan_control_sets(setup: Setup, runner: Runner) -> None:
+    for name in setup.control_sets:
+        for k in setup.all_top_ks():
+            for r in setup.relations:
+                task = setup.task(r)[0]
+                variant = control_set_variant(setup, name, r, k)
+                runner.request(variant, [task], {task: setup.docs(task, own=True)})
+
+
+def attach_control_sets(setup: Setup, runner: Runner, inter: dict[str, Any]) -> None:
+    """Own vs each control set's units on every relation's own task (paired by document:
+    exact McNemar on 0/1 outcomes), Holm over the eligible relations per set."""
+    k = inter["top_k"]
+    for name in setup.control_sets:
+        cells = inter["per_relation"]
+        for r, cell in cells.items():
+            task, metric = setup.task(r)
+            docs = setup.docs(task, own=True)
+            d = runner.get(setup.deact(r, k), task, docs).values(metric)
+            c = runner.get(control_set_variant(setup, name, r, k), task, docs).values(metric)
+            test = seed_aware_test(d, [c])
+            cell.setdefault("control_sets", {})[name] = {
+                "accuracy": sum(c) / len(c),
+                "drop": cell["base"] - sum(c) / len(c),
+                "p_deact_vs_set": test.p,
+                "test": test.test,
+            }
+        ok = [c for c in cells.values() if c["eligible"]]
+        adjusted = holm([c["control_sets"][name]["p_deact_vs_set"] for c in ok])
+        for c, p in zip(ok, adjusted, strict=True):
+            c["control_sets"][name]["p_deact_vs_set_holm"] = p
+        diffs = [c["drop"] - c["control_sets"][name]["drop"] for c in ok]
+        ci = t_interval(diffs)
+        inter["summary"].setdefault("control_sets", {})[name] = {
+            "n": len(ok),
+            "mean_difference": sum(diffs) / len(diffs) if diffs else None,
+            "ci95_t": list(ci) if ci else None,
+            "n_significant_holm": sum(
+                1
+                for c, p in zip(ok, adjusted, strict=True)
+                if p is not None and p < ALPHA and c["deact"] < c["control_sets"][name]["accuracy"]
+            ),
+        }

@@ -24,7 +24,7 @@ from relneuron_eval.report.experiments import (
     plan_reasoning,
     plan_versatility,
 )
-from relneuron_eval.report.others import plan_others
+from relneuron_eval.report.others import plan_control_sets, plan_others
 from relneuron_eval.report.setup import Setup, task_fingerprint
 
 
@@ -39,6 +39,7 @@ def plan_experiments(
     if "interference" in chosen:
         plan_interference(setup, runner, matrix)
         plan_others(setup, runner)
+        plan_control_sets(setup, runner)
     if "versatility" in chosen:
         plan_versatility(setup, runner)
     if "cumulativity" in chosen:

@@ -52,6 +52,8 @@ class Setup:
     cumulativity: list[str] | int
     min_margin: float = 0.10  # eligible: base - majority-class rate >= this (issue 19)
     other_controls: int = 0  # other relations' neurons of the same size per relation
+    # name -> (path, content hash, set): further controls, e.g. activation-matched units
+    control_sets: dict[str, tuple[str, str, NeuronSet]] = field(default_factory=dict)
     langs: dict[str, list[str]] = field(default_factory=dict)  # relation -> languages
     reasoning_chains: str = "with-neurons"  # or "all": which chains the sample spreads over
     top_ks: list[int] = field(default_factory=list)  # every top-k of interference (first = top_k)
