@@ -114,7 +114,7 @@ def statistics_text(stats: dict[str, Any]) -> str:
     return (
         f"{stats['facts_with_neurons']} facts hold {stats['fact_neurons']} fact-neuron entries on "
         f"{stats['distinct_units']} distinct units (of {stats['units_in_model']}); "
-        f"{stats['units_shared']} units are in >= {stats['shared_at']} facts "
+        f"{_n(stats['units_shared'], 'unit')} in >= {stats['shared_at']} facts "
         f"({stats['entries_on_shared_units']} entries); top unit {top_text}; "
         f"{stats['facts_with_own_unit']} facts have a unit of their own, "
         f"{stats['facts_without_own_unit']} none; last layer "
@@ -123,6 +123,11 @@ def statistics_text(stats: dict[str, Any]) -> str:
         f"{_pct(stats['layer0_share']['units'])} ({_pct(stats['layer0_share']['entries'])}); "
         f"distinct units per layer: {layers}"
     )
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 unit is', '24 units are'."""
+    return f"{count} {noun} is" if count == 1 else f"{count} {noun}s are"
 
 
 def _pct(x: float | None) -> str:

@@ -79,9 +79,12 @@ def _save(path: str, neuron_set: NeuronSet) -> str:
 
 
 def named_variants(setup: Setup) -> dict[tuple[str, str], Variant]:
-    """(control, mode) -> variant of the swapped and shared-pool controls (sets saved)."""
+    """(control, mode) -> variant of the swapped and shared-pool controls (sets saved);
+    a control with no neurons (no fact has a donor, no unit is shared) has none."""
     out = {}
     for name, (path, neuron_set) in control_sets(setup).items():
+        if not len(neuron_set):
+            continue
         digest = _save(path, neuron_set)
         for mode in KN_MODES:
             out[(name, mode)] = Variant.make(
@@ -101,13 +104,15 @@ def plan_reasoning(setup: Setup, runner: Runner) -> None:
     and random units last: a run stopped early has the comparisons that matter most
     (the runner evaluates in request order)."""
     docs = {t: chain_docs(setup) for t in TASKS}
-    runner.request(Variant.base(), TASKS, docs)
+    runner.request(Variant.base(), [HELDOUT], docs)  # stage 1 has the other base runs
     named = named_variants(setup)
     for mode in KN_MODES:
         runner.request(setup.kn(mode), TASKS, docs)
-        runner.request(named[("swapped", mode)], TASKS, docs)
+        if ("swapped", mode) in named:
+            runner.request(named[("swapped", mode)], TASKS, docs)
     for mode in KN_MODES:
-        runner.request(named[("shared-pool", mode)], TASKS, docs)
+        if ("shared-pool", mode) in named:
+            runner.request(named[("shared-pool", mode)], TASKS, docs)
     for mode in KN_MODES:
         for s in setup.seeds:
             runner.request(setup.kn(mode, s), TASKS, docs)
@@ -205,12 +210,19 @@ def _condition(
     return {"acc": mean(values), **compare(base, values, clusters, not out.dedupe)}
 
 
+def _maybe(out: Outcomes, base: list[float], variant: Variant | None) -> dict[str, Any] | None:
+    """:func:`_condition`, or None for a control that has no neurons."""
+    return None if variant is None else _condition(out, base, variant)
+
+
 def _specificity(
     out: Outcomes, setup: Setup, mode: str, named: dict, donors: set[str], base_variant: Variant
 ) -> dict[str, Any] | None:
     """own - swapped on the chains whose bridge fact got a donor; and which share of
     the own change the swapped neurons reproduce."""
     ids = [i for i in out.ids if out.bridge[i] in donors]
+    if ("swapped", mode) not in named or not ids:
+        return None
     own = out.of(setup.kn(mode), ids)
     swapped = out.of(named[("swapped", mode)], ids)
     base = out.of(base_variant, ids)
@@ -274,8 +286,8 @@ def analyze_reasoning(setup: Setup, runner: Runner) -> dict[str, Any]:
                 block[mode] = {
                     **_legacy(out, setup, base, mode),
                     "own": _condition(out, base, setup.kn(mode)),
-                    "swapped": _condition(out, base, named[("swapped", mode)]),
-                    "shared_pool": _condition(out, base, named[("shared-pool", mode)]),
+                    "swapped": _maybe(out, base, named.get(("swapped", mode))),
+                    "shared_pool": _maybe(out, base, named.get(("shared-pool", mode))),
                     "specificity": _specificity(out, setup, mode, named, donors, Variant.base()),
                 }
             entry[scope] = block

@@ -623,6 +623,7 @@ def tiny(tmp_path_factory):
     return model, rs, folder / "kn.jsonl.gz", folder
 
 
+@pytest.mark.slow  # ~28 CPU s: every reasoning control and the held-out hop 1 run for real
 def test_end_to_end_on_a_tiny_llama(tiny, tmp_path, capsys):
     from relneuron_eval import cli
 
