@@ -35,6 +35,14 @@ from conftest import REPO
 CANNOT_RUN = {
     "pip install": "installs packages: `make install` has done it (tests/test_makefile.py)",
     "python -m venv": "creates the virtual environment `make install` made",
+    "make install": "installs packages into .venv (it has run; tests/test_makefile.py checks its "
+    "recipe against the README's)",
+    "make demo": "runs once in tests/test_demo.py, which checks the effect it prints (sign and "
+    "paired significance) against the report's",
+    "make test": "the test suite itself, of which this test is part",
+    "--tasks 'relfacts_*'": "a full run of all 90 tasks (hours on a CPU; 7 min 45 s even at "
+    "--limit 2); the same command shape runs every task on a tiny model in "
+    "tests/harness/test_lm_eval_cli.py::test_relfacts_glob_runs_every_task_exactly_once",
     "--model vllm": "vLLM is a GPU serving engine, not installed here",
     "llama.cpp/": "llama.cpp is not part of this project",
     "--relcheck-device cuda": "needs a GPU and Llama-2-7B from the hub",
