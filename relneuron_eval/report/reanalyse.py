@@ -98,3 +98,42 @@ def shared_subject_split(
         name: {"n": len(v), "mean_drop": sum(v) / len(v) if v else None}
         for name, v in (("shared", groups[True]), ("not_shared", groups[False]))
     }
+
+
+def reread_report(runs: str | Path, out: str | Path, argv: list[str]) -> dict[str, Any]:
+    """Render a report from stored runs only, under today's analysis: each task's
+    fingerprint is taken from the runs (a task changed since would otherwise be
+    re-evaluated), and any evaluation the runs lack is an error, never a model load.
+
+    ``argv``: ``relneuron report`` options (``--out`` is ``out``); the runs are copied to
+    ``out/runs`` unless they are there already.
+    """
+    import argparse
+    import shutil
+
+    from relneuron_eval.report.command import build_setup, run_report
+    from relneuron_eval.report.options import add_arguments
+
+    out = Path(out)
+    if Path(runs).resolve() != (out / "runs").resolve():
+        shutil.copytree(runs, out / "runs", dirs_exist_ok=True)
+    hashes: dict[str, str] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        fields = json.loads(path.read_text(encoding="utf-8"))["key_fields"]
+        hashes[fields["task"]] = fields["task_hash"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(out), "--no-progress", *argv])
+    setup, notes = build_setup(args, check_model=False)
+
+    def missing(variant: Any, samples: dict[str, list[int]]) -> Any:
+        raise RelNeuronError(
+            f"the stored runs lack {variant.label} on {sorted(samples)}",
+            hint="re-read with the settings the runs were made with",
+        )
+
+    notes.append(f"re-read from {runs} without a model (task fingerprints as stored)")
+    results, _ = run_report(
+        setup, missing, notes=notes, progress=False, fingerprint=lambda task: hashes[task]
+    )
+    return results

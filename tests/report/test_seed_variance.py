@@ -129,3 +129,28 @@ def test_shared_subjects_split_covers_every_off_diagonal_document():
     )
     assert split["shared"]["n"] + split["not_shared"]["n"] == cells
     assert split["shared"]["n"] > 0  # country relations share their subjects
+
+
+@pytest.mark.slow  # 36 s under load: the report's tokenizer check and figures
+@pytest.mark.skipif(not RUNS.is_dir(), reason="needs the shipped docs/report-full/runs")
+def test_a_report_is_re_read_from_stored_runs_without_a_model(tmp_path):
+    import shutil
+
+    from relneuron_eval.errors import RelNeuronError
+    from relneuron_eval.report.reanalyse import reread_report
+
+    names = ["country_on_continent", "country_language"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for path in RUNS.glob("*.json"):
+        if any(f"-{n}-" in path.name or f"__relfacts_{n}-" in path.name for n in names):
+            shutil.copy(path, runs)
+    argv = ["--relations", ",".join(names), "--top-k", "400", "--seeds", "0,1,2"]
+    argv += ["--limit-own", "none", "--limit", "20", "--metric", "acc_match"]
+    argv += ["--experiments", "interference", "--matrix-relations", ",".join(names)]
+    results = reread_report(runs, tmp_path / "out", argv)
+    cell = results["interference"]["per_relation"]["country_language"]
+    assert cell["test_vs_control"] == SEED_Z and cell["n_docs"] == 113
+    assert (tmp_path / "out" / "report.md").is_file()
+    with pytest.raises(RelNeuronError, match="the stored runs lack"):
+        reread_report(runs, tmp_path / "out2", [*argv[:5], "0,1,2,3", *argv[6:]])
