@@ -60,18 +60,23 @@ def check_arguments(given: Iterable[str], config: Any | None) -> None:
     """
     ours = set(OWN_ARGUMENTS) | hf_arguments()
     known = ours | transformers_arguments()
+    unknown, hints = [], []
     for key in given:
         if key in known or (config is not None and hasattr(config, key)):
             continue
         close = difflib.get_close_matches(key, sorted(ours), n=3, cutoff=0.7)
-        if not close and config is None:
-            continue
-        hint = "did you mean " + " or ".join(f"{c}=" for c in close) + "?" if close else None
+        if close or config is not None:
+            unknown.append(f"{clip(key)}=")
+        if close:
+            hints.append(f"{clip(key)}= -> " + " or ".join(f"{c}=" for c in close))
+    if unknown:
         raise RelNeuronError(
-            f"unknown model argument {clip(key)}=: not an argument of relneuron-hf, of "
-            "lm-eval's hf model, or of transformers' from_pretrained",
+            f"unknown model argument(s) {', '.join(unknown[:10])}: not arguments of "
+            "relneuron-hf, of lm-eval's hf model, or of transformers' from_pretrained",
             path="--model_args",
-            hint=hint or "see the README's `relneuron-hf` model arguments table",
+            hint="did you mean " + "; ".join(hints[:10]) + "?"
+            if hints
+            else "see the README's `relneuron-hf` model arguments table",
         )
 
 

@@ -53,17 +53,25 @@ def _create(args: str) -> RelNeuronLM:
 )
 def test_a_typo_in_a_model_argument_is_one_line_before_loading(config_only, typo, meant):
     """Before: a 44-line transformers TypeError, exit 1, after the model load."""
-    with pytest.raises(RelNeuronError, match=rf"unknown model argument {typo}=.*did you mean"):
+    with pytest.raises(RelNeuronError, match=rf"unknown model argument\(s\) {typo}=.*did you"):
         _create(f"pretrained={config_only},{typo}=x")
     with pytest.raises(RelNeuronError) as caught:
         _create(f"pretrained={config_only},{typo}=x")
-    assert f"{meant}=" in str(caught.value) and "\n" not in str(caught.value)
+    assert f"{typo}= -> {meant}=" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_every_typo_is_in_the_one_line(config_only):
+    with pytest.raises(RelNeuronError) as caught:
+        _create(f"pretrained={config_only},neuronset=x.jsonl,group=a")
+    line = str(caught.value)
+    assert "neuronset=, group=" in line
+    assert "neuronset= -> neuron_set=" in line and "group= -> groups=" in line
 
 
 def test_unknown_argument_far_from_any_name_is_refused_when_the_config_knows_it_not(
     config_only, tiny_dir
 ):
-    with pytest.raises(RelNeuronError, match=r"unknown model argument zzz_option="):
+    with pytest.raises(RelNeuronError, match=r"unknown model argument\(s\) zzz_option="):
         _create(f"pretrained={config_only},zzz_option=1")
     # transformers' own options and config fields still pass through to hf
     lm = _create(f"pretrained={tiny_dir},attn_implementation=eager,use_cache=True")
