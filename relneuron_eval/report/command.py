@@ -196,10 +196,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
     top_ks = parse_top_ks(args.top_k)
     if not 0.0 <= args.min_base < 1.0:
         raise RelNeuronError(f"--min-base must be in [0, 1), got {args.min_base}")
-    if not 0.0 <= args.min_margin < 1.0:
-        raise RelNeuronError(f"--min-margin must be in [0, 1), got {args.min_margin}")
-    if args.other_controls < 0:
-        raise RelNeuronError(f"--other-controls must be >= 0, got {args.other_controls}")
+    _check_control_options(args)
     try:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
@@ -296,6 +293,13 @@ def _setup_reasoning(setup: Setup, args: argparse.Namespace, set_path: str) -> N
         path = folder / f"knowledge_neurons_random_s{seed}.jsonl.gz"
         setup.kn_controls[seed] = (str(path), control.content_hash())
         setup.kn_control_sets[seed] = control
+
+
+def _check_control_options(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.min_margin < 1.0:
+        raise RelNeuronError(f"--min-margin must be in [0, 1), got {args.min_margin}")
+    if args.other_controls < 0:
+        raise RelNeuronError(f"--other-controls must be >= 0, got {args.other_controls}")
 
 
 def _setup_control_sets(setup: Setup, specs: list[str]) -> None:

@@ -260,3 +260,19 @@ def eligibility_record(setup: Any, inter: dict[str, Any]) -> dict[str, Any]:
         "below_min_docs": small,
         "weighting": "each relation weighs the same in the mean over relations",
     }
+
+
+def ranked_base(setup: Any, base: dict[str, float]) -> dict[str, float]:
+    """The base accuracies ``auto:N`` ranks, with every relation the eligibility rule
+    excludes (on the same first ``--limit`` documents) moved below any threshold, so
+    the matrix and the curves pick only relations a drop can be claimed for."""
+    from relneuron_eval.report.setup import task_rows
+
+    out = dict(base)
+    for r in setup.relations:
+        task = setup.task(r)[0]
+        rows = task_rows(task)["test"]
+        _, rate = majority([rows[i] for i in setup.docs(task)])
+        if not eligibility(base[r], rate, setup.min_base, setup.min_margin):
+            out[r] = -1.0
+    return out

@@ -76,6 +76,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="relations with a lower base accuracy are reported but left out of drop claims",
     )
     parser.add_argument(
+        "--matrix-relations",
+        default="auto:8",
+        help="relations of the r x r' interference matrix: names, all, or auto:N (the N "
+        "with the highest base accuracy)",
+    )
+    parser.add_argument(
+        "--cumulativity-relations",
+        default="auto:3",
+        help="relations of the cumulativity curves: names, all, or auto:N",
+    )
+    parser.add_argument("--langs", default=",".join(LANGS), help="languages for cross-lingual")
+    _add_control_arguments(parser)
+    _add_compute_arguments(parser)
+
+
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    """Issue 19's controls: eligibility against the majority class, further controls."""
+    parser.add_argument(
         "--min-margin",
         type=float,
         default=0.10,
@@ -99,19 +117,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "deactivated on each relation's own task next to the relation's own neurons; "
         "repeatable",
     )
-    parser.add_argument(
-        "--matrix-relations",
-        default="auto:8",
-        help="relations of the r x r' interference matrix: names, all, or auto:N (the N "
-        "with the highest base accuracy)",
-    )
-    parser.add_argument(
-        "--cumulativity-relations",
-        default="auto:3",
-        help="relations of the cumulativity curves: names, all, or auto:N",
-    )
-    parser.add_argument("--langs", default=",".join(LANGS), help="languages for cross-lingual")
-    _add_compute_arguments(parser)
 
 
 def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relneuron_eval.evaluation.runner import Runner
+from relneuron_eval.report.controls import ranked_base
 from relneuron_eval.report.experiments import (
     base_accuracy,
     pick,
@@ -34,8 +35,9 @@ def plan_experiments(
     """Stage 2: request the experiments' evaluations (all, or ``only`` one); returns the
     matrix and cumulativity relations chosen with the base accuracies."""
     chosen = setup.experiments if only is None else [only]
-    matrix = pick(setup.matrix, setup, base) if "interference" in setup.experiments else []
-    cumul = pick(setup.cumulativity, setup, base) if "cumulativity" in setup.experiments else []
+    ranked = ranked_base(setup, base)  # one eligibility rule, majority class included
+    matrix = pick(setup.matrix, setup, ranked) if "interference" in setup.experiments else []
+    cumul = pick(setup.cumulativity, setup, ranked) if "cumulativity" in setup.experiments else []
     if "interference" in chosen:
         plan_interference(setup, runner, matrix)
         plan_others(setup, runner)

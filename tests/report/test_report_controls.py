@@ -190,3 +190,21 @@ def test_a_control_set_without_a_relation_is_refused(tmp_path):
     )
     with pytest.raises(RelNeuronError, match="has no group for"):
         build_setup(args, check_model=False)
+
+
+def test_auto_relations_follow_the_same_eligibility_rule(controls_report):
+    from relneuron_eval.report.controls import ranked_base
+    from relneuron_eval.report.experiments import pick
+    from relneuron_eval.report.setup import task_rows
+
+    setup = controls_report["setup"]
+    rates = {}
+    for r in RELS:
+        rows = task_rows(f"relfacts_{r}")["test"]
+        rates[r] = majority([rows[i] for i in setup.docs(f"relfacts_{r}")])[1]
+    base = {r: min(0.99, max(0.3, rates[r] + 0.2)) for r in RELS}
+    near = RELS[2]
+    base[near] = max(0.25, rates[near] + 0.05)  # above min_base, within 10 pp of majority
+    ranked = ranked_base(setup, base)
+    assert ranked[near] == -1.0 and all(ranked[r] == base[r] for r in RELS[:2])
+    assert near not in pick(3, setup, ranked) and near in pick(3, setup, base)
