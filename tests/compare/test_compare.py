@@ -170,6 +170,16 @@ def test_stderr_z_test_without_samples(runs, tmp_path, capsys):
         delta = raw_v1[task]["acc,none"] - raw_base[task]["acc,none"]
         se = math.hypot(raw_base[task]["acc_stderr,none"], raw_v1[task]["acc_stderr,none"])
         assert cell["p_value"] == pytest.approx(math.erfc(abs(delta) / se / math.sqrt(2)))
+    # Before: the table said "paired test ... when present" whichever test had run.
+    code, table, _ = _cli(base, v1, capsys=capsys)
+    lines = table.splitlines()
+    assert code == 0 and all(line.endswith(" z") for line in lines[2:5]), table
+    (tests,) = [line for line in lines if line.startswith("tests: ")]
+    assert (
+        tests.startswith("tests: z = z-test on lm-eval's stderr (no sample logs")
+        and "3 cells" in tests
+    )
+    assert "McNemar" not in tests
 
 
 # ========================================================================= formats
