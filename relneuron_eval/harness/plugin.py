@@ -38,6 +38,12 @@ def on_task_manager_loaded(module: ModuleType) -> None:
     An lm-eval with task entry points (#4015's ``discover_plugin_task_paths``) finds it
     through ours (pyproject.toml) itself; adding it again would index every task twice.
     """
+    import importlib
+
+    from relneuron_eval.harness import index_cache
+
+    # lm-eval's own ~14k task YAMLs, indexed once and cached
+    index_cache.install(importlib.import_module("lm_eval.tasks._index"))
     if hasattr(module, "discover_plugin_task_paths"):
         return
     manager_cls = module.TaskManager
