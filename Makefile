@@ -30,13 +30,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python scripts/demo.py
 
-# Two pytest-xdist workers (one torch thread each) on the 2-core machine; whole files go to
-# one worker so module fixtures are built once. The embedded model is de-quantised first,
-# so the workers do not both build it. The run ends with the 20 slowest tests.
+# Two pytest-xdist workers (one torch thread each) on the 2-core machine; a file's tests go
+# to one worker, so module fixtures are built once, except in files marked `spread`
+# (tests/slow_marker.py). The embedded model is de-quantised first, so the workers do not
+# both build it. The run ends with the 20 slowest tests.
 PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/relneuron model-path > /dev/null
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20
 
 lint: install
 	$(BIN)/ruff check .

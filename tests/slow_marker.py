@@ -26,10 +26,18 @@ def cpu_seconds() -> float:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The shipped relchecks score full test splits with the embedded model: slow."""
+    """The shipped relchecks score full test splits with the embedded model: slow.
+
+    Under pytest-xdist (``--dist loadgroup``) every test of a file runs on one worker,
+    so a module fixture is built once, unless the file is marked ``spread`` (independent,
+    heavy tests without shared fixtures: the docs' commands, the relchecks).
+    """
     for item in items:
         if item.get_closest_marker("relcheck") is not None:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.spread)
+        if item.get_closest_marker("spread") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(hookwrapper=True)
