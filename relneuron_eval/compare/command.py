@@ -307,6 +307,14 @@ def compare_runs(
         names = [n for n in names if n in wanted]
     warnings = _coverage(base, variants, names, problems)
     rows = _rows(base, variants, names, metrics, alpha, problems)
+    if not rows and metrics:
+        found = sorted(
+            {m for r in [base, *variants] for t in r.tasks.values() for m, _ in t.metrics}
+        )
+        raise RelNeuronError(
+            f"--metric {', '.join(metrics)}: no compared task reports it",
+            hint=f"the runs report: {', '.join(found) or 'no metrics'}; or --metric all",
+        )
     _annotate(rows, base, variants, warnings)
     rows = sort_rows(rows, sort)
     return Comparison(

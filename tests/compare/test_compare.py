@@ -556,6 +556,10 @@ def test_one_metric_per_task_own_task_first_with_n_and_test(runs, capsys):
     assert tasks[0] == "relfacts_country_language"
     chosen = _json(capsys, runs["rf_base"], runs["rf_v"], "--metric", "acc_prefix2")
     assert {r["metric"] for r in chosen["rows"]} == {"acc_prefix2"}
+    # A metric no task reports is an error naming those they do (before: an empty table).
+    code, out, err = _cli(runs["rf_base"], runs["rf_v"], "--metric", "acc_mach", capsys=capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "--metric acc_mach: no compared task reports it" in err and "acc_match" in err
 
 
 def _rewrite_samples(folder: Path, task: str, metric: str, value: float) -> None:
