@@ -30,7 +30,7 @@ NOT_COMPARED = "#dddddd"
 FADE = 0.45  # how far a non-significant cell's colour is blended towards white
 HATCH = "#a8a8a8"
 LABEL_WIDTH = 34  # characters per line of a run's label (at most; narrower columns wrap more)
-LABEL_LINES = 4
+LABEL_LINES = 5
 
 
 def write_heatmap(comparison: Comparison, path: str | Path) -> Path:
@@ -68,7 +68,7 @@ def run_label(index: int, name: str, base: str, width: int = LABEL_WIDTH) -> str
         prefix = base.split("__", 1)[0]
         name = name[len(prefix) + 2 :] if name.startswith(f"{prefix}__") else name
     text = f"V{index}: " + name.replace("__", " · ")
-    lines = textwrap.wrap(text, width, break_on_hyphens=False)
+    lines = textwrap.wrap(text, width)  # long names break at their hyphens
     if len(lines) > LABEL_LINES:
         lines = lines[:LABEL_LINES]
         lines[-1] = lines[-1][: width - 1] + "…"
@@ -139,7 +139,7 @@ def _size(comparison: Comparison, labels: list[str]) -> tuple[float, float, int]
     columns = len(comparison.variants) + 1  # the base column, then one per variant
     label_in = CHAR_IN * max(len(t) for t in labels) + 0.3
     free = MAX_WIDTH_IN - label_in - 1.6  # colour bar and margins
-    column_in = max(0.55, min(1.4, free / columns))
+    column_in = max(0.55, min(2.0, free / columns))
     width = min(MAX_WIDTH_IN, label_in + 1.6 + column_in * columns)
     wrap = max(8, int(column_in / CHAR_IN))
     height = 1.9 + ROW_IN * len(comparison.rows) + 0.16 * LABEL_LINES
