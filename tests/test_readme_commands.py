@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.spread  # independent chains of commands, one test each
+
 # substring of the command -> why it cannot run on the test machine (no GPU, no network)
 CANNOT_RUN = {
     "pip install": "installs packages: `make install` has done it (tests/test_makefile.py)",
@@ -383,14 +385,69 @@ def _groups_in(commands: list[Command]) -> set[str]:
     return found
 
 
-def run_document(commands: list[Command], tmp: Path) -> tuple[list[str], Run]:
-    runner = Run(tmp, groups=_groups_in(commands))
+def run_document(
+    commands: list[Command], tmp: Path, groups: set[str] | None = None
+) -> tuple[list[str], Run]:
+    runner = Run(tmp, groups=_groups_in(commands) if groups is None else groups)
     failures = [
         failure
         for command in commands
         if command.skip_reason() is None and (failure := runner.run(command)) is not None
     ]
     return failures, runner
+
+
+def _reads(value: str, output: str) -> bool:
+    norm = os.path.normpath(value)
+    return norm == output or norm.startswith(output + os.sep)
+
+
+def chains(commands: list[Command]) -> list[list[Command]]:
+    """The runnable commands in independent chains, each in document order.
+
+    A command joins the chain of every earlier command whose output (a path after an
+    ``OUTPUT_OPTIONS`` option, or below it) or ``$NAME`` it reads; chains share nothing,
+    so they run as separate tests (in parallel under pytest-xdist) with the same result.
+    """
+    runnable = [c for c in commands if c.skip_reason() is None]
+    parent = list(range(len(runnable)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    made: list[tuple[int, str]] = []  # (command index, output path or $NAME)
+    for i, command in enumerate(runnable):
+        tokens = shlex.split(command.text)
+        inputs = [t for k, t in enumerate(tokens) if k == 0 or tokens[k - 1] not in OUTPUT_OPTIONS]
+        values = [v for t in inputs for v in [t, *(p.partition("=")[2] for p in t.split(","))]]
+        for j, output in made:
+            variable = output.startswith("$") and re.search(rf"\$\{{?{output[1:]}\b", command.text)
+            if variable or any(_reads(v, output) for v in values if v):
+                parent[root(i)] = root(j)
+        made += [
+            (i, os.path.normpath(tokens[k + 1]))
+            for k in range(len(tokens) - 1)
+            if tokens[k] in OUTPUT_OPTIONS
+        ]
+        if command.assign:
+            made.append((i, "$" + command.assign))
+    grouped: dict[int, list[Command]] = {}
+    for i, command in enumerate(runnable):
+        grouped.setdefault(root(i), []).append(command)
+    return list(grouped.values())
+
+
+def _chain_params() -> list:
+    """(document, chain) for README.md and every docs/*.md: one test each."""
+    params = []
+    for path in [REPO / "README.md", *docs_files()]:
+        commands = document_commands(path)
+        groups = _groups_in(commands)
+        for chain in chains(commands):
+            params.append(pytest.param(chain, groups, id=chain[0].where))
+    return params
 
 
 # ------------------------------------------------------------------------- tests
@@ -434,20 +491,31 @@ def test_parsing_joins_strips_and_expands(tmp_path):
     assert str(tmp_path / "rs.jsonl.gz") not in argv[3]  # not an output of this document
 
 
-@pytest.mark.slow
-def test_readme_commands_run_as_written(tmp_path):
-    failures, runner = run_document(readme_commands(), tmp_path)
-    print("\n".join(runner.log))
-    assert not failures, "README commands that fail:\n\n" + "\n\n".join(failures)
+def test_chains_keep_readers_with_their_writers(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text(
+        "```bash\nlm_eval --model hf --tasks a --output_path out/base\n"
+        "relneuron find relation-specific --out rs.jsonl.gz\n"
+        "lm_eval --model hf --tasks a --output_path out/b\n"
+        "relneuron compare out/base out/b --heatmap cmp.png\n"
+        "relneuron export peft --neuron-set rs.jsonl.gz --out variants/x\n"
+        "P=$(relneuron model-path)\nlm_eval --model hf --model_args pretrained=$P --tasks a\n"
+        "relneuron bench load\npip install x\n```\n"
+    )
+    got = [[c.text.split()[1] for c in chain] for chain in chains(document_commands(doc))]
+    assert got == [
+        ["--model", "--model", "compare"],
+        ["find", "export"],
+        ["model-path", "--model"],
+        ["bench"],
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("doc", [p.name for p in docs_files()])
-def test_docs_commands_run_as_written(doc, tmp_path):
-    commands = document_commands(REPO / "docs" / doc)
-    if not [c for c in commands if c.skip_reason() is None]:
-        pytest.skip(f"docs/{doc} has no runnable shell command")
-    failures, runner = run_document(commands, tmp_path)
+@pytest.mark.parametrize(("chain", "groups"), _chain_params())
+def test_doc_commands_run_as_written(chain, groups, tmp_path):
+    """Every command of README.md and docs/*.md, chain by chain (see ``chains``)."""
+    failures, runner = run_document(chain, tmp_path, groups)
     print("\n".join(runner.log))
-    assert not failures, f"docs/{doc} commands that fail:\n\n" + "\n\n".join(failures)
+    assert not failures, "commands that fail:\n\n" + "\n\n".join(failures)
     shutil.rmtree(tmp_path, ignore_errors=True)  # exported checkpoints are large
