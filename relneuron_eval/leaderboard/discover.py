@@ -5,7 +5,8 @@ the settings' ``discovery:`` block) and writes ``OUT/sets/<method>.jsonl.gz``, b
 ``<method>.cost.json``. Cost is measured in the process that ran the method, against a
 plain forward pass over the same prompts at the same batch size in that process (so a
 loaded machine slows both alike): ``forward_equivalents = seconds / plain_forward_seconds``
-(one plain forward of every discovery prompt = 1). Peak memory is the process's peak
+(one plain forward of every discovery prompt = 1; timed on an even sample of 256 prompts
+and scaled). Peak memory is the process's peak
 resident memory while the method ran (CPU; sampled every 20 ms) or the peak CUDA
 allocation, each also given above what was in use before it started.
 
@@ -86,21 +87,28 @@ class Context:
         return int(self.settings.discovery["batch_size"])
 
 
+REFERENCE_PROMPTS = 256  # the plain forward is timed on an even sample, then scaled
+
+
 def plain_forward_seconds(model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> float:
-    """Seconds of one forward (logits included) per prompt, batched as discovery batches."""
+    """Seconds of one plain forward (logits included) over every prompt, batched as the
+    discovery passes batch: timed on an evenly spaced sample of at most
+    ``REFERENCE_PROMPTS`` prompts and scaled to all (the reference must not cost as much
+    as a method)."""
     import torch
 
     from relneuron_eval.discovery.activations import _pad_id, make_batches, pad_right
 
+    step = max(1, -(-len(texts) // REFERENCE_PROMPTS))
+    sample = texts[::step]
     device = model.get_input_embeddings().weight.device
     started = time.perf_counter()
     with torch.no_grad():
-        for batch in make_batches(tokenizer, texts, batch_size):
-            ids, mask = pad_right(
-                [tokenizer(texts[i])["input_ids"] for i in batch], _pad_id(tokenizer)
-            )
+        for batch in make_batches(tokenizer, sample, batch_size):
+            seqs = [tokenizer(sample[i])["input_ids"] for i in batch]
+            ids, mask = pad_right(seqs, _pad_id(tokenizer))
             model(input_ids=ids.to(device), attention_mask=mask.to(device))
-    return time.perf_counter() - started
+    return (time.perf_counter() - started) * len(texts) / max(1, len(sample))
 
 
 def _rss_mb() -> float:
