@@ -153,3 +153,49 @@ def test_matched_units_are_closer_than_a_random_control():
     ref_level = float(np.log(all_std[np.argsort(-all_std)[:40]]).mean())
     assert abs(log_std_gap(matched) - ref_level) < abs(log_std_gap(random_control) - ref_level)
     assert len(matched) == len(reference)
+
+
+# ============================================================ the CLI, tiny Llama
+def test_find_subcommands_share_one_pass_and_resume(tmp_path):
+    """diffmean is interrupted and resumed to the uninterrupted file; activation-magnitude
+    and random-matched then reuse its store (``--stop-after 0`` would stop any pass)."""
+    from tools_helpers import tiny_model
+
+    from relneuron_eval import cli
+    from relneuron_eval.core.neuron_set import load
+
+    common = [
+        "--model",
+        str(tiny_model()),
+        "--relations",
+        "country_capital_city,landmark_on_continent",
+        "--max-facts",
+        "3",
+        "--fewshot",
+        "0",
+        "--top-k",
+        "20",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    store = ["--workdir", str(tmp_path / "store"), "--keep-workdir"]
+    once = tmp_path / "once.jsonl.gz"
+    assert cli.main(["find", "diffmean", *common, "--out", str(once)]) == 0
+    dm = tmp_path / "dm.jsonl.gz"
+    argv = ["find", "diffmean", *common, *store, "--out", str(dm)]
+    assert cli.main([*argv, "--stop-after", "1"]) == 130 and not dm.exists()
+    assert cli.main(argv) == 0
+    assert load(dm).neurons == load(once).neurons
+    mag = tmp_path / "mag.jsonl.gz"
+    assert cli.main(["find", "activation-magnitude", *common, *store, "--out", str(mag),
+                     "--stop-after", "0"]) == 0  # fmt: skip
+    rm = tmp_path / "rm.jsonl.gz"
+    argv = ["find", "random-matched", *common, *store, "--out", str(rm), "--stop-after", "0"]
+    assert cli.main([*argv, "--reference", str(dm)]) == 0
+    matched, reference = load(rm), load(dm)
+    assert len(matched) == len(reference) and matched.method["matched_to"]["method"] == "diffmean"
+    assert load(mag).method["name"] == "activation-magnitude"
+    assert cli.main(["find", "diffmean", *common, "--out", str(dm)]) == 2  # exists: --force
