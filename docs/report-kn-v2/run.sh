@@ -40,14 +40,18 @@ step() {  # name, command...
     commit "$name"
 }
 
-step "own and swapped, suppressed (the shipped set)" \
+NOCOT=relfacts_2hop,relfacts_2hop_hop1_heldout,relfacts_2hop_hop1
+step "own and swapped, suppressed (the shipped set), without CoT" \
+    $PY scripts/kn_specificity.py --kn-set $KN --out $OUT/specificity/none \
+    --runs $OUT/runs --modes deactivate --tasks $NOCOT
+step "own and swapped, suppressed (the shipped set), CoT" \
     $PY scripts/kn_specificity.py --kn-set $KN --out $OUT/specificity/none \
     --runs $OUT/runs --modes deactivate
 for refine in drop-shared=10 drop-objects=3; do
     step "refinement $refine: own and swapped, suppressed" \
         $PY scripts/kn_specificity.py --kn-set $KN --refine $refine \
         --out $OUT/specificity/${refine/=/} --runs $OUT/runs --modes deactivate \
-        --tasks relfacts_2hop,relfacts_2hop_hop1_heldout,relfacts_2hop_hop1
+        --tasks $NOCOT
 done
 step "the report (enhancement, shared pool, random controls)" \
     .venv/bin/relneuron report --model smollm2-135m \
