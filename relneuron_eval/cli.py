@@ -22,13 +22,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "relneuron_eval.report.command",
         "run the papers' experiments and write markdown + PNGs",
     ),
+    "report-check": (
+        "relneuron_eval.report.replay",
+        "check that a shipped report's numbers follow from its shipped runs",
+    ),
     "compare": (
         "relneuron_eval.compare.command",
         "compare lm-eval results of a base model and variants",
-    ),
-    "leaderboard": (
-        "relneuron_eval.leaderboard.command",
-        "score neuron-finding methods per relation and budget (Cause, Isolate, Disentangle)",
     ),
     "leaderboard": (
         "relneuron_eval.leaderboard.command",
