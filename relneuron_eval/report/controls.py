@@ -200,6 +200,32 @@ def answers_block(
     }
 
 
+def _recount(matrix: dict[str, Any], cells: list[tuple[str, str]], alpha: float) -> None:
+    """The off-diagonal summaries again, over the cells the one eligibility rule keeps."""
+
+    def mean_of(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    for side in ("own", "control"):
+        m = matrix[side]
+        matrix[f"offdiag_{side}"].update(
+            {
+                "n_cells": len(cells),
+                "mean_relative_drop": mean_of([m["relative_drop"][r][c] for r, c in cells]),
+                "mean_absolute_drop": mean_of([m["absolute_drop"][r][c] for r, c in cells]),
+                "n_improved": sum(1 for r, c in cells if m["improved"][r][c]),
+            }
+        )
+    own, p = matrix["own"], matrix["p_vs_base"]
+    matrix["offdiag_own"]["n_dropped_significant"] = sum(
+        1 for r, c in cells if own["absolute_drop"][r][c] > 0 and p[r][c] < alpha
+    )
+    matrix["offdiag_own"]["n_improved_significant"] = sum(
+        1 for r, c in cells if own["improved"][r][c] and p[r][c] < alpha
+    )
+
+
 def attach_matrix(setup: Any, inter: dict[str, Any], alpha: float) -> None:
     """The r x r' matrix under the one eligibility rule (majority class, on the matrix's
     documents), Holm over its off-diagonal cells, and the cluster-bootstrap interval
@@ -219,6 +245,7 @@ def attach_matrix(setup: Any, inter: dict[str, Any], alpha: float) -> None:
         ok = eligibility(own["base"][c], rate, setup.min_base, setup.min_margin)
         own["eligible"][c] = ctrl["eligible"][c] = ok
     cells = [(r, c) for r in own["rows"] for c in own["cols"] if r != c and own["eligible"][c]]
+    _recount(matrix, cells, alpha)
     adjusted = holm([matrix["p_vs_base"][r][c] for r, c in cells])
     holm_p: dict[str, dict[str, float | None]] = {r: {} for r in own["rows"]}
     for (r, c), p in zip(cells, adjusted, strict=True):

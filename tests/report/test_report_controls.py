@@ -141,6 +141,7 @@ def test_holm_counts_and_other_relations_control(controls_report):
     m = inter["matrix"]["offdiag_difference"]
     eligible_cols = [c for c in RELS if inter["matrix"]["own"]["eligible"][c]]
     assert m["n_cells"] == sum(1 for r in RELS for c in eligible_cols if r != c)
+    assert inter["matrix"]["offdiag_own"]["n_cells"] == m["n_cells"]  # one rule everywhere
 
 
 def test_markdown_names_the_tests_and_shows_the_new_columns(controls_report):
@@ -208,3 +209,23 @@ def test_auto_relations_follow_the_same_eligibility_rule(controls_report):
     ranked = ranked_base(setup, base)
     assert ranked[near] == -1.0 and all(ranked[r] == base[r] for r in RELS[:2])
     assert near not in pick(3, setup, ranked) and near in pick(3, setup, base)
+
+
+def test_matrix_summaries_count_only_the_cells_the_rule_keeps(controls_report):
+    import copy
+
+    from relneuron_eval.report.controls import attach_matrix
+    from relneuron_eval.report.setup import task_rows
+
+    setup = controls_report["setup"]
+    inter = copy.deepcopy(controls_report["results"]["interference"])
+    col = RELS[1]
+    rows = task_rows(f"relfacts_{col}")["test"]
+    rate = majority([rows[i] for i in setup.docs(f"relfacts_{col}")])[1]
+    inter["matrix"]["own"]["base"][col] = max(0.21, rate + 0.05)  # now within the margin
+    attach_matrix(setup, inter, 0.05)
+    matrix = inter["matrix"]
+    assert matrix["own"]["eligible"][col] is False
+    kept = sum(1 for r in RELS for c in RELS if r != c and matrix["own"]["eligible"][c])
+    assert matrix["offdiag_own"]["n_cells"] == matrix["offdiag_control"]["n_cells"] == kept
+    assert matrix["offdiag_difference"]["n_cells"] == kept
