@@ -71,18 +71,6 @@ def _added(settings: Any, items: list[str]) -> None:
         settings.methods.append(MethodSpec(name=name, set=path))
 
 
-def _check_relations(settings: Any) -> None:
-    from relneuron_eval.data.facts import RELATIONS
-
-    unknown = [r for r in settings.relations if r not in RELATIONS]
-    if unknown:
-        raise RelNeuronError(
-            f"unknown relation(s) {unknown}",
-            path=settings.path,
-            hint=f"known: {', '.join(RELATIONS)}",
-        )
-
-
 def run(args: argparse.Namespace) -> int:
     from relneuron_eval.leaderboard.discover import Context, run_discovery
     from relneuron_eval.leaderboard.settings import load_settings
@@ -90,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = load_settings(args.settings)
     _added(settings, args.add)
-    _check_relations(settings)
     if args.limit is not None and args.limit < 1:
         raise RelNeuronError(f"--limit must be positive, got {args.limit}")
     batch_size: int | str = (

@@ -133,7 +133,7 @@ def _settings(path: Path, text: str, data: LineDict) -> Settings:
             f"isolate_shifts {bad} map a relation onto itself ({len(set(relations))} relations)",
             line_of(data, "isolate_shifts"),
         )
-    return Settings(
+    settings = Settings(
         path=str(path),
         text=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
@@ -145,6 +145,18 @@ def _settings(path: Path, text: str, data: LineDict) -> Settings:
         discovery=_discovery(data),
         methods=_methods(data),
     )
+    _known_relations(settings.relations, data)
+    return settings
+
+
+def _known_relations(relations: list[str], data: LineDict) -> None:
+    from relneuron_eval.data.facts import RELATIONS
+
+    unknown = [r for r in relations if r not in RELATIONS]
+    if unknown:
+        value = data["relations"]
+        line = line_of(value, relations.index(unknown[0]), line_of(data, "relations"))
+        raise LocatedError(f"unknown relation(s) {unknown}", line, f"known: {', '.join(RELATIONS)}")
 
 
 def _int_list(data: LineDict, key: str, minimum: int) -> list[int]:

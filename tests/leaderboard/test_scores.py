@@ -90,6 +90,11 @@ BAD = [
     ("budgets: [10]\nrelations: [a, b]\nmetric: f1\nmethods: [diffmean]\n", 3, "unknown metric"),
     ("budgets: [10]\nrelations: [a, b]\nisolate_shifts: [2]\nmethods: [diffmean]\n", 3, "onto"),
     ("budgets: [10]\nrelations: [a, b]\nmethods: [diffmean]\nbugdets: 1\n", 4, "unknown key"),
+    (
+        "budgets: [10]\nrelations:\n  - company_hq\n  - compnay_hq\nmethods: [diffmean]\n",
+        4,
+        "compnay",
+    ),
 ]
 
 
