@@ -12,12 +12,13 @@ STOP_AT=${STOP_AT:-}   # e.g. 14:03: no commit after this time (HH:MM, today)
 
 commit() {
     if [ -n "$STOP_AT" ] && [[ "$(date +%H:%M)" > "$STOP_AT" ]]; then return; fi
+    local paths=()
+    for p in "$OUT/runs" "$OUT/specificity"; do [ -e "$p" ] && paths+=("$p"); done
+    [ ${#paths[@]} -eq 0 ] && return
     for _ in 1 2 3 4 5; do
-        git add "$OUT/runs" "$OUT/specificity" 2>/dev/null
-        if git commit -q -m "docs/report-kn-v2: $1" -- "$OUT/runs" "$OUT/specificity" 2>/dev/null; then
-            return
-        fi
-        git diff --cached --quiet -- "$OUT/runs" "$OUT/specificity" && return
+        git add "${paths[@]}" 2>/dev/null
+        git diff --cached --quiet -- "${paths[@]}" && return  # nothing new
+        git commit -q -m "docs/report-kn-v2: $1" -- "${paths[@]}" >/dev/null 2>&1 && return
         sleep 7
     done
 }
