@@ -86,11 +86,14 @@ def cached_index(root: Path, build: Build, index_module: ModuleType) -> dict[str
     path = cache_root() / "lm-eval-task-index" / f"{key[:24]}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("signature") == key:
+        if isinstance(data, dict) and data.get("signature") == key:
             return _decode(data["index"], index_module)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # no cache yet, or one that cannot be read: build it
     index = build([root])
+    for old in path.parent.glob("*.json"):  # indexes of earlier versions of the files
+        if old != path:
+            old.unlink(missing_ok=True)
     try:
         text = json.dumps({"signature": key, "index": _encode(index)})
         if _decode(json.loads(text)["index"], index_module) != index:

@@ -115,12 +115,18 @@ def replay(folder: Path, out: Path, runs: Path | None = None) -> dict[str, Any]:
     from relneuron_eval.report.options import add_arguments as report_arguments
 
     shipped = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    command = shipped["meta"]["command"]
-    argv = shlex.split(command)[2:]  # after `relneuron report`
-    argv[argv.index("--out") + 1] = str(out)
+    command = (shipped.get("meta") or {}).get("command")
+    words = shlex.split(command) if isinstance(command, str) else []
+    if words[:2] != ["relneuron", "report"]:
+        raise RelNeuronError(
+            "meta.command is not the `relneuron report` command that made this report",
+            path=str(folder / "results.json"),
+            hint="only reports written by `relneuron report` can be checked",
+        )
     parser = argparse.ArgumentParser(prog="relneuron report")
     report_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words[2:])
+    args.out = str(out)
     shutil.copytree(runs or folder / "runs", out / "runs", dirs_exist_ok=True)
     fingerprints = _fingerprints(out / "runs")
     setup, notes = build_setup(args, check_model=False)
@@ -188,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
         if args.write:
             for path in Path(tmp).iterdir():
                 if path.is_file():
-                    shutil.copyfile(path, folder / path.name)
+                    with atomic_write(folder / path.name, "wb", encoding=None) as handle:
+                        handle.write(path.read_bytes())
             print(f"re-rendered {folder} from {runs} (0 evaluations)")
             return 0
     shipped = json.loads((folder / "results.json").read_text(encoding="utf-8"))

@@ -58,10 +58,13 @@ def test_an_edited_file_or_a_broken_cache_builds_again(tmp_path, own_cache):
     (root / "a.yaml").write_text("task: toy_renamed\ndataset_path: json\n")
     edited = index_cache.cached_index(root, build, index_module)
     assert len(calls) == 2 and "toy_renamed" in edited and "toy_a" not in edited
-    for cached in (tmp_path / "cache" / "lm-eval-task-index").glob("*.json"):
-        cached.write_text("{not json")
-    assert index_cache.cached_index(root, build, index_module) == edited
-    assert len(calls) == 3
+    folder = tmp_path / "cache" / "lm-eval-task-index"
+    assert len(list(folder.glob("*.json"))) == 1  # the first version's index is gone
+    for broken in ("{not json", "[]"):
+        for cached in folder.glob("*.json"):
+            cached.write_text(broken)
+        assert index_cache.cached_index(root, build, index_module) == edited
+    assert len(calls) == 4
 
 
 def test_entries_json_cannot_hold_are_not_cached(tmp_path, own_cache):

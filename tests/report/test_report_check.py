@@ -93,3 +93,11 @@ def test_missing_manifest_is_one_clear_error(tmp_path, capsys):
     assert main(["report-check", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "SHA256SUMS is missing" in err and "--update-manifest" in err
+
+
+def test_a_results_file_without_a_report_command_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    write_manifest(tmp_path / "runs")
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"command": "lm_eval --x"}}))
+    assert main(["report-check", str(tmp_path)]) == 2
+    assert "meta.command is not the `relneuron report` command" in capsys.readouterr().err
