@@ -16,6 +16,7 @@ from relneuron_eval.benchmarks import peers
 from relneuron_eval.cli import main
 
 
+@pytest.mark.slow
 def test_bench_discovery_on_tiny_llama(tmp_path, capsys):
     model = save_tiny_llama(tmp_path / "tiny", hidden=32, intermediate=48, layers=2)
     out = tmp_path / "discovery.json"

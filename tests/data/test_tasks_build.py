@@ -138,6 +138,7 @@ def _evaluate(model: str, model_args: str, tasks: list[str], include=(), limit=2
     )
 
 
+@pytest.mark.slow
 def test_every_task_builds_and_scores_with_hf(shipped_files):
     groups = ["relfacts", "relfacts-mc", "relfacts-multilingual", "relfacts-2hop"]
     out = _evaluate("hf", f"pretrained={tiny_model()}", groups)

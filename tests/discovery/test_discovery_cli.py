@@ -107,6 +107,7 @@ def single_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_relation_specific_output(single_run):
     neuron_set = load(single_run)
     assert neuron_set.groups() == ["country_capital_city", "landmark_on_continent"]
@@ -139,6 +140,7 @@ def test_interrupted_run_leaves_nothing_and_resumes_to_the_same_file(single_run,
     assert not work.exists()
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(single_run, tmp_path):
     out = tmp_path / "two.jsonl"
     _launch_two([*RS_ARGS, "--out", str(out)])
@@ -359,6 +361,7 @@ def _flip_a_finished_row(work: Path) -> str:
     return "1 of 4 finished prompts fail their checksum"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate_layer, _truncate_meta, _flip_a_finished_row])
 def test_damaged_checkpoint_is_noticed_and_recomputed(
     tiny_spec, tiny_stopped, tiny_reference, tmp_path, damage

@@ -269,6 +269,7 @@ def test_per_doc_applies_top_k_per_group(tiny_dir, neuron_file, tmp_path):
     assert lm._rn.description["top_k"] == 5
 
 
+@pytest.mark.slow
 def test_lm_eval_results_record_file_hash_selection_hash_and_layer_counts(
     tiny_dir, neuron_file, tmp_path
 ):
