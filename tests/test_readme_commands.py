@@ -223,11 +223,10 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
         return _ensure(_set(args, "--max-facts", "8"), batch_size="8", min_positives="2")
     if sub[:1] == ["report"]:
         args = _set(args, "--relations", _relations(run))
+        for name in ("--limit", "--limit-own", "--reasoning-limit"):  # also over `none`
+            args = _set(args, name, "2")
         return _ensure(
             args,
-            limit="2",
-            limit_own="2",
-            reasoning_limit="2",
             ks="10,all",
             top_k="20",
             matrix_relations="all",
