@@ -227,9 +227,12 @@ def _check_method(spec: MethodSpec, before: list[MethodSpec], line: int | None) 
             f"built-in: {', '.join(known)}; or give `set: FILE` for a set of your own",
         )
     if spec.kind == "derived":
-        if spec.of is None or spec.of not in {m.name for m in before}:
+        # only a found or given set can be matched: a derived one (random of random) never
+        # becomes a discovery step, and the run would wait for it forever
+        sources = {m.name for m in before if m.kind != "derived"}
+        if spec.of is None or spec.of not in sources:
             raise LocatedError(
-                f"{spec.name} needs `of:` naming a method listed before it",
+                f"{spec.name} needs `of:` naming a found or given method listed before it",
                 line,
                 "e.g. of: relation-specific",
             )

@@ -87,6 +87,12 @@ BAD = [
     ("budgets: [10, 3]\nrelations: [a, b]\nmethods: [diffmean]\n", 1, "increasing"),
     ("budgets: [10]\nrelations: [a, b]\nmethods:\n  - diffmean\n  - bogus\n", 5, "unknown method"),
     ("budgets: [10]\nrelations: [a, b]\nmethods:\n  - name: random\n", 4, "needs `of:`"),
+    (  # a derived method of a derived one never runs: the grid would wait for it forever
+        "budgets: [10]\nrelations: [a, b]\nmethods:\n  - diffmean\n  - name: random\n"
+        "    of: diffmean\n  - name: random-matched\n    of: random\n",
+        7,
+        "needs `of:`",
+    ),
     ("budgets: [10]\nrelations: [a, b]\nmetric: f1\nmethods: [diffmean]\n", 3, "unknown metric"),
     ("budgets: [10]\nrelations: [a, b]\nisolate_shifts: [2]\nmethods: [diffmean]\n", 3, "onto"),
     ("budgets: [10]\nrelations: [a, b]\nmethods: [diffmean]\nbugdets: 1\n", 4, "unknown key"),
