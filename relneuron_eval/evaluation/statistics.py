@@ -197,6 +197,10 @@ def seed_aware_test(own: Sequence[float], controls: Sequence[Sequence[float]]) -
     """
     if not controls:
         raise ValueError("no control rows")
+    if not own:
+        raise ValueError("no documents")
+    if not all(math.isfinite(x) for row in (own, *controls) for x in row):
+        raise ValueError("non-finite outcome")
     if len(controls) == 1:
         p, test = paired_test(controls[0], own)
         return SeedTest(p, test, None, None)
@@ -207,8 +211,8 @@ def seed_aware_test(own: Sequence[float], controls: Sequence[Sequence[float]]) -
     accs = [sum(row) / n for row in controls]
     seed_var = _var(accs)
     doc_var = _var(diffs) if n > 1 else 0.0
-    se = math.sqrt(doc_var / n + seed_var / seeds) if n else 0.0
-    mean = sum(diffs) / n if n else 0.0
+    se = math.sqrt(doc_var / n + seed_var / seeds)
+    mean = sum(diffs) / n
     if se == 0.0:
         p = 1.0 if mean == 0.0 else 0.0
     else:

@@ -229,3 +229,12 @@ def test_statistics_imports_neither_torch_nor_lm_eval():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_seed_aware_test_refuses_empty_and_non_finite_outcomes():
+    from relneuron_eval.evaluation.statistics import seed_aware_test
+
+    with pytest.raises(ValueError, match="no documents"):
+        seed_aware_test([], [[], []])
+    with pytest.raises(ValueError, match="non-finite"):
+        seed_aware_test([1.0, float("nan")], [[1.0, 0.0], [0.0, 1.0]])
