@@ -197,7 +197,7 @@ def seed_aware_test(own: Sequence[float], controls: Sequence[Sequence[float]]) -
     """
     if not controls:
         raise ValueError("no control rows")
-    if not own:
+    if len(own) == 0:
         raise ValueError("no documents")
     if not all(math.isfinite(x) for row in (own, *controls) for x in row):
         raise ValueError("non-finite outcome")
