@@ -419,6 +419,7 @@ def _kn_tiny(model: Path, spec: Path, out: Path, *extra: str, check: bool = True
     return _run([*args, *extra], check=check)
 
 
+@pytest.mark.slow
 def test_knowledge_neurons_attribute_only_answered_facts(tiny_spec, tmp_path):
     """The tiny model "knows" the facts whose object is its own greedy answer (prefix2)."""
     from relneuron_eval.discovery.data import relation_prompts, resolve_relations
@@ -446,6 +447,7 @@ def test_knowledge_neurons_attribute_only_answered_facts(tiny_spec, tmp_path):
     assert load(off).method["data"]["facts"] == len(candidates)
 
 
+@pytest.mark.slow
 def test_knowledge_neurons_with_no_answered_fact_fail_before_attribution(tiny_spec, tmp_path):
     model, _ = tiny_spec
     _write_tiny_spec(tmp_path, {})  # every object "zzz": nothing is answered
@@ -458,6 +460,7 @@ def test_knowledge_neurons_with_no_answered_fact_fail_before_attribution(tiny_sp
     assert list(out.parent.iterdir()) == []  # no output, no work folder
 
 
+@pytest.mark.slow
 def test_knowledge_neuron_layers_outside_the_model_are_named_as_typed(tiny_spec, tmp_path):
     model, folder = tiny_spec
     out = tmp_path / "kn.jsonl"
