@@ -404,6 +404,7 @@ def _samples_by_task(output: Path) -> dict[str, list[dict]]:
     return out
 
 
+@pytest.mark.slow
 def test_relfacts_glob_runs_every_task_exactly_once(tmp_path):
     """The README's headline `--tasks 'relfacts_*'` (issue 9: a duplicate-task ValueError).
 
@@ -451,6 +452,7 @@ def _prompts(output: Path) -> dict[str, dict[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_fewshot_prompts_do_not_depend_on_processes_limit_or_selection(tiny_model_dir, tmp_path):
     """Issue 11: lm-eval's default sampler gave other demos on 2 processes and per selection."""
     import os
