@@ -6,6 +6,7 @@ install, tests) they are the top-level folders next to the package.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,3 +44,9 @@ def resolve_shipped(path: str | Path) -> Path:
         if candidate.exists():
             return candidate
     return p
+
+
+def file_hash(path: str | Path, length: int = 8) -> str:
+    """Short SHA-256 of a (shipped) file's bytes, used in variant names."""
+    digest = hashlib.sha256(resolve_shipped(path).read_bytes()).hexdigest()
+    return digest[:length]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.atomic import atomic_write
 from relneuron_eval.core.models import DEFAULT, EmbeddedModel, find, get
 from relneuron_eval.errors import RelNeuronError
 
@@ -70,17 +71,19 @@ def _assembled(model: EmbeddedModel) -> Path:
     """The chunk packages' GGUF file joined once into ``cache_root()/gguf``, atomically:
     joined into a private temporary name, its SHA-256 checked, then renamed."""
     target = cache_root() / "gguf" / model.gguf_name
-    if target.is_file() and _sha256(target) == model.sha256:
+    if target.is_file() and _verified_sha256(target) == model.sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    assembler = importlib.import_module(model.module)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assembler = importlib.import_module(model.module)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
         assembler.assemble(tmp, overwrite=True)  # joins the chunks and checks its SHA-256
         if _sha256(Path(tmp)) != model.sha256:  # and ours: the registry pins the file
             raise ValueError(f"SHA-256 is not {model.sha256}")
         os.replace(tmp, target)
+        _stamp(target, model.sha256)
     except (ImportError, FileNotFoundError) as exc:
         raise RelNeuronError(
             f"the chunk packages of {model.name} are incomplete: {exc}",
@@ -91,10 +94,40 @@ def _assembled(model: EmbeddedModel) -> Path:
             f"the GGUF file joined from the {model.name} packages is damaged: {exc}",
             hint=f"reinstall them with: {model.install}",
         ) from None
+    except OSError as exc:  # disk full, read-only cache folder, ...
+        raise RelNeuronError(
+            f"could not join the {model.name} GGUF file into {target.parent}: {exc}",
+            hint=f"free space there, or point ${CACHE_ENV} at a writable folder",
+        ) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     return target
+
+
+def _stamp(path: Path, sha256: str) -> None:
+    """Record a checked file's hash with its size and mtime, so later processes skip
+    re-hashing it (hundreds of MB) while the file is unchanged."""
+    stat = path.stat()
+    record = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    with atomic_write(path.with_name(path.name + ".sha256.json")) as handle:
+        json.dump(record, handle)
+
+
+def _verified_sha256(path: Path) -> str:
+    """The stamped hash when the stamp matches the file's size and mtime, else hashed."""
+    stat = path.stat()
+    try:
+        record = json.loads(path.with_name(path.name + ".sha256.json").read_text())
+        if (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = _sha256(path)
+    with contextlib.suppress(OSError):  # a read-only cache just hashes every time
+        _stamp(path, digest)
+    return digest
 
 
 def cache_root() -> Path:

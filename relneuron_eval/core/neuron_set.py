@@ -87,7 +87,6 @@ class NeuronSet:
     # derived by select/union/control: those are not that file).
     file_sha256: str | None = None
 
-    # ------------------------------------------------------------------ basics
     @property
     def model(self) -> dict[str, Any]:
         return self.header.get("model", {})
@@ -310,7 +309,6 @@ class NeuronSet:
             drawn, control={"kind": "random", "seed": seed, "of": self.content_hash()[:12]}
         )
 
-    # ---------------------------------------------------------------- checking
     def check_shape(self, shape: ModelShape, *, model_name: str = "the model") -> None:
         """Raise if this set was made for a model of another shape."""
         mine = self.shape
@@ -327,13 +325,23 @@ class NeuronSet:
                 hint=f"it was made for {self.model.get('id')!r}; use a set made for {model_name}",
             )
 
-    # -------------------------------------------------------------------- I/O
     @classmethod
     def load(cls, path: str | Path) -> NeuronSet:
         return load(path)
 
     def save(self, path: str | Path) -> Path:
         return save(self, path)
+
+    def save_unless_same(self, path: str | Path) -> str:
+        """Write unless the same content is there (parallel writers); the content hash."""
+        digest = self.content_hash()
+        try:
+            if Path(path).is_file() and load(path).content_hash() == digest:
+                return digest
+        except (RelNeuronError, OSError):
+            pass
+        save(self, path)
+        return digest
 
 
 class _FreeIndices(Sequence[int]):
@@ -589,11 +597,3 @@ def save(neuron_set: NeuronSet, path: str | Path) -> Path:
     with atomic_write(path, "wb") as handle:
         handle.write(payload)
     return path
-
-
-def file_hash(path: str | Path, length: int = 8) -> str:
-    """Short SHA-256 of a file's bytes, used in variant names."""
-    from relneuron_eval.resources import resolve_shipped
-
-    digest = hashlib.sha256(Path(resolve_shipped(path)).read_bytes()).hexdigest()
-    return digest[:length]

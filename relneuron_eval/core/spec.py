@@ -437,7 +437,7 @@ def _stem(path: str) -> str:
 
 def _short_hash(path: str) -> str:
     """The first 8 hex digits of the file's SHA-256 ("missing" if unreadable)."""
-    from relneuron_eval.core.neuron_set import file_hash
+    from relneuron_eval.resources import file_hash
 
     try:
         return file_hash(path)
@@ -446,7 +446,7 @@ def _short_hash(path: str) -> str:
 
 
 def _file_sha256(path: str) -> str:
-    from relneuron_eval.core.neuron_set import file_hash
+    from relneuron_eval.resources import file_hash
 
     try:
         return file_hash(path, length=64)

@@ -51,8 +51,8 @@ def build_manifest(
 
     from relneuron_eval import __version__
     from relneuron_eval.core.architectures import model_card
-    from relneuron_eval.core.neuron_set import file_hash
     from relneuron_eval.core.variant import variant_name
+    from relneuron_eval.resources import file_hash
 
     description = dict(intervention.description)
     selection = intervention.selection.header.get("selection", {}) or {}

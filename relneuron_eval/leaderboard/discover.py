@@ -19,6 +19,7 @@ processes with the same ``--out`` split the stage; a finished step is never run 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,8 +154,10 @@ def measured(device: str) -> Iterator[dict[str, float]]:
         if sampler is not None:
             sampler.join()
             peak[0] = max(peak[0], _rss_mb())
+            known = math.isfinite(peak[0])  # no /proc (not Linux): unknown, never NaN in JSON
             record.update(
-                peak_memory_mb=round(peak[0], 1), extra_memory_mb=round(peak[0] - before, 1)
+                peak_memory_mb=round(peak[0], 1) if known else None,
+                extra_memory_mb=round(peak[0] - before, 1) if known else None,
             )
         else:
             import torch
@@ -322,7 +325,8 @@ def run_step(ctx: Context, step: str, spec: MethodSpec | None, of_path: Path | N
         cost["shared_pass_seconds"] = shared.get("seconds", 0.0)
         cost["seconds_own"] = cost["seconds"]
         cost["seconds"] = round(cost["seconds"] + cost["shared_pass_seconds"], 3)
-        cost["peak_memory_mb"] = max(cost["peak_memory_mb"], shared.get("peak_memory_mb", 0.0))
+        peaks = [m for m in (cost["peak_memory_mb"], shared.get("peak_memory_mb")) if m is not None]
+        cost["peak_memory_mb"] = max(peaks, default=None)
     cost["forward_equivalents"] = round(cost["seconds"] / reference, 2) if reference > 0 else None
     _write_cost(ctx.sets / f"{step}.cost.json", cost)
 

@@ -79,18 +79,6 @@ def deranged(selection: NeuronSet, relations: list[str], shift: int) -> NeuronSe
     )
 
 
-def _save(neuron_set: NeuronSet, path: Path) -> tuple[Path, str]:
-    """Write unless the same content is there (two processes write the same bytes)."""
-    digest = neuron_set.content_hash()
-    try:
-        same = path.is_file() and load(path).content_hash() == digest
-    except (RelNeuronError, OSError):
-        same = False
-    if not same:
-        neuron_set.save(path)
-    return path, digest
-
-
 def build_cells(
     settings: Settings,
     found: dict[str, Found],
@@ -111,7 +99,8 @@ def build_cells(
             for shift in [0, *settings.isolate_shifts]:
                 chosen = selection if shift == 0 else deranged(selection, relations, shift)
                 tag = "cause" if shift == 0 else f"isolate{shift}"
-                path, digest = _save(chosen, folder / f"{name}-k{k}-{tag}.jsonl.gz")
+                path = folder / f"{name}-k{k}-{tag}.jsonl.gz"
+                digest = chosen.save_unless_same(path)
                 variant = Variant.make(
                     f"{name} k={k} {tag}",
                     str(path),

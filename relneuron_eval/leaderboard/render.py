@@ -34,8 +34,13 @@ def cost_cells(cost: dict[str, Any] | None) -> tuple[str, str, str]:
     return (
         "–" if fpe is None else f"{fpe:,.1f}",
         f"{cost.get('seconds', 0):,.0f}",
-        f"{cost.get('peak_memory_mb', 0):,.0f} MB",
+        _mb(cost.get("peak_memory_mb")),
     )
+
+
+def _mb(value: float | None) -> str:
+    """Memory as shown; None where it could not be read (no /proc)."""
+    return "n/a" if value is None else f"{value:,.0f} MB"
 
 
 def ranking(results: dict[str, Any]) -> list[str]:
@@ -143,7 +148,7 @@ def _costs(results: dict[str, Any]) -> list[str]:
                 f"- {m}: {cost['seconds']:,.1f} s{shared} = {cost['forward_equivalents']} "
                 f"forward passes (plain forward {cost['plain_forward_seconds']:.1f} s, "
                 f"{cost['prompts']:,} prompts, {cost['device']}); peak {cost['memory']} "
-                f"{cost['peak_memory_mb']:,.0f} MB (+{cost['extra_memory_mb']:,.0f} MB)"
+                f"{_mb(cost['peak_memory_mb'])} (+{_mb(cost['extra_memory_mb'])})"
             )
         else:
             out.append(f"- {m}: not measured (a given set or drawn per budget)")

@@ -218,11 +218,15 @@ def _recount(matrix: dict[str, Any], cells: list[tuple[str, str]], alpha: float)
             }
         )
     own, p = matrix["own"], matrix["p_vs_base"]
+
+    def significant(r: str, c: str) -> bool:
+        return p[r][c] is not None and p[r][c] < alpha
+
     matrix["offdiag_own"]["n_dropped_significant"] = sum(
-        1 for r, c in cells if own["absolute_drop"][r][c] > 0 and p[r][c] < alpha
+        1 for r, c in cells if own["absolute_drop"][r][c] > 0 and significant(r, c)
     )
     matrix["offdiag_own"]["n_improved_significant"] = sum(
-        1 for r, c in cells if own["improved"][r][c] and p[r][c] < alpha
+        1 for r, c in cells if own["improved"][r][c] and significant(r, c)
     )
 
 

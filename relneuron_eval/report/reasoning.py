@@ -18,7 +18,6 @@ permutes whole bridge facts (``cluster_bootstrap_ci``, ``cluster_permutation_tes
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.neuron_set import NeuronSet
@@ -64,20 +63,6 @@ def control_sets(setup: Setup) -> dict[str, tuple[str, NeuronSet]]:
     }
 
 
-def _save(path: str, neuron_set: NeuronSet) -> str:
-    """Write a control set unless the same one is there; its content hash."""
-    from relneuron_eval.core.neuron_set import load
-
-    digest = neuron_set.content_hash()
-    try:
-        same = Path(path).is_file() and load(path).content_hash() == digest
-    except Exception:
-        same = False
-    if not same:
-        neuron_set.save(path)
-    return digest
-
-
 def named_variants(setup: Setup) -> dict[tuple[str, str], Variant]:
     """(control, mode) -> variant of the swapped and shared-pool controls (sets saved);
     a control with no neurons (no fact has a donor, no unit is shared) has none."""
@@ -85,7 +70,7 @@ def named_variants(setup: Setup) -> dict[tuple[str, str], Variant]:
     for name, (path, neuron_set) in control_sets(setup).items():
         if not len(neuron_set):
             continue
-        digest = _save(path, neuron_set)
+        digest = neuron_set.save_unless_same(path)
         for mode in KN_MODES:
             out[(name, mode)] = Variant.make(
                 f"KN {name} {mode}", path, digest, groups="*", per_doc="hop1_fact", **KN_MODES[mode]
