@@ -215,32 +215,6 @@ class ModelSlot:
             torch.cuda.empty_cache()
 
 
-def env_info_once() -> None:
-    """Make lm-eval collect its environment record once per process, not per call.
-
-    ``simple_evaluate`` ends with ``add_env_info`` (torch's ``collect_env``: ``pip list``
-    and other subprocesses), 2.1 s of every call on the 2-core machine, more than a tiny
-    model's whole evaluation. The record cannot change within a process, so the first
-    call's is copied into every later result (same keys, same values).
-    """
-    import copy
-
-    import lm_eval.evaluator as lm_evaluator
-
-    original = lm_evaluator.add_env_info
-    if getattr(original, "relneuron_once", False):
-        return
-    first: dict[str, Any] = {}
-
-    def add_env_info(storage: dict[str, Any]) -> None:
-        if not first:
-            original(first)
-        storage.update(copy.deepcopy(first))
-
-    add_env_info.relneuron_once = True  # type: ignore[attr-defined]
-    lm_evaluator.add_env_info = add_env_info
-
-
 def evaluate(
     model: LoadedModel,
     args: dict[str, Any],
@@ -259,6 +233,8 @@ def evaluate(
     only if the evaluation fails; otherwise ``hint`` is the failure's hint.
     """
     import lm_eval
+
+    from relneuron_eval.harness.env_info import env_info_once
 
     env_info_once()
     captured = io.StringIO()

@@ -15,8 +15,10 @@ import subprocess
 def test_second_record_starts_no_subprocess_and_is_identical(monkeypatch):
     import lm_eval.evaluator as lm_evaluator
 
-    from relneuron_eval.evaluation.runner import env_info_once
+    from relneuron_eval.harness.env_info import env_info_once
 
+    # restored after the test, so the wrapper does not leak into later tests of this worker
+    monkeypatch.setattr(lm_evaluator, "add_env_info", lm_evaluator.add_env_info)
     env_info_once()
     env_info_once()  # idempotent: wraps once
     assert getattr(lm_evaluator.add_env_info, "relneuron_once", False)
