@@ -297,6 +297,25 @@ def _update_sums(sums: np.ndarray, values: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------- model side
+def watch_sites(model: Any, layout: Layout, make: Callable[[int, int, int, int], Callable]) -> list:
+    """A forward hook on every (layer, site) of ``layout`` that passes the site's tensor
+    (the module's input or output, per the architecture table) to
+    ``make(layer, column, first feature, features)``; the hook handles."""
+    handles = []
+    offsets = layout.offsets()
+    shape = model_shape(model)
+    for layer in range(layout.num_layers):
+        for site in layout.sites:
+            module, spec = site_module(model, site, layer)
+            start = spec.offset_halves * shape.intermediate_size
+            take = make(layer, offsets[site], start, shape.site_size(site))
+            if spec.role == "input":
+                handles.append(module.register_forward_pre_hook(lambda m, a, f=take: f(a[0])))
+            else:
+                handles.append(module.register_forward_hook(lambda m, a, o, f=take: f(o)))
+    return handles
+
+
 class TokenMeanHooks:
     """Forward hooks that add each site's token-mean to a per-batch buffer."""
 
@@ -305,43 +324,18 @@ class TokenMeanHooks:
         self.mask: torch.Tensor | None = None
         self.buffers: dict[int, torch.Tensor] = {}
         self.active = False
-        self.handles = []
-        offsets = layout.offsets()
-        shape = model_shape(model)
-        for layer in range(layout.num_layers):
-            for site in layout.sites:
-                module, spec = site_module(model, site, layer)
-                start = spec.offset_halves * shape.intermediate_size
-                size = shape.site_size(site)
-                col = offsets[site]
-                if spec.role == "input":
-                    self.handles.append(
-                        module.register_forward_pre_hook(self._pre(layer, col, start, size))
-                    )
-                else:
-                    self.handles.append(
-                        module.register_forward_hook(self._post(layer, col, start, size))
-                    )
+        self.handles = watch_sites(model, layout, self._recorder)
 
-    def _record(self, layer: int, col: int, start: int, size: int, x: torch.Tensor) -> None:
-        if not self.active:
-            return
-        mask = self.mask
-        x = x[..., start : start + size].float()
-        mean = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        self.buffers[layer][:, col : col + size] = mean
+    def _recorder(self, layer: int, col: int, start: int, size: int) -> Callable:
+        def record(x: torch.Tensor) -> None:
+            if not self.active:
+                return
+            mask = self.mask
+            x = x[..., start : start + size].float()
+            mean = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            self.buffers[layer][:, col : col + size] = mean
 
-    def _pre(self, layer: int, col: int, start: int, size: int) -> Callable:
-        def hook(module, args):
-            self._record(layer, col, start, size, args[0])
-
-        return hook
-
-    def _post(self, layer: int, col: int, start: int, size: int) -> Callable:
-        def hook(module, args, output):
-            self._record(layer, col, start, size, output)
-
-        return hook
+        return record
 
     def begin(self, mask: torch.Tensor) -> None:
         self.mask = mask.float()

@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from relneuron_eval.core.architectures import model_shape, site_module
+from relneuron_eval.core.architectures import model_shape
 from relneuron_eval.core.neuron_set import NeuronSet
-from relneuron_eval.discovery.activations import ActivationStore, Layout, _pad_id, make_batches
+from relneuron_eval.discovery.activations import (
+    ActivationStore,
+    Layout,
+    _pad_id,
+    make_batches,
+    watch_sites,
+)
 from relneuron_eval.discovery.simple_methods import (
     PassConfig,
     check_finished,
@@ -56,21 +62,7 @@ class GradTimesActivation:
         # (layer, column, first feature, features, the module's whole tensor): the slice
         # itself is a new graph node nothing downstream uses, so its gradient would be None
         self.kept: list[tuple[int, int, int, int, torch.Tensor]] = []
-        self.handles = []
-        offsets = layout.offsets()
-        shape = model_shape(model)
-        for layer in range(layout.num_layers):
-            for site in layout.sites:
-                module, spec = site_module(model, site, layer)
-                start = spec.offset_halves * shape.intermediate_size
-                size = shape.site_size(site)
-                keep = self._keeper(layer, offsets[site], start, size)
-                if spec.role == "input":
-                    self.handles.append(
-                        module.register_forward_pre_hook(lambda m, a, k=keep: k(a[0]))
-                    )
-                else:
-                    self.handles.append(module.register_forward_hook(lambda m, a, o, k=keep: k(o)))
+        self.handles = watch_sites(model, layout, self._keeper)
 
     def _keeper(self, layer: int, col: int, start: int, size: int) -> Callable:
         def keep(x: torch.Tensor) -> None:

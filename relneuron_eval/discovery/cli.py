@@ -218,6 +218,18 @@ def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
         default=None,
         help="at most this many neurons per fact (default: no limit)",
     )
+    _knowledge_neuron_refinements(kn)
+    kn.add_argument(
+        "--method",
+        dest="ig_method",
+        default="auto",
+        choices=["auto", "suffix", "cached", "batched", "plain"],
+        help="how the integration steps are computed (all give the same attributions)",
+    )
+
+
+def _knowledge_neuron_refinements(kn: argparse.ArgumentParser) -> None:
+    """Refinements against units shared across facts, and the fact-specificity controls."""
     kn.add_argument(
         "--drop-shared",
         type=int,
@@ -248,13 +260,6 @@ def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
     )
     kn.add_argument(
         "--shared-at", type=int, default=10, help="facts a unit is in to count as shared"
-    )
-    kn.add_argument(
-        "--method",
-        dest="ig_method",
-        default="auto",
-        choices=["auto", "suffix", "cached", "batched", "plain"],
-        help="how the integration steps are computed (all give the same attributions)",
     )
 
 

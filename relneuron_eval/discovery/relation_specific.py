@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from relneuron_eval.core.neuron_set import Neuron
+from relneuron_eval.core.neuron_set import Neuron, NeuronSet
 from relneuron_eval.discovery.activations import ActivationStore
 from relneuron_eval.discovery.ap import SortedBlock
 from relneuron_eval.discovery.correct import CRITERIA, check_criterion
@@ -433,6 +433,23 @@ def find_relation_specific(
     barrier()
     if rank != 0:
         return None
+    result = _rank_and_save(store, prompts, config, card, meta, data, out, hint, progress)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _rank_and_save(
+    store: ActivationStore,
+    prompts: list,
+    config: RelationSpecificConfig,
+    card: dict,
+    meta: dict,
+    data: dict | None,
+    out: Any,
+    hint: str,
+    progress: bool,
+) -> tuple[NeuronSet, list[RelationSummary]]:
+    """Rank 0, after every rank's activations are in: label, rank, save; the summaries."""
     correct = _finished_answers(store)
     relations = list(dict.fromkeys(p.relation for p in prompts))
     prompt_relations = [p.relation for p in prompts]
@@ -453,9 +470,7 @@ def find_relation_specific(
     )
     store.close()
     neuron_set.save(out)
-    summaries = _summaries(prompt_relations, correct, labellings, best)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return neuron_set, summaries
+    return neuron_set, _summaries(prompt_relations, correct, labellings, best)
 
 
 def _neuron_set(store, best, card, config, meta, data, *, skipped: list[str]):

@@ -109,9 +109,15 @@ def bootstrap_ci(
     rng = random.Random(f"relneuron-bootstrap:{seed}")
     n = len(values)
     means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(iters))
+    return _percentile_interval(means, level)
+
+
+def _percentile_interval(means: Sequence[float], level: float) -> tuple[float, float]:
+    """The percentile interval of sorted bootstrap means (the one rule of every bootstrap here)."""
+    iters = len(means)
     lo = means[math.floor((1 - level) / 2 * iters)]
     hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
-    return lo, hi
+    return float(lo), float(hi)
 
 
 def _z(level: float) -> float:
@@ -284,9 +290,7 @@ def cluster_bootstrap_ci(
         picked = [clusters[rng.randrange(k)] for _ in range(k)]
         means.append(sum(sum(c) for c in picked) / sum(len(c) for c in picked))
     means.sort()
-    lo = means[math.floor((1 - level) / 2 * iters)]
-    hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
-    return lo, hi
+    return _percentile_interval(means, level)
 
 
 # ===================================================== exact McNemar power
@@ -389,10 +393,7 @@ def paired_cluster_ci(
     sums = np.asarray([sum(g) for g in groups], dtype=np.float64)
     sizes = np.asarray([len(g) for g in groups], dtype=np.float64)
     picks = np.random.default_rng(seed).integers(0, k, size=(iters, k))
-    means = np.sort(sums[picks].sum(axis=1) / sizes[picks].sum(axis=1))
-    lo = means[math.floor((1 - level) / 2 * iters)]
-    hi = means[min(iters - 1, math.ceil((1 + level) / 2 * iters) - 1)]
-    return float(lo), float(hi)
+    return _percentile_interval(np.sort(sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)), level)
 
 
 def cluster_permutation_test(
