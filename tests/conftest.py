@@ -25,6 +25,7 @@ from slow_marker import (  # noqa: E402, F401
     pytest_collection_modifyitems,
     pytest_runtest_makereport,
     pytest_runtest_setup,
+    pytest_xdist_make_scheduler,
 )
 
 

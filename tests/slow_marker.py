@@ -25,19 +25,54 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+# Files whose tests may run on different workers (the `spread` marker: independent, heavy
+# tests without shared module fixtures). The xdist controller sees node ids, not marks,
+# so the scheduler decides by path; the collection hook checks that marks and paths agree.
+SPREAD_PATHS = ("tests/test_readme_commands.py", "neuron_sets/")
+
+
+def is_spread(nodeid: str) -> bool:
+    return nodeid.split("::", 1)[0].startswith(SPREAD_PATHS)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """The shipped relchecks score full test splits with the embedded model: slow.
 
-    Under pytest-xdist (``--dist loadgroup``) every test of a file runs on one worker,
-    so a module fixture is built once, unless the file is marked ``spread`` (independent,
-    heavy tests without shared fixtures: the docs' commands, the relchecks).
+    Heavy work first, so two workers finish together: spread tests (each a chain of
+    commands or a relcheck), then files by their number of slow tests, then the rest,
+    each in collection order (a stable sort: every worker collects the same order).
     """
     for item in items:
         if item.get_closest_marker("relcheck") is not None:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.spread)
-        if item.get_closest_marker("spread") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if (item.get_closest_marker("spread") is not None) != is_spread(item.nodeid):
+            raise pytest.UsageError(
+                f"{item.nodeid}: the `spread` marker and tests/slow_marker.py's SPREAD_PATHS "
+                "disagree; add the file to SPREAD_PATHS (or remove the marker)"
+            )
+    slow_in_file: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::", 1)[0]
+        slow_in_file[file] = slow_in_file.get(file, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(
+        key=lambda item: (not is_spread(item.nodeid), -slow_in_file[item.nodeid.split("::")[0]])
+    )
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """A file's tests on one worker, so its module fixtures are built once; a spread
+    file's tests one by one; in the collection order above (xdist's `loadgroup` would do
+    the first, but its group marks no longer reach node ids under pytest 9.2)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if is_spread(nodeid) else nodeid.split("::", 1)[0]
+
+    config.option.loadscopereorder = False  # keep the heavy-first order
+    return ByFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -4,7 +4,7 @@ Commands are parsed from the ```bash code blocks (``\\`` continuations joined, c
 and ``$ `` prompts dropped, ``a|b`` in a subcommand position expanded to both), never
 listed here. Each runs from the repository root with only these changes:
 
-- size options (``SIZES``): ``--limit 2`` (and ``--batch_size 16`` unless given) for
+- size options (``SIZES``): ``--limit 1`` (and ``--batch_size 16`` unless given) for
   lm-eval, few relations/facts/steps for
   ``relneuron find``/``report``/``bench``;
 - outputs go to a temporary folder: the values of ``OUTPUT_OPTIONS`` and any later path
@@ -42,7 +42,7 @@ CANNOT_RUN = {
     "make demo": "runs once in tests/test_demo.py, which checks the effect it prints (sign and "
     "paired significance) against the report's",
     "make test": "the test suite itself, of which this test is part",
-    "--tasks 'relfacts_*'": "a full run of all 90 tasks (hours on a CPU; 7 min 45 s even at "
+    "--tasks 'relfacts_*'": "a full run of all 91 tasks (hours on a CPU; 7 min 45 s even at "
     "--limit 2); the same command shape runs every task on a tiny model in "
     "tests/harness/test_lm_eval_cli.py::test_relfacts_glob_runs_every_task_exactly_once",
     "--model vllm": "vLLM is a GPU serving engine, not installed here",
@@ -240,9 +240,12 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
     return args
 
 
+LM_EVAL_LIMIT = "1"  # documents per task: every task still builds, prompts, scores
+
+
 def _size_lm_eval(args: list[str], run: Run) -> list[str]:
-    """Two documents per task; batched (a glob's ~100 tasks are one pool of requests)."""
-    args = _set(args, "--limit", "2")
+    """One document per task; batched (a glob's ~100 tasks are one pool of requests)."""
+    args = _set(args, "--limit", LM_EVAL_LIMIT)
     return args if _option(args, "--batch_size") else [*args, "--batch_size", "16"]
 
 
@@ -405,7 +408,8 @@ def chains(commands: list[Command]) -> list[list[Command]]:
     """The runnable commands in independent chains, each in document order.
 
     A command joins the chain of every earlier command whose output (a path after an
-    ``OUTPUT_OPTIONS`` option, or below it) or ``$NAME`` it reads; chains share nothing,
+    ``OUTPUT_OPTIONS`` option, or below it) or ``$NAME`` it reads, or whose output it
+    writes into (two processes sharing one ``--out``); chains share nothing,
     so they run as separate tests (in parallel under pytest-xdist) with the same result.
     """
     runnable = [c for c in commands if c.skip_reason() is None]
@@ -421,15 +425,17 @@ def chains(commands: list[Command]) -> list[list[Command]]:
         tokens = shlex.split(command.text)
         inputs = [t for k, t in enumerate(tokens) if k == 0 or tokens[k - 1] not in OUTPUT_OPTIONS]
         values = [v for t in inputs for v in [t, *(p.partition("=")[2] for p in t.split(","))]]
-        for j, output in made:
-            variable = output.startswith("$") and re.search(rf"\$\{{?{output[1:]}\b", command.text)
-            if variable or any(_reads(v, output) for v in values if v):
-                parent[root(i)] = root(j)
-        made += [
-            (i, os.path.normpath(tokens[k + 1]))
+        outputs = [
+            os.path.normpath(tokens[k + 1])
             for k in range(len(tokens) - 1)
             if tokens[k] in OUTPUT_OPTIONS
         ]
+        for j, output in made:
+            variable = output.startswith("$") and re.search(rf"\$\{{?{output[1:]}\b", command.text)
+            # reading an earlier output, or writing into it (two processes sharing an --out)
+            if variable or any(_reads(v, output) for v in values + outputs if v):
+                parent[root(i)] = root(j)
+        made += [(i, output) for output in outputs]
         if command.assign:
             made.append((i, "$" + command.assign))
     grouped: dict[int, list[Command]] = {}
@@ -486,7 +492,7 @@ def test_parsing_joins_strips_and_expands(tmp_path):
         str(tmp_path / "cmp.png"),
     ]
     argv = runner.argv(Command("x", "lm_eval --model_args neuron_set=rs.jsonl.gz --limit 9"))
-    assert argv[-4:] == ["--limit", "2", "--batch_size", "16"]
+    assert argv[-4:] == ["--limit", LM_EVAL_LIMIT, "--batch_size", "16"]
     assert str(tmp_path / "rs.jsonl.gz") not in argv[3]  # not an output of this document
 
 
@@ -499,7 +505,8 @@ def test_chains_keep_readers_with_their_writers(tmp_path):
         "relneuron compare out/base out/b --heatmap cmp.png\n"
         "relneuron export peft --neuron-set rs.jsonl.gz --out variants/x\n"
         "P=$(relneuron model-path)\nlm_eval --model hf --model_args pretrained=$P --tasks a\n"
-        "relneuron bench load\npip install x\n```\n"
+        "relneuron bench load\npip install x\n"
+        "relneuron report --out out/r\nrelneuron report --out out/r\n```\n"
     )
     got = [[c.text.split()[1] for c in chain] for chain in chains(document_commands(doc))]
     assert got == [
@@ -507,6 +514,7 @@ def test_chains_keep_readers_with_their_writers(tmp_path):
         ["find", "export"],
         ["model-path", "--model"],
         ["bench"],
+        ["report", "report"],  # the second process shares the first's --out
     ]
 
 
