@@ -28,7 +28,7 @@ def cpu_seconds() -> float:
 # Files whose tests may run on different workers (the `spread` marker: independent, heavy
 # tests without shared module fixtures). The xdist controller sees node ids, not marks,
 # so the scheduler decides by path; the collection hook checks that marks and paths agree.
-SPREAD_PATHS = ("tests/test_readme_commands.py", "neuron_sets/")
+SPREAD_PATHS = ("tests/test_readme_commands.py",)
 
 
 def is_spread(nodeid: str) -> bool:
@@ -44,9 +44,8 @@ def pytest_collection_modifyitems(config, items):
     each in collection order (a stable sort: every worker collects the same order).
     """
     for item in items:
-        if item.get_closest_marker("relcheck") is not None:
+        if item.get_closest_marker("relcheck") is not None:  # one worker: they share runs
             item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.spread)
         if (item.get_closest_marker("spread") is not None) != is_spread(item.nodeid):
             raise pytest.UsageError(
                 f"{item.nodeid}: the `spread` marker and tests/slow_marker.py's SPREAD_PATHS "

@@ -227,7 +227,7 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
             args = _set(args, name, "2")
         return _ensure(
             args,
-            ks="10,all",
+            ks="all",
             top_k="20",
             matrix_relations="all",
             cumulativity_relations="all",
