@@ -34,11 +34,12 @@ demo: install
 # to one worker, so module fixtures are built once, except in files marked `spread`, and
 # heavy work goes first (the scheduler in tests/slow_marker.py). The embedded model is
 # de-quantised and lm-eval's task index cached first, so the workers do not both build
-# them (and no test pays for them). The run ends with the 20 slowest tests.
+# them (and no test pays for them), both at once (one core each). The run ends with the
+# 20 slowest tests.
 PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/relneuron model-path > /dev/null
-	$(BIN)/python -c 'from lm_eval.tasks import TaskManager; TaskManager()'  # lm-eval's task index, cached once
+	$(BIN)/relneuron model-path > /dev/null & model=$$!; \
+	  $(BIN)/python -c 'from lm_eval.tasks import TaskManager; TaskManager()' && wait $$model
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --durations=20
 
 lint: install

@@ -10,6 +10,7 @@ import json
 import math
 import random
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,41 +86,10 @@ def _common(tasks: Path, out: Path) -> list[str]:
     ]
 
 
-@pytest.mark.slow
-def test_plain_cli_finds_model_and_equals_hf(tiny_model_dir, toy_tasks, tmp_path):
-    run_lm_eval(
-        [
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={tiny_model_dir}",
-            *_common(toy_tasks, tmp_path / "hf"),
-        ]
-    )
-    run_lm_eval(
-        [
-            "--model",
-            "relneuron-hf",
-            "--model_args",
-            f"pretrained={tiny_model_dir}",
-            *_common(toy_tasks, tmp_path / "rn"),
-        ]
-    )
-    for task in ("toy_gen", "toy_mc"):
-        assert responses(load_samples(tmp_path / "hf", task)) == responses(
-            load_samples(tmp_path / "rn", task)
-        )
-    hf, rn = load_results(tmp_path / "hf"), load_results(tmp_path / "rn")
-    assert hf["results"] == rn["results"]
-    assert "relneuron" not in rn["config"]
-
-
-@pytest.mark.slow
-def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, tmp_path):
-    neuron_set = _neuron_set(
-        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["capital/0"]
-    )
-    out = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def relneuron_base(tiny_model_dir, toy_tasks, tmp_path_factory) -> Path:
+    """One ``--model relneuron-hf`` run without a neuron set: the output folder holding it."""
+    out = tmp_path_factory.mktemp("relneuron-base")
     run_lm_eval(
         [
             "--model",
@@ -129,6 +99,36 @@ def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, tmp_pat
             *_common(toy_tasks, out),
         ]
     )
+    return out
+
+
+@pytest.mark.slow
+def test_plain_cli_finds_model_and_equals_hf(tiny_model_dir, toy_tasks, relneuron_base, tmp_path):
+    run_lm_eval(
+        [
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir}",
+            *_common(toy_tasks, tmp_path / "hf"),
+        ]
+    )
+    for task in ("toy_gen", "toy_mc"):
+        assert responses(load_samples(tmp_path / "hf", task)) == responses(
+            load_samples(relneuron_base, task)
+        )
+    hf, rn = load_results(tmp_path / "hf"), load_results(relneuron_base)
+    assert hf["results"] == rn["results"]
+    assert "relneuron" not in rn["config"]
+
+
+@pytest.mark.slow
+def test_variant_changes_outputs_and_is_named(tiny_model_dir, toy_tasks, relneuron_base, tmp_path):
+    neuron_set = _neuron_set(
+        tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["capital/0"]
+    )
+    out = tmp_path / "runs"
+    shutil.copytree(relneuron_base, out)  # the base run's folder, as lm_eval wrote it there
     args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},groups=capital/0,mode=deactivate"
     run_lm_eval(["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, out)])
     folders = sorted(p.name for p in out.iterdir())
