@@ -43,6 +43,7 @@ def test_start_up_hook_is_installed_and_imports_nothing_heavy():
     assert sorted(ours) == ["relneuron_eval", "relneuron_eval._hook"]
 
 
+@pytest.mark.slow  # lm_eval / relneuron subprocesses: ~10 CPU s
 def test_hook_registers_model_and_tasks_when_lm_eval_loads():
     code = (
         "from lm_eval.api.registry import get_model\n"

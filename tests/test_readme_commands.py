@@ -224,7 +224,7 @@ def _size_relneuron(args: list[str], run: Run) -> list[str]:
     if sub[:1] == ["report"]:
         args = _set(args, "--relations", _relations(run))
         for name in ("--limit", "--limit-own", "--reasoning-limit"):  # also over `none`
-            args = _set(args, name, "2")
+            args = _set(args, name, "1")
         return _ensure(
             args,
             ks="all",

@@ -216,6 +216,7 @@ MODEL_CASES = [
 ]
 
 
+@pytest.mark.slow  # lm_eval / relneuron subprocesses: ~10 CPU s
 def test_discovery_check_on_the_embedded_model():
     """``answers_correct`` under both criteria; match agrees with plain greedy generation
     to the newline (so closing rows early changed nothing)."""

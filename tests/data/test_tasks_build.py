@@ -210,6 +210,7 @@ def test_user_spec_becomes_tasks(tmp_path):
     assert "acc,none" in res["results"]["relfacts_mc_gadget_maker"]
 
 
+@pytest.mark.slow  # lm_eval / relneuron subprocesses: ~10 CPU s
 def test_user_tasks_move_with_their_spec(tmp_path):
     """Task YAMLs name the spec relative to their folder (they held its absolute path)."""
     project = tmp_path / "project"

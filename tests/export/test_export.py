@@ -618,6 +618,7 @@ def _stopped(proc: subprocess.Popen) -> bool:
     return stat[stat.rindex(")") + 2] == "T"
 
 
+@pytest.mark.slow  # lm_eval / relneuron subprocesses: ~10 CPU s
 def test_killed_export_is_cleaned_up_by_the_next_one(llama_setup, tmp_path, capsys):
     """Before: every killed export left its hidden temporary folder behind for good."""
     folder, set_path = llama_setup

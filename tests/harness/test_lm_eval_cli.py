@@ -205,6 +205,7 @@ def test_positions_last_runs_and_differs_from_all(tiny_model_dir, toy_tasks, tmp
     assert outputs["all"] != outputs["last"]
 
 
+@pytest.mark.slow  # one lm_eval process each (~10 CPU s)
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -229,6 +230,7 @@ def test_bad_model_args_fail_before_loading(tiny_model_dir, toy_tasks, tmp_path,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # lm_eval / relneuron subprocesses: ~10 CPU s
 def test_shape_mismatch_names_the_file(tiny_model_dir, toy_tasks, tmp_path):
     neuron_set = _neuron_set(
         tmp_path / "wrong.jsonl", layers=3, intermediate=48, hidden=32, groups=["g"]
