@@ -40,8 +40,8 @@ def pytest_collection_modifyitems(config, items):
     """The shipped relchecks score full test splits with the embedded model: slow.
 
     Heavy work first, so two workers finish together: spread tests (each a chain of
-    commands or a relcheck), then files by their number of slow tests, then the rest,
-    each in collection order (a stable sort: every worker collects the same order).
+    the docs' commands), then files by their number of slow tests, then the rest, each
+    in collection order (a stable sort: every worker collects the same order).
     """
     for item in items:
         if item.get_closest_marker("relcheck") is not None:  # one worker: they share runs
