@@ -132,15 +132,14 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
 
 
 def _model_identity(pretrained: str | None) -> str | None:
-    """The embedded model is recorded either by alias or by its cache path."""
+    """An embedded model is recorded either by alias or by its cache path."""
     if pretrained is None:
         return None
-    from relneuron_eval.core.embedded import EMBEDDED_ALIASES
+    from relneuron_eval.core.models import EMBEDDED_MODELS, canonical
 
     name = Path(pretrained.rstrip("/")).name.lower()
-    if pretrained.lower() in EMBEDDED_ALIASES or name.startswith("smollm2-135m-"):
-        return "smollm2-135m"
-    return pretrained.rstrip("/")
+    by_folder = next((m.name for m in EMBEDDED_MODELS if name.startswith(f"{m.name}-")), None)
+    return canonical(pretrained) or by_folder or pretrained.rstrip("/")
 
 
 def choose_base(runs: list[Run], base: str | None) -> Run:

@@ -31,7 +31,6 @@ from relneuron_eval.core.models import DEFAULT, EmbeddedModel, find, get
 from relneuron_eval.errors import RelNeuronError
 
 # The default model's names (SmolLM2): other models have their own, see core/models.py.
-EMBEDDED_ALIASES = DEFAULT.aliases
 CACHE_ENV = "RELNEURON_CACHE"
 
 
@@ -106,12 +105,16 @@ def _assembled(model: EmbeddedModel) -> Path:
     return target
 
 
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
 def _stamp(path: Path, sha256: str) -> None:
     """Record a checked file's hash with its size and mtime, so later processes skip
     re-hashing it (hundreds of MB) while the file is unchanged."""
     stat = path.stat()
     record = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    with atomic_write(path.with_name(path.name + ".sha256.json")) as handle:
+    with atomic_write(_stamp_path(path)) as handle:
         json.dump(record, handle)
 
 
@@ -119,7 +122,7 @@ def _verified_sha256(path: Path) -> str:
     """The stamped hash when the stamp matches the file's size and mtime, else hashed."""
     stat = path.stat()
     try:
-        record = json.loads(path.with_name(path.name + ".sha256.json").read_text())
+        record = json.loads(_stamp_path(path).read_text())
         if (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
             return str(record["sha256"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -130,7 +130,7 @@ def check_relations(tokenizer: Any, relations: Iterable[Relation]) -> list[Prefi
 
 # ------------------------------------------------------------------ tokenizer
 def load_tokenizer(name: str) -> Any:
-    """A Hugging Face tokenizer by path/id; ``smollm2-135m`` reads the embedded model's.
+    """A Hugging Face tokenizer by path/id; an embedded model's name reads its tokenizer.
 
     The embedded one comes from its de-quantised cache when that exists, else straight
     from the GGUF file (no model conversion). Raises ``RelNeuronError`` when it cannot
@@ -138,12 +138,14 @@ def load_tokenizer(name: str) -> Any:
     """
     from transformers import AutoTokenizer
 
-    from relneuron_eval.core.embedded import _is_complete, cached_dir, gguf_path, is_embedded
+    from relneuron_eval.core.embedded import _is_complete, cached_dir, gguf_path
+    from relneuron_eval.core.models import find
 
     try:
-        if is_embedded(name):
-            source = gguf_path()
-            cached = cached_dir(source)
+        model = find(name)
+        if model is not None:
+            source = gguf_path(model)
+            cached = cached_dir(source, model)
             if _is_complete(cached):
                 return AutoTokenizer.from_pretrained(str(cached))
             return AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)

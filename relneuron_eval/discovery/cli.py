@@ -49,7 +49,9 @@ def _fewshot(text: str) -> int | None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
+        "--model",
+        default="smollm2-135m",
+        help="pretrained path/id, or an embedded model (smollm2-135m, gemma3-270m)",
     )
     parser.add_argument(
         "--relations",
@@ -279,7 +281,8 @@ def load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from relneuron_eval.core.embedded import is_embedded, resolve_pretrained
+    from relneuron_eval.core.embedded import resolve_pretrained
+    from relneuron_eval.core.models import canonical
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in torch_dtype:
@@ -288,7 +291,7 @@ def load_model(name: str, device: Any, dtype: str) -> tuple[Any, Any, str]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype[dtype])
     model.to(device).eval()
-    return model, tokenizer, "smollm2-135m" if is_embedded(name) else name
+    return model, tokenizer, canonical(name) or name
 
 
 def _check_output(args: argparse.Namespace) -> tuple[Path, Path]:

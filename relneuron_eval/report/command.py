@@ -112,17 +112,17 @@ def task_manager() -> Any:
 
 def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], path: str):
     from relneuron_eval.data.facts import RELATIONS
+    from relneuron_eval.evaluation.metrics import is_multiple_choice, metric_task
 
     def has_task(r: str) -> bool:
-        name = f"relfacts_mc_{r}" if args.metric == "mc" else f"relfacts_{r}"
-        return name in tasks
+        return metric_task(args.metric, r)[0] in tasks
 
     notes = []
     if args.relations.strip().lower() == "all":
         relations = [g for g in groups if g in RELATIONS and has_task(g)]
         ignored = [g for g in groups if g not in relations]
         if ignored:
-            why = "no relation task" + (" (mc)" if args.metric == "mc" else "")
+            why = "no relation task" + (" (mc)" if is_multiple_choice(args.metric) else "")
             notes.append(f"neuron-set groups without a {why}, left out: {', '.join(ignored)}")
         missing = [r for r in RELATIONS if r not in groups]
         if missing:
@@ -138,7 +138,8 @@ def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], pat
             )
         no_task = [r for r in relations if not has_task(r)]
         if no_task:
-            hint = "use --metric acc_prefix2" if args.metric == "mc" else "check the names"
+            mc = is_multiple_choice(args.metric)
+            hint = "use --metric acc_prefix2" if mc else "check the names"
             raise RelNeuronError(f"no relfacts task for {no_task}", hint=hint)
     if not relations:
         raise RelNeuronError(
@@ -150,13 +151,20 @@ def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], pat
 
 
 def _default_set(model: str, name: str) -> str:
-    from relneuron_eval.core.embedded import is_embedded
+    """The shipped set of an embedded model (``neuron_sets/<model>/<name>``)."""
+    from relneuron_eval.core.models import canonical
+    from relneuron_eval.resources import resolve_shipped
 
-    if not is_embedded(model):
+    embedded = canonical(model)
+    if embedded is None:
+        raise RelNeuronError("--neuron-set is required for a model that is not embedded")
+    path = f"neuron_sets/{embedded}/{name}"
+    if not resolve_shipped(path).is_file():
         raise RelNeuronError(
-            "--neuron-set is required for a model other than the embedded smollm2-135m"
+            f"no shipped {name} for {embedded}",
+            hint=f"find one (relneuron find ... --model {embedded}) and pass --neuron-set",
         )
-    return f"neuron_sets/smollm2-135m/{name}"
+    return path
 
 
 def _check_model_shape(model: str, neuron_set: Any) -> None:

@@ -68,7 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread the two-hop sample over the chains whose bridge fact has knowledge "
         "neurons (default), or over all chains",
     )
-    parser.add_argument("--metric", default="acc_prefix2", choices=METRICS)
+    parser.add_argument(
+        "--metric",
+        default="acc_prefix2",
+        choices=METRICS,
+        help="acc_prefix2 (the paper's), acc_match, mc (the gold object scores highest "
+        "among the relation's objects) or mc_calibrated (the same after each object's mean "
+        "score over the documents is removed: a switched default answer cancels)",
+    )
     parser.add_argument(
         "--min-base",
         type=float,

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.neuron_set import NeuronSet
+from relneuron_eval.evaluation.metrics import METRICS as METRIC_TABLE
+from relneuron_eval.evaluation.metrics import metric_task
 from relneuron_eval.evaluation.runner import Variant
 from relneuron_eval.report.analysis import KValue, canonical_top_k, evenly_spaced, first
 
 EXPERIMENTS = ("cumulativity", "versatility", "interference", "reasoning")
-METRICS = ("acc_prefix2", "acc_match", "mc")
+METRICS = tuple(METRIC_TABLE)
 LANGS = ("de", "es", "fr", "zh", "ja")
 TWOHOP_TASKS = ("relfacts_2hop", "relfacts_2hop_cot", "relfacts_2hop_hop1")
 KN_MODES: dict[str, dict[str, Any]] = {
@@ -80,9 +82,7 @@ class Setup:
     # ---------------------------------------------------------------- tasks
     def task(self, relation: str) -> tuple[str, str]:
         """(task, metric) that measures a relation under the report's metric."""
-        if self.metric == "mc":
-            return f"relfacts_mc_{relation}", "acc"
-        return f"relfacts_{relation}", self.metric
+        return metric_task(self.metric, relation)
 
     def docs(self, task: str, own: bool = False) -> list[int]:
         """Document indices of a task: the first ``limit`` (``limit_own`` for a relation's

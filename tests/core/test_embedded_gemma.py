@@ -36,6 +36,35 @@ def test_registry_resolves_names_and_refuses_others():
     assert embedded.alias_of(folder.parent / "elsewhere" / folder.name) is None
 
 
+def test_the_second_model_is_named_as_itself_wherever_a_model_is_named():
+    """compare, report, export and discovery once mapped every embedded model to SmolLM2."""
+    from relneuron_eval.compare.read import _model_identity
+    from relneuron_eval.export.manifest import readme_text
+    from relneuron_eval.report.command import _default_set
+
+    folder = str(embedded.cached_dir(model=models.GEMMA3))
+    assert _model_identity(folder) == _model_identity("Gemma-3-270M") == "gemma3-270m"
+    assert _model_identity("smollm2-135m-instruct") == "smollm2-135m"
+    assert _model_identity("/models/llama/") == "/models/llama"
+    rs = "relation_specific.jsonl.gz"
+    assert _default_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
+    with pytest.raises(RelNeuronError, match="no shipped relation_specific.jsonl.gz for gemma3"):
+        _default_set("gemma-3-270m", rs)
+    with pytest.raises(RelNeuronError, match="--neuron-set is required"):
+        _default_set("/models/llama", rs)
+    manifest = {
+        "base_model": {"pretrained": "gemma3-270m", "architecture": "Gemma3", "num_layers": 18},
+        "variant": "v",
+        "versions": {"relneuron-eval": "0"},
+        "relneuron_hf_model_args": "pretrained=gemma3-270m",
+        "intervention": {"neuron_set": "s", "neuron_set_sha256": "0", "mode": "deactivate"},
+        "units": {"mlp.down_proj": {"0": [1, 2]}},
+    }
+    card = readme_text("peft", manifest)
+    assert "pretrained=$(relneuron model-path gemma3-270m),peft=" in card
+    assert "Gemma 3 270M" in card and "Gemma Terms of Use" in card and "SmolLM2" not in card
+
+
 def test_missing_chunk_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
     missing = dataclasses.replace(models.GEMMA3, module="no_such_package_xyz")

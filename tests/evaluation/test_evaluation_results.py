@@ -113,6 +113,47 @@ def test_from_evaluate_keeps_groups_and_relneuron_info():
     assert tasks["t"].values("acc") == [1.0, 0.0]
 
 
+def _mc(doc_id: int, lls: list[float], gold: int) -> dict:
+    """A multiple-choice sample record as lm-eval logs it (log-likelihoods as strings)."""
+    return {
+        **_raw(doc_id, 0.0, None),
+        "doc": {"fact_id": f"f{doc_id}", "gold": [gold]},
+        "filtered_resps": [[str(x), "False"] for x in lls],
+    }
+
+
+def test_calibration_cancels_a_switched_default_but_not_a_forgotten_fact(tmp_path):
+    """A default answer (one object gains the same on every document) leaves
+    ``acc_calibrated`` as it was while raw argmax accuracy falls to the default's share;
+    losing the subject-object association (each document's scores shuffled) lowers it."""
+    import random
+
+    rng = random.Random(0)
+    n_docs, n_obj = 60, 6
+    golds = [d % n_obj for d in range(n_docs)]
+    base = [[rng.gauss(0, 1) + (3.0 if c == g else 0.0) for c in range(n_obj)] for g in golds]
+    default = [[x + (20.0 if c == 0 else 0.0) for c, x in enumerate(row)] for row in base]
+    forgot = [rng.sample(row, n_obj) for row in base]
+
+    def result(rows: list[list[float]], name: str) -> TaskResult:
+        log = tmp_path / f"samples_{name}_2026-01-01T00-00-00.jsonl"
+        log.write_text("".join(json.dumps(_mc(d, r, golds[d])) + "\n" for d, r in enumerate(rows)))
+        return TaskResult("t", samples=str(log))
+
+    def raw_acc(rows: list[list[float]]) -> float:
+        return (
+            sum(max(range(n_obj), key=r.__getitem__) == g for r, g in zip(rows, golds, strict=True))
+            / n_docs
+        )
+
+    b, s, f = result(base, "base"), result(default, "default"), result(forgot, "forgot")
+    assert raw_acc(default) == pytest.approx(golds.count(0) / n_docs)
+    assert raw_acc(default) < raw_acc(base)
+    assert s.values("acc_calibrated") == b.values("acc_calibrated")
+    assert b.accuracy("acc_calibrated") > 0.8 and f.accuracy("acc_calibrated") < 0.5
+    assert "choice_ll" not in TaskResult.from_dict(b.to_dict()).records()[0]  # not cached
+
+
 # ====================================================================== slow
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
@@ -127,7 +168,7 @@ def both(tmp_path_factory):
     model = th.tiny_model()
     nset = th.make_neuron_set(root / "set.jsonl", {"a": 40})
     args = {"pretrained": str(model), "neuron_set": str(nset), "groups": "a"}
-    tasks = ["toy_group", "relfacts_2hop"]
+    tasks = ["toy_group", "relfacts_2hop", "relfacts_mc_country_capital_city"]
     results_file = th.run_lm_eval(
         "relneuron-hf",
         ",".join(f"{k}={v}" for k, v in args.items()),
@@ -146,7 +187,17 @@ def both(tmp_path_factory):
 @pytest.mark.slow
 def test_live_and_files_give_equal_results(both):
     live, (identity, files), _ = both
-    assert sorted(live) == sorted(files) == ["relfacts_2hop", "toy_a", "toy_b", "toy_group"]
+    assert (
+        sorted(live)
+        == sorted(files)
+        == [
+            "relfacts_2hop",
+            "relfacts_mc_country_capital_city",
+            "toy_a",
+            "toy_b",
+            "toy_group",
+        ]
+    )
     assert identity["relneuron"]["groups"] == ["a"]
     assert live["toy_a"].info == files["toy_a"].info == identity["relneuron"]
     for name, a in live.items():
@@ -175,6 +226,26 @@ def test_live_and_files_give_equal_results(both):
         b.check_means()
     hop = live["relfacts_2hop"].records()
     assert all(r["hop1_fact"] and r["id"] and "generation" in r for r in hop)
+
+
+@pytest.mark.slow
+def test_calibrated_accuracy_of_a_real_mc_run_is_read_alike_live_and_from_the_log(both):
+    """lm-eval's multiple-choice records carry every object's log-likelihood (tuples live,
+    strings in the log): both give the same ``acc_calibrated``, recomputed here with numpy
+    from the logged numbers, and the raw argmax agrees with lm-eval's own ``acc``."""
+    import numpy as np
+
+    live, (_, files), _ = both
+    a, b = live["relfacts_mc_country_capital_city"], files["relfacts_mc_country_capital_city"]
+    assert a.values("acc_calibrated") == b.values("acc_calibrated")
+    rows = b.records()
+    lls = np.array([r["choice_ll"] for r in rows])
+    assert lls.shape == (3, len(rows[0]["choice_ll"])) and lls.shape[1] > 10
+    raw = [float(np.argmax(x) in r["gold"]) for x, r in zip(lls, rows, strict=True)]
+    assert raw == b.values("acc")
+    centred = lls - lls.mean(axis=0)
+    expected = [float(np.argmax(x) in r["gold"]) for x, r in zip(centred, rows, strict=True)]
+    assert b.values("acc_calibrated") == expected
 
 
 @pytest.mark.slow
