@@ -54,9 +54,10 @@ def _refined(path: str, spec: str | None, out: Path) -> str:
 
 def main(argv: list[str]) -> int:
     from relneuron_eval.evaluation.runner import LMEvaluator, Runner, Variant
+    from relneuron_eval.harness.task_data import task_fingerprint
     from relneuron_eval.report import reasoning
     from relneuron_eval.report.command import add_arguments, build_setup, task_manager
-    from relneuron_eval.report.setup import KN_MODES, task_fingerprint
+    from relneuron_eval.report.setup import KN_MODES
 
     a = _args(argv)
     out = Path(a.out)

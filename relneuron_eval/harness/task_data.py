@@ -30,6 +30,7 @@ from relneuron_eval.data.facts import (
 from relneuron_eval.errors import RelNeuronError
 
 FAMILIES = ("gen", "mc", "2hop")
+TASK_LANGS = ("de", "es", "fr", "zh", "ja")  # relfacts_<lang>_<relation>
 
 
 def fact_row(rel: Relation, fact: Fact) -> dict[str, Any]:
@@ -185,3 +186,38 @@ def _install_metadata_hint_filter() -> None:
 
 
 _install_metadata_hint_filter()
+
+
+def task_rows(task: str) -> dict[str, list[dict[str, Any]]]:
+    """The documents of a relfacts task, by its name, by split (no lm-eval)."""
+    if task.startswith("relfacts_2hop"):
+        return rows_for("2hop")
+    rest = task[len("relfacts_") :]
+    if rest.startswith("mc_"):
+        return rows_for("mc", rest[3:])
+    lang = rest[:2]
+    if lang in TASK_LANGS and rest[2:3] == "_":
+        return rows_for("gen", rest[3:], lang)
+    return rows_for("gen", rest)
+
+
+@functools.cache
+def task_fingerprint(task: str) -> str:
+    """Hash of what decides a task's numbers apart from the model: its YAML files, its
+    documents (test and few-shot), the few-shot sampler and the metric code. Cached runs of
+    a task whose data, templates, demos or scoring changed are then evaluated again (the
+    report's and the leaderboard's runner caches)."""
+    import json
+
+    from relneuron_eval.data import answers
+    from relneuron_eval.harness import fewshot, task_metrics
+    from relneuron_eval.resources import tasks_dir
+
+    digest = hashlib.sha256()
+    folder = tasks_dir() / "relfacts"
+    for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
+        digest.update(path.read_bytes())
+    digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
+    for module in (task_metrics, answers, fewshot):  # scoring, answer judging, demos
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]

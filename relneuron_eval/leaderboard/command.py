@@ -110,6 +110,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """The grid through the project's runner, then the scores."""
     from relneuron_eval.evaluation.runner import LMEvaluator, Runner
+    from relneuron_eval.harness.task_data import task_fingerprint
     from relneuron_eval.harness.task_index import manager
     from relneuron_eval.leaderboard import grid
     from relneuron_eval.leaderboard.scores import summarize
@@ -130,7 +131,7 @@ def evaluate(
         {"model": settings.model, "dtype": args.dtype},
         evaluator,
         progress=not args.no_progress,
-        fingerprint=grid.task_fingerprint,
+        fingerprint=task_fingerprint,
     )
     grid.run_grid(runner, cells, docs)
     outcome = grid.outcomes(runner, settings, cells, docs, relations)

@@ -20,8 +20,8 @@ from typing import Any
 
 from relneuron_eval.core.neuron_set import Neuron, NeuronSet, load
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.evaluation.metrics import is_multiple_choice
 from relneuron_eval.evaluation.runner import Runner, Variant
+from relneuron_eval.harness.task_data import task_rows
 from relneuron_eval.leaderboard.discover import Found
 from relneuron_eval.leaderboard.settings import Settings
 
@@ -116,42 +116,11 @@ def build_cells(
 
 def task_docs(settings: Settings, relations: list[str], limit: int | None) -> dict[str, list[int]]:
     """Each relation's task and its test documents (the first ``limit`` with a limit)."""
-    from relneuron_eval.harness.task_data import rows_for
-
-    family = "mc" if is_multiple_choice(settings.metric) else "gen"
     out = {}
     for r in relations:
-        n = len(rows_for(family, r)["test"])
+        n = len(task_rows(settings.task(r))["test"])
         out[settings.task(r)] = list(range(n if limit is None else min(n, limit)))
     return out
-
-
-def task_fingerprint(task: str) -> str:
-    """Hash of a relfacts task's YAML files, documents and scoring code (cache validity)."""
-    import hashlib
-    import json
-
-    from relneuron_eval.data import answers
-    from relneuron_eval.harness import fewshot, task_data, task_metrics
-    from relneuron_eval.resources import tasks_dir
-
-    family, rest = (
-        ("mc", task[len("relfacts_mc_") :])
-        if task.startswith("relfacts_mc_")
-        else (
-            "gen",
-            task[len("relfacts_") :],
-        )
-    )
-    digest = hashlib.sha256()
-    folder = tasks_dir() / "relfacts"
-    for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
-        digest.update(path.read_bytes())
-    rows = task_data.rows_for(family, rest)
-    digest.update(json.dumps(rows, sort_keys=True, default=str).encode())
-    for module in (task_metrics, answers, fewshot):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def run_grid(runner: Runner, cells: list[Cell], docs: dict[str, list[int]]) -> None:

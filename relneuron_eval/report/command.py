@@ -27,6 +27,7 @@ from relneuron_eval.core.arglists import parse_names
 from relneuron_eval.data.prefix_check import report_record as prefix2_record
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.runner import Evaluate, Runner
+from relneuron_eval.harness.task_data import task_fingerprint
 from relneuron_eval.report.analysis import canonical_top_k, parse_ks, parse_top_ks
 from relneuron_eval.report.controls import attach_matrix, eligibility_record
 from relneuron_eval.report.experiments import (
@@ -50,7 +51,6 @@ from relneuron_eval.report.setup import (
     LANGS,
     Setup,
     lang_task,
-    task_fingerprint,
 )
 
 # The options live in report/options.py; ``HELP`` and ``add_arguments`` are this

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relneuron_eval.evaluation.runner import Runner
+from relneuron_eval.harness.task_data import task_fingerprint
 from relneuron_eval.report.controls import ranked_base
 from relneuron_eval.report.experiments import (
     base_accuracy,
@@ -26,7 +27,7 @@ from relneuron_eval.report.experiments import (
     plan_versatility,
 )
 from relneuron_eval.report.others import plan_control_sets, plan_others
-from relneuron_eval.report.setup import Setup, task_fingerprint
+from relneuron_eval.report.setup import Setup
 
 
 def plan_experiments(

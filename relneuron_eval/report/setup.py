@@ -18,11 +18,12 @@ from relneuron_eval.core.neuron_set import NeuronSet
 from relneuron_eval.evaluation.metrics import METRICS as METRIC_TABLE
 from relneuron_eval.evaluation.metrics import metric_task
 from relneuron_eval.evaluation.runner import Variant
+from relneuron_eval.harness.task_data import TASK_LANGS, task_rows
 from relneuron_eval.report.analysis import KValue, canonical_top_k, evenly_spaced, first
 
 EXPERIMENTS = ("cumulativity", "versatility", "interference", "reasoning")
 METRICS = tuple(METRIC_TABLE)
-LANGS = ("de", "es", "fr", "zh", "ja")
+LANGS = TASK_LANGS
 TWOHOP_TASKS = ("relfacts_2hop", "relfacts_2hop_cot", "relfacts_2hop_hop1")
 KN_MODES: dict[str, dict[str, Any]] = {
     "deactivate": {"mode": "deactivate"},
@@ -160,44 +161,6 @@ class Setup:
 def count_docs(task: str) -> int:
     """Number of test documents of a relfacts task (pure Python, no lm-eval)."""
     return len(task_rows(task)["test"])
-
-
-def task_rows(task: str) -> dict[str, list[dict[str, Any]]]:
-    """The documents of a relfacts task by split (pure Python, no lm-eval)."""
-    from relneuron_eval.harness.task_data import rows_for
-
-    if task.startswith("relfacts_2hop"):
-        return rows_for("2hop")
-    rest = task[len("relfacts_") :]
-    if rest.startswith("mc_"):
-        return rows_for("mc", rest[3:])
-    lang = rest[:2]
-    if lang in LANGS and rest[2:3] == "_":
-        return rows_for("gen", rest[3:], lang)
-    return rows_for("gen", rest)
-
-
-@functools.cache
-def task_fingerprint(task: str) -> str:
-    """Hash of what decides a task's numbers apart from the model: its YAML files, its
-    documents (test and few-shot), the few-shot sampler and the metric code. Cached runs of
-    a task whose data, templates, demos or scoring changed are then evaluated again."""
-    import hashlib
-    import json
-
-    from relneuron_eval.data import answers
-    from relneuron_eval.harness import fewshot, task_metrics
-    from relneuron_eval.resources import tasks_dir
-
-    digest = hashlib.sha256()
-    folder = tasks_dir() / "relfacts"
-    for path in sorted(folder.rglob(f"{task}.yaml")) + sorted(folder.glob("_base_*.yaml")):
-        digest.update(path.read_bytes())
-    digest.update(json.dumps(task_rows(task), sort_keys=True, default=str).encode())
-    for module in (task_metrics, answers):  # process_results, and how it judges answers
-        digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(fewshot.__file__).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def lang_task(lang: str, relation: str) -> str:

@@ -48,7 +48,7 @@ def test_the_second_model_is_named_as_itself_wherever_a_model_is_named():
     assert _model_identity("/models/llama/") == "/models/llama"
     rs = "relation_specific.jsonl.gz"
     assert _default_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
-    with pytest.raises(RelNeuronError, match="no shipped relation_specific.jsonl.gz for gemma3"):
+    with pytest.raises(RelNeuronError, match=r"no shipped relation_specific\.jsonl\.gz for gemma3"):
         _default_set("gemma-3-270m", rs)
     with pytest.raises(RelNeuronError, match="--neuron-set is required"):
         _default_set("/models/llama", rs)

@@ -712,7 +712,7 @@ def test_cached_runs_are_invalidated_when_the_scoring_code_changes(
     the answer rules that ``task_metrics`` imports from ``data/answers.py``."""
     import importlib
 
-    from relneuron_eval.report.setup import task_fingerprint
+    from relneuron_eval.harness.task_data import task_fingerprint
 
     package = "relneuron_eval.data" if module_name == "answers" else "relneuron_eval.harness"
     module = importlib.import_module(f"{package}.{module_name}")
