@@ -9,6 +9,7 @@ the base run is chosen among them. Pure Python.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,13 +133,21 @@ def load_runs(paths: Iterable[str | Path]) -> tuple[list[Run], list[str]]:
 
 
 def _model_identity(pretrained: str | None) -> str | None:
-    """An embedded model is recorded either by alias or by its cache path."""
+    """An embedded model is recorded either by alias or by its cache folder
+    (``<name>-<16 hex digits of the GGUF's sha256>``, on whichever machine ran it)."""
     if pretrained is None:
         return None
     from relneuron_eval.core.models import EMBEDDED_MODELS, canonical
 
-    name = Path(pretrained.rstrip("/")).name.lower()
-    by_folder = next((m.name for m in EMBEDDED_MODELS if name.startswith(f"{m.name}-")), None)
+    name = Path(pretrained.rstrip("/")).name
+    by_folder = next(
+        (
+            m.name
+            for m in EMBEDDED_MODELS
+            if re.fullmatch(rf"{re.escape(m.name)}-[0-9a-f]{{16}}", name)
+        ),
+        None,
+    )
     return canonical(pretrained) or by_folder or pretrained.rstrip("/")
 
 

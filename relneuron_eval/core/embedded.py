@@ -30,7 +30,6 @@ from relneuron_eval.atomic import atomic_write
 from relneuron_eval.core.models import DEFAULT, EmbeddedModel, find, get
 from relneuron_eval.errors import RelNeuronError
 
-# The default model's names (SmolLM2): other models have their own, see core/models.py.
 CACHE_ENV = "RELNEURON_CACHE"
 
 

@@ -165,16 +165,19 @@ def flagged(checks: Sequence[PrefixCheck]) -> list[PrefixCheck]:
 def optional_tokenizer(name: str | None) -> Any:
     """``--tokenizer``: None for ``none``; the embedded model's when it is installed (else a
     note on stderr and None); any other name must load (``RelNeuronError`` if not)."""
-    from relneuron_eval.core.embedded import gguf_path, is_embedded
+    from relneuron_eval.core.embedded import gguf_path
+    from relneuron_eval.core.models import find
 
     if not name or name.strip().lower() == "none":
         return None
-    if is_embedded(name):
+    model = find(name)
+    if model is not None:
         try:
-            gguf_path()
+            gguf_path(model)
         except RelNeuronError:
             print(
-                "note: acc_prefix2 check skipped: the embedded model is not installed "
+                f"note: acc_prefix2 check skipped: the embedded model {model.name} is not "
+                "installed "
                 "(pass --tokenizer PATH to check with another tokenizer)",
                 file=sys.stderr,
             )

@@ -18,9 +18,11 @@ from typing import Any
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.prior_robust import (
+    METRIC,
     add_calibrated,
     choice_loglikelihoods,
     gold_indices,
+    missing_hint,
 )
 from relneuron_eval.files import read_bytes
 from relneuron_eval.jsonl import iter_jsonl
@@ -31,7 +33,7 @@ DOC_KEYS = ("doc_id", "filter", "id", "hop1_fact", "generation", "doc_hash", "ch
 # Fields of lm-eval's raw sample record that are never metrics (older logs lack "metrics").
 _RAW_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter"}
 # Fields of a record that the report's cache does not keep (its format predates them).
-_NOT_CACHED = ("filter", "doc_hash", "choice_ll", "gold")
+_NOT_CACHED = ("filter", "doc_hash")
 
 
 def number(value: Any) -> float | None:
@@ -102,7 +104,9 @@ class TaskResult:
     """One task (or group) of one evaluation: aggregates and per-document records.
 
     ``docs`` holds one record per (document, filter): ``doc_id``, the metric values and
-    optional ``id``/``hop1_fact``/``generation``/``doc_hash``/``filter`` (absent: ``none``).
+    optional ``id``/``hop1_fact``/``generation``/``doc_hash``/``filter`` (absent: ``none``);
+    multiple-choice records also ``choice_ll``/``gold``, from which ``acc_calibrated`` is
+    computed over the result's documents (``evaluation.prior_robust``).
     A result read from files has ``docs=None`` until they are needed; ``samples`` is then
     the log they are read from. ``info`` is relneuron's description of the intervention.
     """
@@ -139,8 +143,12 @@ class TaskResult:
         return {int(d["doc_id"]) for d in self.records()}
 
     def subset(self, doc_ids: set[int]) -> TaskResult:
-        """The same result restricted to some documents (aggregates are dropped)."""
+        """The same result restricted to some documents (aggregates are dropped;
+        ``acc_calibrated`` is calibrated again over the documents kept)."""
         kept = [d for d in self.records(None) if int(d["doc_id"]) in doc_ids]
+        if any("choice_ll" in d for d in kept):
+            kept = [dict(d) for d in kept]  # the parent's records keep their values
+            add_calibrated(kept)
         return TaskResult(self.name, kept, self.info, self.seconds)
 
     def values(self, metric: str, filt: str = "none") -> list[float]:
@@ -150,12 +158,14 @@ class TaskResult:
             return [float(d[metric]) for d in rows]
         except KeyError:
             have = sorted(k for k in (rows[0] if rows else {}) if k not in DOC_KEYS)
+            why = missing_hint(rows) if metric == METRIC else None
             raise RelNeuronError(
-                f"task {self.name} has no metric {metric!r}", hint=f"it has: {have}"
+                f"task {self.name} has no metric {metric!r}", hint=why or f"it has: {have}"
             ) from None
 
     def by_doc(self, metric: str, filt: str = "none") -> dict[int, float]:
-        return {int(d["doc_id"]): float(d[metric]) for d in self.records(filt)}
+        ids = [int(d["doc_id"]) for d in self.records(filt)]
+        return dict(zip(ids, self.values(metric, filt), strict=True))
 
     def accuracy(self, metric: str, filt: str = "none") -> float:
         values = self.values(metric, filt)
@@ -212,7 +222,9 @@ class TaskResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskResult:
-        return cls(data["task"], list(data["docs"]), data.get("info"), data.get("seconds"))
+        docs = list(data["docs"])
+        add_calibrated(docs)  # the rule of this version, from the cached log-likelihoods
+        return cls(data["task"], docs, data.get("info"), data.get("seconds"))
 
 
 # ================================================================ parsing

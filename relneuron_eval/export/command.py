@@ -84,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="smollm2-135m",
-        help="base model: local checkpoint folder, hub id in the local cache, or "
-        "smollm2-135m (the embedded model; default)",
+        help="base model: local checkpoint folder, hub id in the local cache, or an "
+        "embedded model (smollm2-135m, the default; gemma3-270m)",
     )
     add_options(
         parser,
@@ -234,7 +234,7 @@ def _load_config(path: Path | str, given: str | Path) -> Any:
         raise RelNeuronError(
             f"cannot read the model config of {str(given)!r}: {first}",
             hint="give a local transformers checkpoint folder, a hub id that is in the local "
-            "cache, or smollm2-135m",
+            "cache, or an embedded model (smollm2-135m, gemma3-270m)",
         ) from None
 
 

@@ -13,16 +13,25 @@ HELP = (
 DEFAULT_KS = "10,100,1000,3000,all"
 
 
+METRIC_HELP = (
+    "acc_prefix2 (the paper's), acc_match, mc (the gold object scores highest among the "
+    "relation's objects) or mc_calibrated (the same after each object's mean score over the "
+    "documents is removed: a switched default answer cancels)"
+)
+
+
 # ================================================================= arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default="smollm2-135m", help="pretrained path/id, or smollm2-135m (embedded)"
+        "--model",
+        default="smollm2-135m",
+        help="pretrained path/id, or an embedded model (smollm2-135m, gemma3-270m)",
     )
     parser.add_argument(
         "--neuron-set",
         default=None,
-        help="relation-specific neuron set (groups = relation names); default for the "
-        "embedded model: neuron_sets/smollm2-135m/relation_specific.jsonl.gz",
+        help="relation-specific neuron set (groups = relation names); default for an "
+        "embedded model: its shipped neuron_sets/<model>/relation_specific.jsonl.gz",
     )
     parser.add_argument(
         "--kn-set",
@@ -68,14 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread the two-hop sample over the chains whose bridge fact has knowledge "
         "neurons (default), or over all chains",
     )
-    parser.add_argument(
-        "--metric",
-        default="acc_prefix2",
-        choices=METRICS,
-        help="acc_prefix2 (the paper's), acc_match, mc (the gold object scores highest "
-        "among the relation's objects) or mc_calibrated (the same after each object's mean "
-        "score over the documents is removed: a switched default answer cancels)",
-    )
+    parser.add_argument("--metric", default="acc_prefix2", choices=METRICS, help=METRIC_HELP)
     parser.add_argument(
         "--min-base",
         type=float,

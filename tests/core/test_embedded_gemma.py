@@ -36,7 +36,7 @@ def test_registry_resolves_names_and_refuses_others():
     assert embedded.alias_of(folder.parent / "elsewhere" / folder.name) is None
 
 
-def test_the_second_model_is_named_as_itself_wherever_a_model_is_named():
+def test_the_second_model_is_named_as_itself_wherever_a_model_is_named(monkeypatch):
     """compare, report, export and discovery once mapped every embedded model to SmolLM2."""
     from relneuron_eval.compare.read import _model_identity
     from relneuron_eval.export.manifest import readme_text
@@ -46,8 +46,18 @@ def test_the_second_model_is_named_as_itself_wherever_a_model_is_named():
     assert _model_identity(folder) == _model_identity("Gemma-3-270M") == "gemma3-270m"
     assert _model_identity("smollm2-135m-instruct") == "smollm2-135m"
     assert _model_identity("/models/llama/") == "/models/llama"
+    hub = "/hub/HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub's weights, not the embedded
+    assert _model_identity(hub) == hub
     rs = "relation_specific.jsonl.gz"
     assert _default_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
+    import relneuron_eval.resources as resources
+
+    real = resources.resolve_shipped
+    monkeypatch.setattr(
+        resources,
+        "resolve_shipped",
+        lambda p: real(p).with_name("absent") if "gemma" in p else real(p),
+    )
     with pytest.raises(RelNeuronError, match=r"no shipped relation_specific\.jsonl\.gz for gemma3"):
         _default_set("gemma-3-270m", rs)
     with pytest.raises(RelNeuronError, match="--neuron-set is required"):

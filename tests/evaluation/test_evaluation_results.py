@@ -151,7 +151,34 @@ def test_calibration_cancels_a_switched_default_but_not_a_forgotten_fact(tmp_pat
     assert raw_acc(default) < raw_acc(base)
     assert s.values("acc_calibrated") == b.values("acc_calibrated")
     assert b.accuracy("acc_calibrated") > 0.8 and f.accuracy("acc_calibrated") < 0.5
-    assert "choice_ll" not in TaskResult.from_dict(b.to_dict()).records()[0]  # not cached
+    # the run caches keep the log-likelihoods, and the value comes back from them
+    cached = TaskResult.from_dict(json.loads(json.dumps(b.to_dict())))
+    assert cached.values("acc_calibrated") == b.values("acc_calibrated")
+    assert cached.records()[0]["choice_ll"] == pytest.approx(base[0])
+
+
+def test_a_subset_is_calibrated_on_its_own_documents_and_bad_gold_is_refused(tmp_path):
+    """A run asked for fewer documents (the report's matrix cells) is centred over those
+    documents only, as a run of just those documents would be; the parent keeps its values."""
+    rows = [[0.0, -1.0, -2.0], [-3.0, 0.0, -0.5], [-2.0, -1.0, 0.0], [-0.1, -0.2, -9.0]]
+    golds = [0, 1, 2, 1]
+    full = TaskResult("t", [doc_record(_mc(d, r, golds[d])) for d, r in enumerate(rows)])
+    from relneuron_eval.evaluation.prior_robust import add_calibrated
+
+    add_calibrated(full.docs)
+    before = full.values("acc_calibrated")
+    part = full.subset({0, 3})
+    alone = TaskResult("t", [doc_record(_mc(d, rows[d], golds[d])) for d in (0, 3)])
+    add_calibrated(alone.docs)
+    assert part.values("acc_calibrated") == alone.values("acc_calibrated")
+    assert part.values("acc_calibrated") != full.subset({0, 1, 2, 3}).values("acc_calibrated")[::3]
+    assert full.values("acc_calibrated") == before
+    with pytest.raises(RelNeuronError, match="needs at least 2 documents"):
+        full.subset({0}).values("acc_calibrated")
+    with pytest.raises(RelNeuronError, match="relfacts MC task"):
+        TaskResult("t", [doc_record(_raw(0, 1.0, "x"))]).values("acc_calibrated")
+    with pytest.raises(RelNeuronError, match=r"document 1: gold index \[7\] outside its 3"):
+        add_calibrated([doc_record(_mc(0, rows[0], 0)), doc_record(_mc(1, rows[1], 7))])
 
 
 # ====================================================================== slow
