@@ -176,7 +176,7 @@ def _write_cost(path: Path, record: dict[str, Any]) -> None:
         json.dump(record, handle, indent=1, sort_keys=True)
 
 
-def read_cost(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -300,11 +300,24 @@ def _run_simple(ctx: Context, name: str, out: Path, of_path: Path | None, spec: 
     neuron_set.save(out)
 
 
+def _prompts_done(ctx: Context, step: str) -> int:
+    """Prompts an earlier, interrupted run of ``step`` already finished (its store's
+    ``done.npy``): a resumed step's seconds cover only the rest."""
+    import numpy as np
+
+    name = "attribution-patching" if step == "attribution-patching" else step
+    try:
+        return int(np.load(ctx.out / "work" / name / "done.npy").astype(bool).sum())
+    except (OSError, ValueError):
+        return 0
+
+
 def run_step(ctx: Context, step: str, spec: MethodSpec | None, of_path: Path | None) -> None:
     """Run one step and write its cost record (the set first, the record last)."""
     ctx.sets.mkdir(parents=True, exist_ok=True)
     reference = ctx.forward_seconds()
     out = ctx.sets / f"{step}.jsonl.gz"
+    done_before = _prompts_done(ctx, step)
     with measured(ctx.device) as cost:
         if step == STORE_STEP:
             _store(ctx)
@@ -320,15 +333,37 @@ def run_step(ctx: Context, step: str, spec: MethodSpec | None, of_path: Path | N
         prompts=len(ctx.prompts()),
         device=ctx.device,
     )
-    if step in STORE_USERS:
-        shared = read_cost(ctx.sets / f"{STORE_STEP}.cost.json") or {}
-        cost["shared_pass_seconds"] = shared.get("seconds", 0.0)
-        cost["seconds_own"] = cost["seconds"]
-        cost["seconds"] = round(cost["seconds"] + cost["shared_pass_seconds"], 3)
-        peaks = [m for m in (cost["peak_memory_mb"], shared.get("peak_memory_mb")) if m is not None]
-        cost["peak_memory_mb"] = max(peaks, default=None)
+    if done_before:
+        cost["prompts_done_before"] = done_before  # seconds cover the rest only
     cost["forward_equivalents"] = round(cost["seconds"] / reference, 2) if reference > 0 else None
     _write_cost(ctx.sets / f"{step}.cost.json", cost)
+
+
+def read_cost(path: Path) -> dict[str, Any] | None:
+    """A step's cost record; a method that reads the shared token-mean store also gets
+    that pass's share (``shared_pass_seconds``, and its forward passes added: each ratio
+    is taken against the plain forward timed in the process that ran it, so a pass and a
+    method run in different processes or sessions are each measured under their own load)."""
+    own = _read_json(path)
+    if own is None or path.name.split(".")[0] not in STORE_USERS:
+        return own
+    shared = _read_json(path.with_name(f"{STORE_STEP}.cost.json")) or {}
+    out = dict(own)
+    own_seconds = own.get("seconds_own", own.get("seconds", 0.0))  # records from before
+    out["seconds_own"] = own_seconds
+    out["shared_pass_seconds"] = shared.get("seconds", 0.0)
+    out["seconds"] = round(own_seconds + out["shared_pass_seconds"], 3)
+    ref = own.get("plain_forward_seconds") or 0.0
+    fe_own = own_seconds / ref if ref > 0 else None
+    fe_shared = shared.get("forward_equivalents")
+    out["forward_equivalents"] = (
+        round(fe_own + fe_shared, 2) if fe_own is not None and fe_shared is not None else None
+    )
+    peaks = [m for m in (own.get("peak_memory_mb"), shared.get("peak_memory_mb")) if m is not None]
+    out["peak_memory_mb"] = max(peaks, default=None)
+    if shared.get("prompts_done_before"):
+        out["prompts_done_before"] = shared["prompts_done_before"]
+    return out
 
 
 @dataclass

@@ -31,8 +31,9 @@ def cost_cells(cost: dict[str, Any] | None) -> tuple[str, str, str]:
     if not cost:
         return "–", "–", "–"
     fpe = cost.get("forward_equivalents")
+    floor = "≥ " if cost.get("prompts_done_before") else ""  # a resumed step: a lower bound
     return (
-        "–" if fpe is None else f"{fpe:,.1f}",
+        "–" if fpe is None else f"{floor}{fpe:,.1f}",
         f"{cost.get('seconds', 0):,.0f}",
         _mb(cost.get("peak_memory_mb")),
     )
@@ -134,7 +135,9 @@ def _costs(results: dict[str, Any]) -> list[str]:
         "## Cost of discovery",
         "",
         "Seconds of the method in the process that ran it, divided by one plain forward pass "
-        "over the same discovery prompts in that process; memory: peak while it ran.",
+        "over the same discovery prompts in that process (a method that reads the shared "
+        "token-mean store adds that pass's own ratio); memory: peak while it ran. "
+        "≥: the step was resumed, its seconds cover only the prompts left.",
         "",
     ]
     for m, cost in results["costs"].items():
@@ -144,6 +147,11 @@ def _costs(results: dict[str, Any]) -> list[str]:
                 if "shared_pass_seconds" in cost
                 else ""
             )
+            if cost.get("prompts_done_before"):
+                shared += (
+                    f"; resumed: {cost['prompts_done_before']:,} of {cost['prompts']:,} "
+                    "prompts were done before, so this is a lower bound"
+                )
             out.append(
                 f"- {m}: {cost['seconds']:,.1f} s{shared} = {cost['forward_equivalents']} "
                 f"forward passes (plain forward {cost['plain_forward_seconds']:.1f} s, "
