@@ -163,6 +163,22 @@ def over_relations(diffs: Sequence[float]) -> dict[str, Any]:
     return {"ci95_t": list(ci) if ci else None}
 
 
+def _answered(task: str, records: Sequence[dict[str, Any]]) -> list[str | None]:
+    """What the model answered per record: its generation, or for a multiple-choice
+    task the choice it scored highest (raw log-likelihood, as lm-eval's ``acc``)."""
+    if not any("choice_ll" in r for r in records):
+        return [r.get("generation") for r in records]
+    from relneuron_eval.harness.task_data import task_rows
+
+    rows = task_rows(task)["test"]
+    out: list[str | None] = []
+    for r in records:
+        lls = r.get("choice_ll")
+        choices = rows[int(r["doc_id"])]["choices"]
+        out.append(choices[max(range(len(lls)), key=lls.__getitem__)] if lls else None)
+    return out
+
+
 # ====================================================== gathered from the runs
 def answers_block(
     runner: Any,
@@ -173,15 +189,16 @@ def answers_block(
     variants: tuple[Any, Any, Sequence[Any]],
 ) -> dict[str, Any]:
     """Per variant of one specificity cell: the type-valid rate and the most frequent
-    answered object (from the stored generations), and the verdict on the drop."""
+    answered object (from the stored generations, or a multiple-choice task's top choice),
+    and the verdict on the drop."""
     docs = setup.docs(task, own)
-    objects = relation_objects(task[len("relfacts_") :])
+    objects = relation_objects(task[len("relfacts_") :].removeprefix("mc_"))
     if objects is None:
         return {"verdict": "n/a (open answer set)"}
 
     def profile(variant: Any) -> dict[str, Any] | None:
         records = runner.get(variant, task, docs).records()
-        return answer_profile([r.get("generation") for r in records], objects)
+        return answer_profile(_answered(task, records), objects)
 
     base, deact, controls = variants
     b, d = profile(base), profile(deact)

@@ -80,7 +80,8 @@ def answers_table(inter: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     out = [
-        "What the deactivated model answers instead (from the stored generations): "
+        "What the deactivated model answers instead (from the stored generations; with a "
+        "multiple-choice metric, the object it scores highest): "
         "type-valid = the answer names some object of the relation; verdict: 'format "
         "broke' when the type-valid rate falls by 10 points or more, 'switched default' "
         "when one object's share of the answers rises by 10 points or more (both can "

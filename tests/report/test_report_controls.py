@@ -229,3 +229,38 @@ def test_matrix_summaries_count_only_the_cells_the_rule_keeps(controls_report):
     kept = sum(1 for r in RELS for c in RELS if r != c and matrix["own"]["eligible"][c])
     assert matrix["offdiag_own"]["n_cells"] == matrix["offdiag_control"]["n_cells"] == kept
     assert matrix["offdiag_difference"]["n_cells"] == kept
+
+
+def test_a_multiple_choice_task_gets_an_answer_profile_from_its_top_choice():
+    """--metric mc / mc_calibrated: what the model 'answers' is its highest-scoring object
+    (the report once looked up a relation named 'mc_country_on_continent' and stopped)."""
+    from relneuron_eval.harness.task_data import task_rows
+    from relneuron_eval.report.controls import answers_block
+
+    task = "relfacts_mc_country_on_continent"
+    rows = task_rows(task)["test"][:20]
+
+    def result(default: bool) -> TaskResult:
+        docs = []
+        for d, row in enumerate(rows):
+            top = 0 if default else row["gold"][0]
+            lls = [0.0 if c == top else -5.0 for c in range(len(row["choices"]))]
+            docs.append({"doc_id": d, "acc": float(top in row["gold"]), "choice_ll": lls})
+            docs[-1]["gold"] = row["gold"]
+        return TaskResult(task, docs)
+
+    class Runner:
+        def get(self, variant, task_name, docs):
+            return result(default=variant == "deact")
+
+    class Setup:
+        def docs(self, task_name, own):
+            return list(range(len(rows)))
+
+    block = answers_block(Runner(), Setup(), task, "acc", True, ("base", "deact", ["base"]))
+    first = rows[0]["choices"][0]
+    assert block["answers_base"]["type_valid"] == 1.0
+    assert (
+        block["answers_deact"]["top_object"] == first and block["answers_deact"]["top_share"] == 1.0
+    )
+    assert "switched default" in block["verdict"]
