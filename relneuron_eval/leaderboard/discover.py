@@ -305,9 +305,8 @@ def _prompts_done(ctx: Context, step: str) -> int:
     ``done.npy``): a resumed step's seconds cover only the rest."""
     import numpy as np
 
-    name = "attribution-patching" if step == "attribution-patching" else step
     try:
-        return int(np.load(ctx.out / "work" / name / "done.npy").astype(bool).sum())
+        return int(np.load(ctx.out / "work" / step / "done.npy").astype(bool).sum())
     except (OSError, ValueError):
         return 0
 
