@@ -119,3 +119,29 @@ def test_the_shipped_settings_load():
     settings = load_settings(REPO / "docs/leaderboard/settings.yaml")
     assert settings.budgets == [10, 30, 100, 300, 1000, 3000]
     assert {m.name for m in settings.methods} >= {"relation-specific", "random", "diffmean"}
+
+
+def test_relations_above_a_control_are_also_counted_after_holm():
+    """Per relation a bootstrap interval says 'above random'; with several relations some
+    of those are chance, so the board also counts them with Holm-adjusted bootstrap p."""
+    rng = np.random.default_rng(1)
+    rels = [f"r{i}" for i in range(6)]
+    n = 40
+    base = {r: [1] * n for r in rels}
+    cells = {}
+    for k in (10, 100):
+        # m drops its own relation strongly on r0-r2 and barely on r3-r5; random never
+        cells[("m", k, 0)] = {
+            r: ([0] * 30 + [1] * 10 if i < 3 else (rng.random(n) < 0.9).astype(int).tolist())
+            for i, r in enumerate(rels)
+        }
+        cells[("random", k, 0)] = {r: [1] * n for r in rels}
+        for m in ("m", "random"):
+            cells[(m, k, 1)] = {r: [1] * n for r in rels}
+    out = summarize({"base": base, "cells": cells}, ["m", "random"], [10, 100], [1], rels)
+    vs = out["vs_control"]["random"]["m"]
+    assert vs["relations_above_holm"] <= vs["relations_above"]
+    assert vs["relations_above_holm"] >= 3  # the three strong ones survive
+    strong = [vs["p_holm"][r] for r in rels[:3]]
+    assert all(p < 0.05 for p in strong)
+    assert set(vs["p_holm"]) == set(rels) and vs["of"] == 6
