@@ -154,16 +154,17 @@ def _costs(results: dict[str, Any]) -> list[str]:
                 if "shared_pass_seconds" in cost
                 else ""
             )
-            if cost.get("prompts_done_before"):
-                shared += (
-                    f"; resumed: {cost['prompts_done_before']:,} of {cost['prompts']:,} "
-                    "prompts were done before, so this is a lower bound"
-                )
+            resumed = (
+                f"; resumed with {cost['prompts_done_before']:,} of {cost['prompts']:,} prompts "
+                "done before, so a lower bound"
+                if cost.get("prompts_done_before")
+                else ""
+            )
             out.append(
                 f"- {m}: {cost['seconds']:,.1f} s{shared} = {cost['forward_equivalents']} "
                 f"forward passes (plain forward {cost['plain_forward_seconds']:.1f} s, "
                 f"{cost['prompts']:,} prompts, {cost['device']}); peak {cost['memory']} "
-                f"{_mb(cost['peak_memory_mb'])} (+{_mb(cost['extra_memory_mb'])})"
+                f"{_mb(cost['peak_memory_mb'])} (+{_mb(cost['extra_memory_mb'])}){resumed}"
             )
         else:
             out.append(f"- {m}: not measured (a given set or drawn per budget)")
