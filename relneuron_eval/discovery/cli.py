@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Any
 from relneuron_eval.core.arglists import parse_layers
 from relneuron_eval.errors import RelNeuronError
 
+# The default refinement of knowledge-neuron discovery, chosen by the rule that
+# docs/report-kn-v2/settings.yaml fixed before any result: of the refinements measured
+# there, dropping units held by facts of >= 3 different objects gave the most negative
+# own - swapped on the direct two-hop answer (-14.7 pp [-21.3, -8.9] vs -9.5 unrefined).
+KN_DROP_OBJECTS_DEFAULT = 3
+
 if TYPE_CHECKING:
     from relneuron_eval.core.neuron_set import NeuronSet
     from relneuron_eval.data.facts import Relation
@@ -230,6 +236,13 @@ def _knowledge_neuron_arguments(kn: argparse.ArgumentParser) -> None:
     )
 
 
+def discovery_drop_objects(value: int | None) -> int | None:
+    """``--drop-objects`` at discovery: unset means the measured default, 0 means none."""
+    if value is None:
+        return KN_DROP_OBJECTS_DEFAULT
+    return None if value == 0 else value
+
+
 def _knowledge_neuron_refinements(kn: argparse.ArgumentParser) -> None:
     """Refinements against units shared across facts, and the fact-specificity controls."""
     kn.add_argument(
@@ -244,7 +257,9 @@ def _knowledge_neuron_refinements(kn: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="refinement: drop units held by facts of N or more different answers (objects)",
+        help="refinement: drop units held by facts of N or more different answers (objects); "
+        f"discovery's default is {KN_DROP_OBJECTS_DEFAULT} (the most fact-specific refinement "
+        "measured in docs/report-kn-v2), 0 keeps every unit; with --from-set, none unless given",
     )
     kn.add_argument(
         "--from-set",
@@ -452,7 +467,7 @@ def _knowledge_neurons(args: argparse.Namespace, out: Path, workdir: Path) -> in
         relation_fraction=args.relation_level or None,
         top_k=args.top_k,
         drop_shared=args.drop_shared,
-        drop_objects=args.drop_objects,
+        drop_objects=discovery_drop_objects(args.drop_objects),
     )
     kn.validate_ig(ig)
     kn.validate_select(select)

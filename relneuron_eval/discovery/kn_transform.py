@@ -53,7 +53,8 @@ def transform(args: argparse.Namespace, out: Path) -> int:
     """The command: read --from-set, transform, write --out, print what changed."""
     if args.from_set is None:
         raise RelNeuronError("--control needs --from-set SET (the set to control)")
-    if args.drop_shared is None and args.drop_objects is None and args.control is None:
+    drop_objects = args.drop_objects or None  # 0: no refinement (discovery's way to say so)
+    if args.drop_shared is None and drop_objects is None and args.control is None:
         raise RelNeuronError(
             "--from-set needs --drop-shared, --drop-objects or --control (nothing to do)"
         )
@@ -61,7 +62,7 @@ def transform(args: argparse.Namespace, out: Path) -> int:
     result = transform_set(
         source,
         drop_shared=args.drop_shared,
-        drop_objects=args.drop_objects,
+        drop_objects=drop_objects,
         control=args.control,
         shared_at=args.shared_at,
         seed=args.seed,

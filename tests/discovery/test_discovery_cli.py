@@ -159,6 +159,7 @@ def test_knowledge_neurons_two_processes_and_resume_equal_one(tmp_path):
     assert fact_groups and all(g.startswith("country_capital_city/") for g in fact_groups)
     data = neuron_set.method["data"]
     assert neuron_set.method["params"]["correct"] == "match"  # the default, named
+    assert neuron_set.method["params"]["drop_objects"] == 3  # the measured default refinement
     assert data["facts_checked"] == 4 and data["facts"] + len(data["facts_dropped"]) == 4
     assert not set(fact_groups) & set(data["facts_dropped"])
     assert f"{data['facts']} of 4 facts answered correctly" in proc.stderr

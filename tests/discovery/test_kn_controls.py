@@ -165,6 +165,18 @@ def test_from_set_command_writes_controls_of_the_shipped_facts(tmp_path, capsys)
     assert Counter(n.group for n in load(out).neurons) == {a: 1, b: 1}
     assert main([*argv, "--force"]) == 2
     assert "nothing to do" in capsys.readouterr().err
+    # discovery's default refinement is not applied to an existing set; 0 still means none
+    assert main([*argv, "--force", "--drop-objects", "0"]) == 2
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_discovery_refines_by_objects_unless_told_not_to():
+    """The default chosen by docs/report-kn-v2's rule; 0 keeps every unit."""
+    from relneuron_eval.discovery.cli import KN_DROP_OBJECTS_DEFAULT, discovery_drop_objects
+
+    assert KN_DROP_OBJECTS_DEFAULT == 3
+    assert discovery_drop_objects(None) == 3
+    assert discovery_drop_objects(0) is None and discovery_drop_objects(5) == 5
 
 
 def test_bad_refinement_options_fail_before_the_model_loads(tmp_path, capsys):
