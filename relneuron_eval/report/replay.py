@@ -102,6 +102,18 @@ def _fingerprints(runs: Path) -> dict[str, str]:
     return {task: next(iter(hashes)) for task, hashes in found.items()}
 
 
+def _stored_fingerprint(fingerprints: dict[str, str], task: str, runs: Path) -> str:
+    """The task's fingerprint in the runs; a task they never evaluated is one clear error."""
+    if task not in fingerprints:
+        raise RelNeuronError(
+            f"the runs hold no evaluation of {task}, which the report's command needs",
+            path=str(runs),
+            hint="the report predates an analysis that evaluates it: re-run the report "
+            "(its runs/ resume), or check it with the package version that wrote it",
+        )
+    return fingerprints[task]
+
+
 def _refuse(variant: Any, samples: dict[str, list[int]]) -> dict[str, Any]:
     raise RelNeuronError(
         f"the runs lack {variant.label} on {sorted(samples)}",
@@ -127,7 +139,8 @@ def replay(folder: Path, out: Path, runs: Path | None = None) -> dict[str, Any]:
     report_arguments(parser)
     args = parser.parse_args(words[2:])
     args.out = str(out)
-    shutil.copytree(runs or folder / "runs", out / "runs", dirs_exist_ok=True)
+    source = runs or folder / "runs"
+    shutil.copytree(source, out / "runs", dirs_exist_ok=True)
     fingerprints = _fingerprints(out / "runs")
     setup, notes = build_setup(args, check_model=False)
     results, runner = run_report(
@@ -137,7 +150,7 @@ def replay(folder: Path, out: Path, runs: Path | None = None) -> dict[str, Any]:
         progress=False,
         settings=shipped["meta"].get("settings"),
         command=command,
-        fingerprint=lambda task: fingerprints[task],
+        fingerprint=lambda task: _stored_fingerprint(fingerprints, task, source),
     )
     if runner.evaluated:
         raise RelNeuronError(f"{runner.evaluated} evaluations were run; none may be")
