@@ -1,7 +1,7 @@
 """`make demo`: one relation's neurons off, next to the base model and a random control.
 
 The worked example is the strongest relation-specific effect of the shipped report
-(docs/report-full, k = 400): country_language, base well above the majority-class rate
+(docs/report-full-v2, k = 400, 10 random-control seeds): country_language, base well above the majority-class rate
 ("English"). The plain ``lm_eval`` CLI runs three times on the embedded SmolLM2-135M
 (base, the top-400 country_language neurons deactivated, the same number of random
 units), with ``--log_samples`` so that ``relneuron compare`` pairs the runs by document
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-REPORT = REPO / "docs" / "report-full" / "results.json"
+REPORT = REPO / "docs" / "report-full-v2" / "results.json"
 NEURON_SET = "neuron_sets/smollm2-135m/relation_specific.jsonl.gz"
 RELATION = "country_language"
 OTHER = "country_on_continent"
