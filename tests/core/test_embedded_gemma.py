@@ -50,6 +50,7 @@ def test_the_second_model_is_named_as_itself_wherever_a_model_is_named(monkeypat
     assert _model_identity(hub) == hub
     rs = "relation_specific.jsonl.gz"
     assert _default_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
+    assert _default_set("gemma-3-270m", rs) == f"neuron_sets/gemma3-270m/{rs}"  # shipped now
     import relneuron_eval.resources as resources
 
     real = resources.resolve_shipped
