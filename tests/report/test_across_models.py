@@ -1,0 +1,89 @@
+"""Claims across models: one row per claim and k, a column per model's report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from relneuron_eval.errors import RelNeuronError
+from relneuron_eval.report.across_models import ModelReport, claims_table, load_report
+
+SMOL = REPO / "docs" / "report-smollm2-first100"
+
+
+@pytest.fixture(scope="module")
+def smol() -> ModelReport:
+    return load_report("SmolLM2-135M", SMOL)
+
+
+def _row(table: str, claim: str, k: str) -> list[str]:
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == claim and cells[1].startswith(k):
+            return cells
+    raise AssertionError(f"no row {claim!r} at k {k}")
+
+
+def test_each_cell_reads_its_reports_interval_and_verdict(smol):
+    table = claims_table([smol])
+    claim = "own neurons take a relation's answers more than random units"
+    for section in [smol.results["interference"], *smol.results["interference_more_k"]]:
+        k = str(section["top_k"])
+        lo, hi = section["summary"]["ci95_t"]
+        cell = _row(table, claim, k)[2]
+        assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in cell
+        assert cell.startswith("**holds**") == (lo > 0)
+        others = section["summary"]["others"]
+        other_cell = _row(table, "... more than other relations' neurons of the same size", k)[2]
+        assert other_cell.startswith("**holds**") == (others["ci95_t"][0] > 0)
+        assert f"{others['n_significant_holm']} of {others['n']}" in other_cell
+
+
+def test_a_reversed_effect_and_a_missing_k_are_named(smol):
+    flipped = copy.deepcopy(smol.results)
+    flipped["interference"]["summary"]["ci95_t"] = [-0.2, -0.05]
+    flipped["interference_more_k"] = []
+    other = ModelReport("other", SMOL, flipped)
+    table = claims_table([smol, other])
+    claim = "own neurons take a relation's answers more than random units"
+    assert _row(table, claim, "3000")[3].startswith("**reversed**")
+    fraction = _row(table, claim, "400")
+    assert fraction[1].startswith("400 (paper's fraction)") and fraction[3] == "not measured"
+
+
+def test_bad_report_folders_are_one_clear_error(tmp_path):
+    with pytest.raises(RelNeuronError, match=r"results\.json not found"):
+        load_report("x", tmp_path)
+    (tmp_path / "results.json").write_text('{\n  "interference": [1,,]\n}')
+    with pytest.raises(RelNeuronError, match=r"results\.json:2: not JSON"):
+        load_report("x", tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"base": {}}))
+    with pytest.raises(RelNeuronError, match="no interference experiment"):
+        load_report("x", tmp_path)
+
+
+def test_the_script_writes_the_page_or_fails_cleanly(tmp_path):
+    out = tmp_path / "claims.md"
+    script = str(REPO / "scripts" / "claims_across_models.py")
+    ok = subprocess.run(
+        [sys.executable, script, "--report", f"SmolLM2={SMOL}", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    page = out.read_text()
+    assert page.startswith("# Claims across models") and "| claim | k | SmolLM2 |" in page
+    bad = subprocess.run(
+        [sys.executable, script, "--report", "nofolder", "--out", str(tmp_path / "b.md")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "NAME=FOLDER" in bad.stderr
+    assert not (tmp_path / "b.md").exists()
