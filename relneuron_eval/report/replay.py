@@ -114,6 +114,17 @@ def _stored_fingerprint(fingerprints: dict[str, str], task: str, runs: Path) -> 
     return fingerprints[task]
 
 
+def _relocated(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string path under ``old`` moved under ``new``."""
+    if isinstance(value, dict):
+        return {k: _relocated(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, old, new) for v in value]
+    if isinstance(value, str) and value.startswith(old + "/"):
+        return new.rstrip("/") + value[len(old) :]
+    return value
+
+
 def _refuse(variant: Any, samples: dict[str, list[int]]) -> dict[str, Any]:
     raise RelNeuronError(
         f"the runs lack {variant.label} on {sorted(samples)}",
@@ -138,7 +149,7 @@ def replay(folder: Path, out: Path, runs: Path | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="relneuron report")
     report_arguments(parser)
     args = parser.parse_args(words[2:])
-    args.out = str(out)
+    shipped_out, args.out = args.out, str(out)
     source = runs or folder / "runs"
     shutil.copytree(source, out / "runs", dirs_exist_ok=True)
     fingerprints = _fingerprints(out / "runs")
@@ -157,6 +168,8 @@ def replay(folder: Path, out: Path, runs: Path | None = None) -> dict[str, Any]:
     for key in RUN_PROVENANCE:
         if key in shipped["meta"]:
             results["meta"][key] = shipped["meta"][key]
+    # files the report writes under its --out (control sets) are named as the shipped run named them
+    results = _relocated(results, str(out), shipped_out)
     write_outputs(out, results)  # again, with the original run's provenance
     return results
 

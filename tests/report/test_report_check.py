@@ -70,6 +70,14 @@ def test_the_first_publication_no_longer_follows_and_report_check_says_why(capsy
     assert "relfacts_2hop_hop1_heldout" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_the_knowledge_neuron_rerun_follows_from_its_runs(capsys):
+    """report-kn-v2 writes its control sets under its --out: the check names them as the
+    shipped run did (a temporary path there was the only difference it once reported)."""
+    assert main(["report-check", str(REPO / "docs" / "report-kn-v2")]) == 0
+    assert "every number follows" in capsys.readouterr().out
+
+
 def test_manifest_finds_changed_missing_and_unlisted_runs(tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(FIRST / "runs", runs)
