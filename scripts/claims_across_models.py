@@ -28,6 +28,7 @@ when it lies above 0, **not shown** when it contains 0. Both reports use the sam
 20 per matrix cell, 10 random-control seeds with their variance in the test, 3 other
 relations' neurons as a second control, eligibility against the majority answer, Holm.
 k is the paper's absolute 3,000 and its fraction of the model's units (0.36 %).
+Regenerate with `python scripts/claims_across_models.py --report NAME=FOLDER ... --out FILE`.
 
 """
 
