@@ -16,7 +16,7 @@ from pathlib import Path
 
 from relneuron_eval.atomic import atomic_write
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.report.across_models import claims_table, load_report, sources
+from relneuron_eval.report.across_models import base_table, claims_table, load_report, sources
 
 INTRO = """# Claims across models
 
@@ -33,6 +33,15 @@ Regenerate with `python scripts/claims_across_models.py --report NAME=FOLDER ...
 """
 
 
+BASE_INTRO = """
+## Base accuracy on the same documents
+
+`acc_match` (%) of each model on its report's own-task documents (first 100 test facts);
+**bold**: eligible for drop claims (base >= 20 % and >= the majority answer's rate + 10 pp).
+
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="append", required=True, metavar="NAME=FOLDER")
@@ -45,7 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             if not sep or not name or not folder:
                 raise RelNeuronError(f"--report: NAME=FOLDER, got {spec!r}")
             reports.append(load_report(name, Path(folder)))
-        text = INTRO + claims_table(reports) + "\nSources:\n\n" + sources(reports)
+        text = (
+            INTRO
+            + claims_table(reports)
+            + BASE_INTRO
+            + base_table(reports)
+            + "\nSources:\n\n"
+            + sources(reports)
+        )
     except RelNeuronError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

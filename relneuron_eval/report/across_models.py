@@ -166,6 +166,33 @@ def claims_table(reports: Sequence[ModelReport]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def base_table(reports: Sequence[ModelReport]) -> str:
+    """Base accuracy per relation on each report's own-task documents, with n and the
+    majority-answer rate (the same documents give the same n and rate), eligible ones bold."""
+    per = [r.results["interference"]["per_relation"] for r in reports]
+    relations = sorted(set().union(*per))
+    lines = [
+        "| relation | n | majority answer | " + " | ".join(r.name for r in reports) + " |",
+        "|" + "---|" * (len(reports) + 3),
+    ]
+    for rel in relations:
+        entries = [p.get(rel) for p in per]
+        first = next(e for e in entries if e)
+        cells = []
+        for e in entries:
+            if not e:
+                cells.append("not in the set")
+                continue
+            text = f"{100 * e['base']:.1f}"
+            cells.append(f"**{text}**" if e.get("eligible") else text)
+        lines.append(
+            f"| {rel} | {first['n_docs']} | {100 * first['majority_rate']:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def sources(reports: Sequence[ModelReport]) -> str:
     """Where each column comes from: folder, model, set hash, documents and seeds."""
     out = []

@@ -11,7 +11,12 @@ import pytest
 from conftest import REPO
 
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.report.across_models import ModelReport, claims_table, load_report
+from relneuron_eval.report.across_models import (
+    ModelReport,
+    base_table,
+    claims_table,
+    load_report,
+)
 
 SMOL = REPO / "docs" / "report-smollm2-first100"
 
@@ -87,3 +92,16 @@ def test_the_script_writes_the_page_or_fails_cleanly(tmp_path):
     )
     assert bad.returncode == 2 and "NAME=FOLDER" in bad.stderr
     assert not (tmp_path / "b.md").exists()
+
+
+def test_base_table_marks_eligible_relations_and_missing_ones(smol):
+    fewer = copy.deepcopy(smol.results)
+    del fewer["interference"]["per_relation"]["star_constellation"]
+    table = base_table([smol, ModelReport("other", SMOL, fewer)])
+    per = smol.results["interference"]["per_relation"]
+    for rel, entry in per.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {rel} |"))
+        base = f"{100 * entry['base']:.1f}"
+        assert (f"**{base}**" in row) == bool(entry["eligible"])
+        assert f"| {entry['n_docs']} |" in row
+    assert table.count("not in the set") == 1
