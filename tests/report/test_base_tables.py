@@ -1,0 +1,69 @@
+"""scripts/base_tables.py: base numbers of several models from their lm-eval runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "base_tables.py"
+
+
+def _run_folder(root: Path, scores: dict[str, list[int]], objects: dict[str, list[str]]) -> Path:
+    """An lm-eval output folder as `--output_path X --log_samples` leaves it."""
+    model = root / "model"
+    model.mkdir(parents=True)
+    results = {}
+    for task, hits in scores.items():
+        mean = sum(hits) / len(hits)
+        results[task] = {"acc_match,none": mean, "acc_match_stderr,none": 0.01}
+        rows = [
+            {"doc_id": i, "doc": {"fact_id": f"{task}/{i}", "object": o, "answers": [o]}}
+            for i, o in enumerate(objects[task])
+        ]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        (model / f"samples_{task}_2026-12-07T00-00-00.jsonl").write_text(text)
+    data = {"results": results, "group_subtasks": {"relfacts": sorted(scores)}}
+    (model / "results_2026-12-07T00-00-00.json").write_text(json.dumps(data))
+    return root
+
+
+def _table(*runs: tuple[str, Path], tmp_path: Path) -> subprocess.CompletedProcess:
+    args = [arg for name, folder in runs for arg in ("--run", f"{name}={folder}")]
+    out = tmp_path / "table.md"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(out)], capture_output=True, text=True
+    )
+    done.table = out.read_text() if out.exists() else None  # type: ignore[attr-defined]
+    return done
+
+
+def test_known_relations_follow_the_majority_rule(tmp_path):
+    objects = {"relfacts_a": ["x", "x", "x", "y"], "relfacts_b": ["p", "q", "r", "s"]}
+    # a: majority 75 %; 100 % is known (>= 85 %), 75 % is not. b: majority 25 %; 50 % known.
+    first = _run_folder(
+        tmp_path / "m1", {"relfacts_a": [1, 1, 1, 1], "relfacts_b": [1, 1, 0, 0]}, objects
+    )
+    second = _run_folder(
+        tmp_path / "m2", {"relfacts_a": [1, 1, 1, 0], "relfacts_b": [1, 0, 0, 0]}, objects
+    )
+    done = _table(("M1", first), ("M2", second), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): line for line in done.table.splitlines()}
+    assert "| 4 | 75.0 (x) | **100.0 ± 1.0** | 75.0 ± 1.0 |" in rows["a"]
+    assert "| 4 | 25.0 (p) | **50.0 ± 1.0** | 25.0 ± 1.0 |" in rows["b"]
+    assert rows["relations known (bold)"].endswith("| 2 of 2 | 0 of 2 |")
+
+
+def test_different_documents_or_a_missing_run_stop_with_one_line(tmp_path):
+    first = _run_folder(tmp_path / "m1", {"relfacts_a": [1, 0]}, {"relfacts_a": ["x", "y"]})
+    other = _run_folder(tmp_path / "m2", {"relfacts_a": [1]}, {"relfacts_a": ["x"]})
+    done = _table(("M1", first), ("M2", other), tmp_path=tmp_path)
+    assert done.returncode == 2 and done.table is None
+    assert "relfacts_a: the runs scored different documents" in done.stderr
+    done = _table(("M1", first), ("M2", tmp_path / "none"), tmp_path=tmp_path)
+    assert done.returncode == 2 and "no lm-eval results_*.json" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
