@@ -6,8 +6,8 @@
 Per `relfacts_<relation>` task: n, the majority answer (always answering the most frequent
 test object, from the logged documents), each model's acc_match ± lm-eval's standard
 error, bold where the model *knows* the relation by the reports' eligibility rule (base
->= 20 % and >= majority + 10 pp); then the count of known relations per model and, when
-the runs hold them, the two-hop tasks. Every number is read from the runs; exit 2 with
+>= 20 % and >= majority + 10 pp); then per model the count of relations above the majority
+answer and of known ones and, when the runs hold them, the two-hop tasks. Every number is read from the runs; exit 2 with
 one line naming the folder when a run is missing or the models' documents differ.
 """
 
@@ -70,6 +70,7 @@ def relfacts_table(runs: list[Run]) -> list[str]:
     head = "| relation | n | majority answer | " + " | ".join(r.name for r in runs) + " |"
     lines = [head, "|---|---:|---|" + "---:|" * len(runs)]
     known = {r.name: 0 for r in runs}
+    above = {r.name: 0 for r in runs}
     for task in tasks:
         docs = runs[0].docs(task)
         for other in runs[1:]:
@@ -82,12 +83,14 @@ def relfacts_table(runs: list[Run]) -> list[str]:
         for run in runs:
             ok = eligibility(run.results[task][METRIC], rate, MIN_BASE, MIN_MARGIN)
             known[run.name] += ok
+            above[run.name] += run.results[task][METRIC] > rate
             cells.append(_cell(run.results[task], ok))
         lines.append(
             f"| {task[9:]} | {len(docs)} | {100 * rate:.1f} ({top}) | " + " | ".join(cells) + " |"
         )
-    counts = " | ".join(f"{known[r.name]} of {len(tasks)}" for r in runs)
-    lines.append(f"| relations known (bold) | | | {counts} |")
+    for label, count in (("above the majority answer", above), ("known (bold)", known)):
+        cells = " | ".join(f"{count[r.name]} of {len(tasks)}" for r in runs)
+        lines.append(f"| relations {label} | | | {cells} |")
     return lines
 
 

@@ -42,20 +42,33 @@ def _table(*runs: tuple[str, Path], tmp_path: Path) -> subprocess.CompletedProce
 
 
 def test_known_relations_follow_the_majority_rule(tmp_path):
-    objects = {"relfacts_a": ["x", "x", "x", "y"], "relfacts_b": ["p", "q", "r", "s"]}
     # a: majority 75 %; 100 % is known (>= 85 %), 75 % is not. b: majority 25 %; 50 % known.
-    first = _run_folder(
-        tmp_path / "m1", {"relfacts_a": [1, 1, 1, 1], "relfacts_b": [1, 1, 0, 0]}, objects
-    )
-    second = _run_folder(
-        tmp_path / "m2", {"relfacts_a": [1, 1, 1, 0], "relfacts_b": [1, 0, 0, 0]}, objects
-    )
-    done = _table(("M1", first), ("M2", second), tmp_path=tmp_path)
+    # c: majority 30 % (6 of 20); 45 % is known, 35 % only above the majority answer.
+    objects = {
+        "relfacts_a": ["x", "x", "x", "y"],
+        "relfacts_b": ["p", "q", "r", "s"],
+        "relfacts_c": ["x"] * 6 + [f"o{i}" for i in range(14)],
+    }
+    first = {
+        "relfacts_a": [1, 1, 1, 1],
+        "relfacts_b": [1, 1, 0, 0],
+        "relfacts_c": [1] * 9 + [0] * 11,
+    }
+    second = {
+        "relfacts_a": [1, 1, 1, 0],
+        "relfacts_b": [1, 0, 0, 0],
+        "relfacts_c": [1] * 7 + [0] * 13,
+    }
+    runs = [("M1", _run_folder(tmp_path / "m1", first, objects))]
+    runs.append(("M2", _run_folder(tmp_path / "m2", second, objects)))
+    done = _table(*runs, tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[1].strip(): line for line in done.table.splitlines()}
     assert "| 4 | 75.0 (x) | **100.0 ± 1.0** | 75.0 ± 1.0 |" in rows["a"]
     assert "| 4 | 25.0 (p) | **50.0 ± 1.0** | 25.0 ± 1.0 |" in rows["b"]
-    assert rows["relations known (bold)"].endswith("| 2 of 2 | 0 of 2 |")
+    assert "| 20 | 30.0 (x) | **45.0 ± 1.0** | 35.0 ± 1.0 |" in rows["c"]
+    assert rows["relations above the majority answer"].endswith("| 3 of 3 | 1 of 3 |")
+    assert rows["relations known (bold)"].endswith("| 3 of 3 | 0 of 3 |")
 
 
 def test_different_documents_or_a_missing_run_stop_with_one_line(tmp_path):
