@@ -7,7 +7,7 @@ report's Runner, in the runs folder given (shared with the report, so base and o
 are reused), and writes ``specificity.json``. ``--summarize`` evaluates nothing: it
 reads whatever runs exist and prints the reasoning analysis so far.
 
-Used by docs/report-kn-v2 (settings.yaml); resumable (every finished variant is saved).
+Used by docs/report-kn-v2 and docs/report-kn-gemma (settings.yaml); resumable (every finished variant is saved).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from relneuron_eval.report.reasoning import TASKS
 
 def _args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="smollm2-135m", help="pretrained (an embedded model or path)")
     p.add_argument("--kn-set", required=True)
     p.add_argument("--refine", default=None, help="drop-shared=N or drop-objects=N")
     p.add_argument("--out", required=True, help="folder for the refined set and its controls")
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> int:
     add_arguments(parser)
     args = parser.parse_args(
         [
-            "--model", "smollm2-135m", "--kn-set", kn_path, "--out", str(out), "--seeds", "0",
+            "--model", a.model, "--kn-set", kn_path, "--out", str(out), "--seeds", "0",
             "--metric", "acc_match", "--experiments", "reasoning", "--reasoning-limit", "none",
             "--threads", str(a.threads), "--no-progress",
         ]
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(a.threads)
         bs = int(a.batch_size) if a.batch_size.isdigit() else a.batch_size
         evaluate = LMEvaluator(
-            "smollm2-135m", task_manager=task_manager(), device="cpu", dtype="float32",
+            a.model, task_manager=task_manager(), device="cpu", dtype="float32",
             batch_size=bs,
         )  # fmt: skip
     runner = Runner(Path(a.runs), setup.model_key, evaluate, progress=False,
