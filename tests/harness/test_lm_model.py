@@ -218,6 +218,10 @@ def test_model_is_clean_after_each_request_type(tiny_dir, neuron_file):
 
 # ------------------------------------------------------------------ model args
 BAD_MODEL_ARGS = [
+    ("groups=nope", "not in the neuron set"),
+    ("mode=explode", "unknown mode 'explode'"),
+    ("fraction=2", "fraction must be in"),
+    ("positions=middle", "unknown positions"),
     # lm-eval turns "nan"/"inf" into floats; these used to run with every logit NaN
     ("mode=enhance,factor=nan", "factor must be a finite number, got nan"),
     ("mode=scale,factor=inf", "factor must be a finite number, got inf"),
