@@ -2,10 +2,13 @@
 
     python scripts/claims_across_models.py \
         --report "SmolLM2-135M=docs/report-smollm2-first100" \
-        --report "Gemma 3 270M=docs/report-gemma" --out docs/claims-across-models.md
+        --report "Gemma 3 270M=docs/report-gemma" --out docs/claims-across-models.md \
+        [--leaderboard "SmolLM2-135M=docs/leaderboard" --leaderboard "Gemma 3 270M=..."]
 
 Every report must be a finished `relneuron report --experiments interference` run with
-the same design (documents, seeds, controls); the page names each one's source.
+the same design (documents, seeds, controls); the page names each one's source. With
+`--leaderboard`, finished `relneuron leaderboard` folders (the same settings but the model)
+add the methods' Disentangle areas side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from pathlib import Path
 
 from relneuron_eval.atomic import atomic_write
 from relneuron_eval.errors import RelNeuronError
-from relneuron_eval.report.across_models import base_table, claims_table, load_report, sources
+from relneuron_eval.report.across_models import (
+    base_table,
+    claims_table,
+    load_leaderboard,
+    load_report,
+    methods_table,
+    sources,
+)
 
 INTRO = """# Claims across models
 
@@ -41,19 +51,35 @@ BASE_INTRO = """
 
 """
 
+METHODS_INTRO = """
+## Methods across models
+
+Each method's Disentangle area (mean of Cause and Isolate over log10 k, in points; 95 % t
+interval over the boards' relations) and its rank on that model, from the method
+leaderboards named below (the same settings, relations and budgets; only the model differs).
+
+"""
+
+
+def _pairs(specs: list[str], option: str) -> list[tuple[str, Path]]:
+    out = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise RelNeuronError(f"{option}: NAME=FOLDER, got {spec!r}")
+        out.append((name, Path(folder)))
+    return out
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="append", required=True, metavar="NAME=FOLDER")
+    parser.add_argument("--leaderboard", action="append", default=[], metavar="NAME=FOLDER")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
-        reports = []
-        for spec in args.report:
-            name, sep, folder = spec.partition("=")
-            if not sep or not name or not folder:
-                raise RelNeuronError(f"--report: NAME=FOLDER, got {spec!r}")
-            reports.append(load_report(name, Path(folder)))
+        reports = [load_report(n, f) for n, f in _pairs(args.report, "--report")]
+        boards = [load_leaderboard(n, f) for n, f in _pairs(args.leaderboard, "--leaderboard")]
         text = (
             INTRO
             + claims_table(reports)
@@ -62,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             + "\nSources:\n\n"
             + sources(reports)
         )
+        if boards:
+            text += METHODS_INTRO + methods_table(boards) + "\nLeaderboards:\n\n"
+            text += "".join(f"- {b.name}: `{b.folder.as_posix()}`\n" for b in boards)
     except RelNeuronError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

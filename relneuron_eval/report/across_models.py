@@ -206,3 +206,67 @@ def sources(reports: Sequence[ModelReport]) -> str:
             f"{meta.get('limit')}, seeds {meta.get('seeds')}, k {meta.get('top_ks')})"
         )
     return "\n".join(out) + "\n"
+
+
+# ================================================================== leaderboards
+@dataclass(frozen=True)
+class ModelBoard:
+    """One model's method leaderboard (``relneuron leaderboard``'s leaderboard.json)."""
+
+    name: str
+    folder: Path
+    scores: dict[str, Any]
+
+
+def load_leaderboard(name: str, folder: Path) -> ModelBoard:
+    """``FOLDER/leaderboard.json`` of a finished leaderboard (one clear error if not)."""
+    path = folder / "leaderboard.json"
+    if not path.is_file():
+        raise RelNeuronError(
+            f"{path} not found", hint="name the --out folder of a finished `relneuron leaderboard`"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RelNeuronError(f"not JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    per_method = (data.get("scores") or {}).get("per_method") if isinstance(data, dict) else None
+    if not per_method:
+        raise RelNeuronError("no per-method scores in this leaderboard", path=str(path))
+    return ModelBoard(name, folder, data["scores"])
+
+
+def _area(entry: dict[str, Any], key: str) -> float:
+    return entry[key]["mean"]
+
+
+def methods_table(boards: Sequence[ModelBoard]) -> str:
+    """A row per method, a column per model: its Disentangle area [95 % interval] and its
+    rank on that model (1 = best); the methods in the first board's order of rank."""
+    if not boards:
+        raise RelNeuronError("no leaderboard given")
+    ranks = []
+    for board in boards:
+        per = board.scores["per_method"]
+        order = sorted(per, key=lambda m: -_area(per[m], "area_disentangle"))
+        ranks.append({m: i + 1 for i, m in enumerate(order)})
+    methods = sorted(ranks[0], key=ranks[0].get)
+    methods += sorted({m for r in ranks[1:] for m in r} - set(methods))
+    lines = [
+        "| method | " + " | ".join(b.name for b in boards) + " |",
+        "|" + "---|" * (len(boards) + 1),
+    ]
+    for method in methods:
+        cells = []
+        for board, rank in zip(boards, ranks, strict=True):
+            entry = board.scores["per_method"].get(method)
+            if entry is None:
+                cells.append("not run")
+                continue
+            area = entry["area_disentangle"]
+            cells.append(
+                f"{100 * area['mean']:+.1f} {_interval(area.get('ci'))} (rank {rank[method]}; "
+                f"Cause {100 * _area(entry, 'area_cause'):+.1f}, "
+                f"Isolate {100 * _area(entry, 'area_isolate'):+.1f})"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

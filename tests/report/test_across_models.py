@@ -12,13 +12,17 @@ from conftest import REPO
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.across_models import (
+    ModelBoard,
     ModelReport,
     base_table,
     claims_table,
+    load_leaderboard,
     load_report,
+    methods_table,
 )
 
 SMOL = REPO / "docs" / "report-smollm2-first100"
+BOARD = REPO / "docs" / "leaderboard"
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,25 @@ def test_base_table_marks_eligible_relations_and_missing_ones(smol):
         assert (f"**{base}**" in row) == bool(entry["eligible"])
         assert f"| {entry['n_docs']} |" in row
     assert table.count("not in the set") == 1
+
+
+def test_methods_table_reads_each_boards_areas_and_ranks(tmp_path):
+    board = load_leaderboard("SmolLM2", BOARD)
+    per = board.scores["per_method"]
+    swapped = copy.deepcopy(board.scores)  # a second model where the last method is best
+    last = min(per, key=lambda m: per[m]["area_disentangle"]["mean"])
+    swapped["per_method"][last]["area_disentangle"]["mean"] = 0.99
+    del swapped["per_method"]["random"]
+    table = methods_table([board, ModelBoard("other", BOARD, swapped)])
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert list(rows) == sorted(per, key=lambda m: -per[m]["area_disentangle"]["mean"])
+    for method, entry in per.items():
+        lo, hi = entry["area_disentangle"]["ci"]
+        assert (
+            f"{100 * entry['area_disentangle']['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            in rows[method]
+        )
+    assert "+99.0 [" in rows[last] and rows[last].count("(rank 1;") == 1
+    assert rows["random"].rstrip(" |").endswith("not run")
+    with pytest.raises(RelNeuronError, match=r"leaderboard\.json not found"):
+        load_leaderboard("x", tmp_path)
