@@ -25,7 +25,13 @@ from relneuron_eval.report.controls import MIN_MARGIN, eligibility, majority
 
 MIN_BASE = 0.20  # the reports' eligibility threshold (docs/report-full-v2/settings.yaml)
 METRIC = "acc_match,none"
-TWOHOP = ("relfacts_2hop_hop1", "relfacts_2hop_hop2", "relfacts_2hop", "relfacts_2hop_cot")
+TWOHOP = (
+    "relfacts_2hop_hop1",
+    "relfacts_2hop_hop1_heldout",
+    "relfacts_2hop_hop2",
+    "relfacts_2hop",
+    "relfacts_2hop_cot",
+)
 
 
 class Run:
