@@ -60,7 +60,9 @@ class Run:
 
 
 def _cell(row: dict[str, Any], known: bool | None = None) -> str:
-    value = f"{100 * row[METRIC]:.1f} ± {100 * row[METRIC.replace(',', '_stderr,')]:.1f}"
+    stderr = row.get(METRIC.replace(",", "_stderr,"))  # lm-eval writes "N/A" for one document
+    spread = f" ± {100 * stderr:.1f}" if isinstance(stderr, (int, float)) else ""
+    value = f"{100 * row[METRIC]:.1f}{spread}"
     return f"**{value}**" if known else value
 
 

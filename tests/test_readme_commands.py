@@ -53,7 +53,7 @@ CANNOT_RUN = {
     "neuron_sets/); at a smaller --relcheck-limit its thresholds, set for 50 facts, are noise",
 }
 OUTPUT_OPTIONS = ("--output_path", "--out", "--heatmap", "--json", "--relcheck-json", "--workdir")
-PROGRAMS = ("lm_eval", "lm-eval", "relneuron", "pytest", "accelerate")
+PROGRAMS = ("lm_eval", "lm-eval", "relneuron", "pytest", "accelerate", "python")
 DEFAULT_RELATIONS = ("company_hq", "country_capital_city")  # small, both found by the model
 TIMEOUT_S = 1200  # the 'relfacts_*' glob took over 600 s at load average 10-14
 
@@ -294,6 +294,9 @@ class Run:
             elif re.fullmatch(r"(\w+=[^,]*,)*\w+=[^,]*", arg):
                 pairs = [p.split("=", 1) for p in arg.split(",")]
                 out.append(",".join(f"{k}={self._rewrite_value(v)}" for k, v in pairs))
+            elif "=" in arg and self._is_output(arg.split("=", 1)[1]):  # a script's NAME=FOLDER
+                name, value = arg.split("=", 1)
+                out.append(f"{name}={self.path(value)}")
             else:
                 out.append(self._rewrite_value(arg))
         return out
@@ -494,6 +497,8 @@ def test_parsing_joins_strips_and_expands(tmp_path):
     argv = runner.argv(Command("x", "lm_eval --model_args neuron_set=rs.jsonl.gz --limit 9"))
     assert argv[-4:] == ["--limit", LM_EVAL_LIMIT, "--batch_size", "16"]
     assert str(tmp_path / "rs.jsonl.gz") not in argv[3]  # not an output of this document
+    argv = runner.argv(Command("x", 'python s.py --run "Model A=out/a" --run B=rs.jsonl.gz'))
+    assert argv[-3:] == [f"Model A={tmp_path / 'out/a'}", "--run", "B=rs.jsonl.gz"]
 
 
 def test_chains_keep_readers_with_their_writers(tmp_path):

@@ -19,7 +19,8 @@ def _run_folder(root: Path, scores: dict[str, list[int]], objects: dict[str, lis
     results = {}
     for task, hits in scores.items():
         mean = sum(hits) / len(hits)
-        results[task] = {"acc_match,none": mean, "acc_match_stderr,none": 0.01}
+        stderr = 0.01 if len(hits) > 1 else "N/A"  # as lm-eval writes it for one document
+        results[task] = {"acc_match,none": mean, "acc_match_stderr,none": stderr}
         rows = [
             {"doc_id": i, "doc": {"fact_id": f"{task}/{i}", "object": o, "answers": [o]}}
             for i, o in enumerate(objects[task])
@@ -74,6 +75,9 @@ def test_known_relations_follow_the_majority_rule(tmp_path):
 def test_different_documents_or_a_missing_run_stop_with_one_line(tmp_path):
     first = _run_folder(tmp_path / "m1", {"relfacts_a": [1, 0]}, {"relfacts_a": ["x", "y"]})
     other = _run_folder(tmp_path / "m2", {"relfacts_a": [1]}, {"relfacts_a": ["x"]})
+    alone = _table(("M2", other), tmp_path=tmp_path)  # one document: no standard error
+    assert alone.returncode == 0 and "| 1 | 100.0 (x) | 100.0 |" in alone.table
+    (tmp_path / "table.md").unlink()
     done = _table(("M1", first), ("M2", other), tmp_path=tmp_path)
     assert done.returncode == 2 and done.table is None
     assert "relfacts_a: the runs scored different documents" in done.stderr
