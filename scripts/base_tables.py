@@ -1,14 +1,15 @@
 """Base-model tables of several models side by side, from their `lm_eval --log_samples` runs.
 
-    python scripts/base_tables.py --run "SmolLM2-135M=out/smollm2/en" \
-        --run "Gemma 3 270M=out/gemma/en" [--out table.md]
+    python scripts/base_tables.py --run "SmolLM2-135M=out/smollm2" \
+        --run "Gemma 3 270M=out/gemma" [--out table.md]
 
 Per `relfacts_<relation>` task: n, the majority answer (always answering the most frequent
 test object, from the logged documents), each model's acc_match ± lm-eval's standard
 error, bold where the model *knows* the relation by the reports' eligibility rule (base
->= 20 % and >= majority + 10 pp); then per model the count of relations above the majority
-answer and of known ones and, when the runs hold them, the two-hop tasks. Every number is read from the runs; exit 2 with
-one line naming the folder when a run is missing or the models' documents differ.
+>= 20 % and >= majority + 10 pp); then per model the count of relations above the
+majority answer and of known ones and, when the runs hold them, the two-hop tasks. Every
+number is read from the runs; exit 2 with one line naming the folder or file when a run
+is missing or unreadable or the models' documents differ.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ TWOHOP = (
 
 
 class Run:
-    """One model's lm-eval output folder: its newest results file and logged documents."""
+    """One model's lm-eval output folder: its results files (a later one wins per task)
+    and logged documents."""
 
     def __init__(self, name: str, folder: Path) -> None:
         files = sorted(folder.rglob("results_*.json"))
@@ -45,7 +47,10 @@ class Run:
         self.results: dict[str, dict[str, Any]] = {}
         self.group_subtasks: dict[str, list[str]] = {}
         for file in files:  # several runs into one folder: the newest result of a task wins
-            data = json.loads(file.read_text(encoding="utf-8"))
+            try:
+                data = json.loads(file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise RelNeuronError(f"not JSON: {exc.msg}", path=file, line=exc.lineno) from None
             self.results.update(data["results"])
             self.group_subtasks.update(data.get("group_subtasks", {}))
 
