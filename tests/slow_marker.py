@@ -88,6 +88,10 @@ def pytest_runtest_makereport(item, call):
         return
     used = cpu_seconds() - item.stash[_CPU_AT_SETUP]
     report.user_properties.append(("cpu_s", round(used, 2)))
+    log = os.environ.get("RELNEURON_CPU_LOG")  # where CI time goes: junit files under
+    if log:  # xdist keep no user properties, so each worker appends its tests here
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{used:.2f}\t{item.nodeid}\n")
     if report.passed and used > SLOW_CPU_S and item.get_closest_marker("slow") is None:
         report.outcome = "failed"
         report.longrepr = (

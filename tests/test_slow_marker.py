@@ -40,3 +40,15 @@ def test_unmarked_heavy_test_fails_and_marked_one_passes(pytester, monkeypatch):
     result = pytester.runpytest_subprocess("-p", "slow_marker", "-q")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_heavy_unmarked used * CPU s*not marked*slow*"])
+
+
+def test_cpu_log_names_each_test_with_its_cpu_seconds(pytester, monkeypatch, tmp_path):
+    log = tmp_path / "cpu.tsv"
+    monkeypatch.setenv("RELNEURON_CPU_LOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    pytester.makeini("[pytest]\nmarkers =\n    slow: heavy\n")
+    pytester.makepyfile(test_suite=_SUITE)
+    pytester.runpytest_subprocess("-p", "slow_marker", "-q", "-k", "marked")
+    rows = dict(line.split("\t")[::-1] for line in log.read_text().splitlines())
+    assert set(rows) == {"test_suite.py::test_heavy_unmarked", "test_suite.py::test_heavy_marked"}
+    assert all(float(cpu) >= 0.6 for cpu in rows.values())
