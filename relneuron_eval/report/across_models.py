@@ -29,17 +29,20 @@ class ModelReport:
     results: dict[str, Any]
 
 
+def _read_json(path: Path, hint: str) -> Any:
+    """A finished run's JSON file, or one error naming it (and the line, if unparsable)."""
+    if not path.is_file():
+        raise RelNeuronError(f"{path} not found", hint=hint)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RelNeuronError(f"not JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+
+
 def load_report(name: str, folder: Path) -> ModelReport:
     """``FOLDER/results.json`` of a finished interference report (one clear error if not)."""
     path = folder / "results.json"
-    if not path.is_file():
-        raise RelNeuronError(
-            f"{path} not found", hint="name the folder of a finished `relneuron report`"
-        )
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RelNeuronError(f"not JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    results = _read_json(path, "name the folder of a finished `relneuron report`")
     if not isinstance(results, dict) or "interference" not in results:
         raise RelNeuronError(
             "no interference experiment in this report",
@@ -221,14 +224,7 @@ class ModelBoard:
 def load_leaderboard(name: str, folder: Path) -> ModelBoard:
     """``FOLDER/leaderboard.json`` of a finished leaderboard (one clear error if not)."""
     path = folder / "leaderboard.json"
-    if not path.is_file():
-        raise RelNeuronError(
-            f"{path} not found", hint="name the --out folder of a finished `relneuron leaderboard`"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RelNeuronError(f"not JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+    data = _read_json(path, "name the --out folder of a finished `relneuron leaderboard`")
     per_method = (data.get("scores") or {}).get("per_method") if isinstance(data, dict) else None
     if not per_method:
         raise RelNeuronError("no per-method scores in this leaderboard", path=str(path))
