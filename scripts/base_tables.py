@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.core.arglists import parse_named
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.controls import MIN_MARGIN, eligibility, majority
 
@@ -127,12 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the markdown here (default: stdout)")
     args = parser.parse_args(argv)
     try:
-        runs = []
-        for spec in args.run:
-            name, sep, folder = spec.partition("=")
-            if not sep or not name or not folder:
-                raise RelNeuronError(f"--run {spec!r}: expected NAME=FOLDER")
-            runs.append(Run(name, Path(folder)))
+        named = (parse_named(spec, "--run", "FOLDER") for spec in args.run)
+        runs = [Run(name, Path(folder)) for name, folder in named]
         lines = relfacts_table(runs)
         hop = twohop_table(runs)
         text = "\n".join(lines + (["", *hop] if hop else [])) + "\n"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from relneuron_eval.atomic import atomic_write
+from relneuron_eval.core.arglists import parse_named
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.across_models import (
     base_table,
@@ -62,13 +63,8 @@ leaderboards named below (the same settings, relations and budgets; only the mod
 
 
 def _pairs(specs: list[str], option: str) -> list[tuple[str, Path]]:
-    out = []
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise RelNeuronError(f"{option}: NAME=FOLDER, got {spec!r}")
-        out.append((name, Path(folder)))
-    return out
+    named = (parse_named(spec, option, "FOLDER") for spec in specs)
+    return [(name, Path(folder)) for name, folder in named]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,3 +121,15 @@ def parse_names(value: Any) -> list[str] | None:
     if value is None or str(value).strip() == "":
         return None
     return _parts(value)
+
+
+def parse_named(spec: str, option: str, what: str = "PATH") -> tuple[str, str]:
+    """``NAME=VALUE`` (``--control-set``, the scripts' ``--run``/``--report``) -> (name, value).
+
+    One parser, so every option of that shape accepts and refuses the same spellings
+    (the value may itself contain ``=``; both sides are stripped and must be non-empty).
+    """
+    name, sep, value = spec.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise RelNeuronError(f"{option}: expected NAME={what}, got {spec!r}")
+    return name.strip(), value.strip()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relneuron_eval.core.arglists import parse_names
+from relneuron_eval.core.arglists import parse_named, parse_names
 from relneuron_eval.data.prefix_check import report_record as prefix2_record
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.runner import Evaluate, Runner
@@ -316,13 +316,10 @@ def _setup_control_sets(setup: Setup, specs: list[str]) -> None:
     from relneuron_eval.resources import resolve_shipped
 
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise RelNeuronError(f"--control-set: expected NAME=PATH, got {spec!r}")
-        name = name.strip()
+        name, path = parse_named(spec, "--control-set")
         if name in setup.control_sets or name in ("base", "deact", "control"):
             raise RelNeuronError(f"--control-set: the name {name!r} is used twice or reserved")
-        resolved = str(resolve_shipped(path.strip()))
+        resolved = str(resolve_shipped(path))
         neuron_set = load(resolved)
         missing = [r for r in setup.relations if r not in neuron_set.groups()]
         if missing:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from relneuron_eval.core.arglists import MAX_LAYERS, parse_layers, parse_names
+from relneuron_eval.core.arglists import MAX_LAYERS, parse_layers, parse_named, parse_names
 from relneuron_eval.errors import RelNeuronError
 
 
@@ -129,3 +129,11 @@ def test_double_dash_says_what_is_wrong_and_what_to_write(text, expected):
         parse_layers(text, "--layers")
     assert expected in str(info.value)
     assert "reversed" not in str(info.value)  # what "3--5" used to be called (3 > -5)
+
+
+def test_named_values_split_at_the_first_equals_and_refuse_empty_sides():
+    assert parse_named(" Gemma 3 270M = out/gemma ", "--run") == ("Gemma 3 270M", "out/gemma")
+    assert parse_named("a=b=c", "--run") == ("a", "b=c")  # the value keeps its own '='
+    for spec in ("nofolder", "=out/x", "name=", " = "):
+        with pytest.raises(RelNeuronError, match=r"--report: expected NAME=FOLDER, got"):
+            parse_named(spec, "--report", "FOLDER")
