@@ -19,20 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from relneuron_eval.benchmarks.requests import counted_forwards, fixed_length
 from relneuron_eval.benchmarks.timing import interleaved, median, ratios
 
 DEFAULT_TASKS = "relfacts_2hop,relfacts_2hop_hop1"
-DEFAULT_SET = Path("neuron_sets") / "smollm2-135m" / "knowledge_neurons.jsonl.gz"
+KN_SET = "knowledge_neurons.jsonl.gz"  # the --model's shipped one unless --neuron-set is given
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="pretrained (default: embedded)")
     parser.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated two-hop tasks")
-    parser.add_argument("--neuron-set", default=str(DEFAULT_SET), help="per-group neuron set")
+    parser.add_argument(
+        "--neuron-set", help=f"per-group neuron set (default: the embedded --model's {KN_SET})"
+    )
     parser.add_argument("--field", default="hop1_fact", help="the documents' group field")
     parser.add_argument("--docs", type=int, default=32, help="documents per task (0: the pool)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -80,9 +81,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
 
     from relneuron_eval.core.embedded import resolve_pretrained
+    from relneuron_eval.core.models import shipped_set
     from relneuron_eval.core.neuron_set import load
     from relneuron_eval.harness.lm_model import RelNeuronLM
 
+    args.neuron_set = args.neuron_set or shipped_set(args.model, KN_SET)
     neuron_set = load(args.neuron_set)
     groups = neuron_set.groups()
     requests, sizes = _requests(args, set(groups))

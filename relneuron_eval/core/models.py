@@ -97,6 +97,24 @@ def canonical(name: object) -> str | None:
     return model.name if model else None
 
 
+def shipped_set(model: str, name: str) -> str:
+    """The set an embedded model ships (``neuron_sets/<model>/<name>``): the default of every
+    command whose ``--neuron-set`` is left out, so that ``--model gemma3-270m`` alone reads
+    Gemma's sets, never SmolLM2's."""
+    from relneuron_eval.resources import resolve_shipped
+
+    embedded = canonical(model)
+    if embedded is None:
+        raise RelNeuronError("--neuron-set is required for a model that is not embedded")
+    path = f"neuron_sets/{embedded}/{name}"
+    if not resolve_shipped(path).is_file():
+        raise RelNeuronError(
+            f"no shipped {name} for {embedded}",
+            hint=f"find one (relneuron find ... --model {embedded}) and pass --neuron-set",
+        )
+    return path
+
+
 def model_path_command(name: object) -> str:
     """The shell text that prints an embedded model's checkpoint folder, for printed commands
     and model cards (``$(relneuron model-path)`` for the default model)."""

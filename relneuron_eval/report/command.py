@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from relneuron_eval.core.arglists import parse_named, parse_names
+from relneuron_eval.core.models import shipped_set
 from relneuron_eval.data.prefix_check import report_record as prefix2_record
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.evaluation.runner import Evaluate, Runner
@@ -150,23 +151,6 @@ def _relations(args: argparse.Namespace, groups: list[str], tasks: set[str], pat
     return list(dict.fromkeys(relations)), notes
 
 
-def _default_set(model: str, name: str) -> str:
-    """The shipped set of an embedded model (``neuron_sets/<model>/<name>``)."""
-    from relneuron_eval.core.models import canonical
-    from relneuron_eval.resources import resolve_shipped
-
-    embedded = canonical(model)
-    if embedded is None:
-        raise RelNeuronError("--neuron-set is required for a model that is not embedded")
-    path = f"neuron_sets/{embedded}/{name}"
-    if not resolve_shipped(path).is_file():
-        raise RelNeuronError(
-            f"no shipped {name} for {embedded}",
-            hint=f"find one (relneuron find ... --model {embedded}) and pass --neuron-set",
-        )
-    return path
-
-
 def _check_model_shape(model: str, neuron_set: Any) -> None:
     """Compare the set's sizes with the model's config (no weights are loaded)."""
     from relneuron_eval.core.neuron_set import ModelShape
@@ -220,7 +204,7 @@ def build_setup(args: argparse.Namespace, *, check_model: bool = True) -> tuple[
     if bad:
         raise RelNeuronError(f"--langs: unknown {bad}", hint=f"choose from {', '.join(LANGS)}")
 
-    set_arg = args.neuron_set or _default_set(args.model, "relation_specific.jsonl.gz")
+    set_arg = args.neuron_set or shipped_set(args.model, "relation_specific.jsonl.gz")
     set_path = str(resolve_shipped(set_arg))
     neuron_set = load(set_path)
     tasks = _available_tasks()

@@ -39,8 +39,8 @@ def test_registry_resolves_names_and_refuses_others():
 def test_the_second_model_is_named_as_itself_wherever_a_model_is_named(monkeypatch):
     """compare, report, export and discovery once mapped every embedded model to SmolLM2."""
     from relneuron_eval.compare.read import _model_identity
+    from relneuron_eval.core.models import shipped_set
     from relneuron_eval.export.manifest import readme_text
-    from relneuron_eval.report.command import _default_set
 
     folder = str(embedded.cached_dir(model=models.GEMMA3))
     assert _model_identity(folder) == _model_identity("Gemma-3-270M") == "gemma3-270m"
@@ -49,8 +49,10 @@ def test_the_second_model_is_named_as_itself_wherever_a_model_is_named(monkeypat
     hub = "/hub/HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub's weights, not the embedded
     assert _model_identity(hub) == hub
     rs = "relation_specific.jsonl.gz"
-    assert _default_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
-    assert _default_set("gemma-3-270m", rs) == f"neuron_sets/gemma3-270m/{rs}"  # shipped now
+    assert shipped_set("smollm2-135m", rs) == f"neuron_sets/smollm2-135m/{rs}"
+    assert shipped_set("gemma-3-270m", rs) == f"neuron_sets/gemma3-270m/{rs}"  # shipped now
+    kn = "knowledge_neurons.jsonl.gz"  # bench per-doc and the reasoning experiment read it
+    assert shipped_set("gemma3-270m", kn) == f"neuron_sets/gemma3-270m/{kn}"
     import relneuron_eval.resources as resources
 
     real = resources.resolve_shipped
@@ -60,9 +62,9 @@ def test_the_second_model_is_named_as_itself_wherever_a_model_is_named(monkeypat
         lambda p: real(p).with_name("absent") if "gemma" in p else real(p),
     )
     with pytest.raises(RelNeuronError, match=r"no shipped relation_specific\.jsonl\.gz for gemma3"):
-        _default_set("gemma-3-270m", rs)
+        shipped_set("gemma-3-270m", rs)
     with pytest.raises(RelNeuronError, match="--neuron-set is required"):
-        _default_set("/models/llama", rs)
+        shipped_set("/models/llama", rs)
     manifest = {
         "base_model": {"pretrained": "gemma3-270m", "architecture": "Gemma3", "num_layers": 18},
         "variant": "v",
