@@ -11,19 +11,58 @@ from pathlib import Path
 LM_EVAL = [sys.executable, "-m", "lm_eval"]
 
 
+def _env() -> dict[str, str]:
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return {**os.environ, **offline, "TOKENIZERS_PARALLELISM": "false"}
+
+
 def run_lm_eval(
     args: list[str], *, cwd: Path | None = None, check: bool = True, timeout: int = 900
 ):
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
     proc = subprocess.run(
-        [*LM_EVAL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [*LM_EVAL, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
+        raise AssertionError(
+            f"lm_eval failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+# Runs lm-eval's own CLI entry point (`cli_evaluate`, what `lm_eval ARGS` runs) once per
+# argument list read from stdin, all in one Python process; stops at the first failure.
+_IN_ONE_PROCESS = """\
+import json, sys
+from lm_eval.__main__ import cli_evaluate
+for argv in json.load(sys.stdin):
+    sys.argv = ["lm_eval", *argv]
+    try:
+        cli_evaluate()
+    except SystemExit as exc:
+        if exc.code:
+            print(f"lm_eval run {argv} exited {exc.code}", file=sys.stderr)
+            raise
+"""
+
+
+def run_lm_eval_in_one_process(
+    runs: list[list[str]], *, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """Several ``lm_eval`` CLI runs in one Python process, in order.
+
+    Why: each ``lm_eval`` start-up costs ~7 CPU s of imports; a test about what several
+    runs wrote (not about start-up or per-process state) pays it once. Each run still
+    parses its arguments, builds its model and tasks and writes its files as the CLI does.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _IN_ONE_PROCESS],
+        input=json.dumps(runs),
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
         raise AssertionError(
             f"lm_eval failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 import pytest
 
@@ -90,8 +91,9 @@ def pytest_runtest_makereport(item, call):
     report.user_properties.append(("cpu_s", round(used, 2)))
     log = os.environ.get("RELNEURON_CPU_LOG")  # where CI time goes: junit files under
     if log:  # xdist keep no user properties, so each worker appends its tests here
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{used:.2f}\t{item.nodeid}\n")
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # and when it finished:
+        with open(log, "a", encoding="utf-8") as handle:  # the workers' balance
+            handle.write(f"{used:.2f}\t{item.nodeid}\t{worker}\t{time.time():.0f}\n")
     if report.passed and used > SLOW_CPU_S and item.get_closest_marker("slow") is None:
         report.outcome = "failed"
         report.longrepr = (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 pytest_plugins = ["pytester"]
 
 _SUITE = """
+import os
 import time
 
 import pytest
@@ -49,6 +52,11 @@ def test_cpu_log_names_each_test_with_its_cpu_seconds(pytester, monkeypatch, tmp
     pytester.makeini("[pytest]\nmarkers =\n    slow: heavy\n")
     pytester.makepyfile(test_suite=_SUITE)
     pytester.runpytest_subprocess("-p", "slow_marker", "-q", "-k", "marked")
-    rows = dict(line.split("\t")[::-1] for line in log.read_text().splitlines())
-    assert set(rows) == {"test_suite.py::test_heavy_unmarked", "test_suite.py::test_heavy_marked"}
-    assert all(float(cpu) >= 0.6 for cpu in rows.values())
+    rows = [line.split("\t") for line in log.read_text().splitlines()]
+    names = {name for _, name, _, _ in rows}
+    assert names == {"test_suite.py::test_heavy_unmarked", "test_suite.py::test_heavy_marked"}
+    assert all(float(cpu) >= 0.6 for cpu, _, _, _ in rows)
+    here = os.environ.get("PYTEST_XDIST_WORKER", "main")  # the inner run inherits ours
+    assert {worker for _, _, worker, _ in rows} == {here}
+    ends = [int(end) for _, _, _, end in rows]  # when each finished, in the order written
+    assert ends == sorted(ends) and abs(ends[-1] - time.time()) < 600

@@ -109,6 +109,23 @@ def make_neuron_set(path: Path, groups: dict[str, int], seed: int = 1) -> Path:
     return path
 
 
+def lm_eval_args(
+    model: str,
+    model_args: str,
+    out: Path,
+    tasks: str = "toy_group",
+    limit: int = 15,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The arguments of one ``lm_eval`` run on the toy tasks (without the program)."""
+    args = ["--model", model, "--model_args", model_args, "--tasks", tasks]
+    args += ["--include_path", str(toy_tasks()), "--output_path", str(out), "--log_samples"]
+    args += ["--device", "cpu", "--batch_size", "8"]
+    if limit:
+        args += ["--limit", str(limit)]
+    return args + (extra or [])
+
+
 def run_lm_eval(
     model: str,
     model_args: str,
@@ -122,28 +139,15 @@ def run_lm_eval(
         sys.executable,
         "-m",
         "lm_eval",
-        "--model",
-        model,
-        "--model_args",
-        model_args,
-        "--tasks",
-        tasks,
-        "--include_path",
-        str(toy_tasks()),
-        "--output_path",
-        str(out),
-        "--log_samples",
-        "--device",
-        "cpu",
-        "--batch_size",
-        "8",
+        *lm_eval_args(model, model_args, out, tasks, limit, extra),
     ]
-    if limit:
-        cmd += ["--limit", str(limit)]
-    cmd += extra or []
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise AssertionError(f"lm_eval failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return last_results(out)
+
+
+def last_results(out: Path) -> Path:
     files = sorted(out.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
     assert files, f"lm_eval wrote no results under {out}"
     return files[-1]

@@ -1,7 +1,7 @@
 """``relneuron compare`` on real lm-eval result files written by the real ``lm_eval`` CLI.
 
-Six runs of a tiny random Llama are made once for the module (each costs ~25 s of
-lm-eval start-up, run side by side): on two toy tasks (and their group) the base
+Six runs of a tiny random Llama are made once for the module (in one process: lm-eval's
+start-up, most of their cost, is paid once): on two toy tasks (and their group) the base
 (``--model hf``), a ``relneuron-hf`` variant, a second variant run with another
 ``--limit`` on one task only, and a random control of the first variant; on three
 shipped relfacts tasks a base and a variant that deactivates one relation's group.
@@ -17,13 +17,13 @@ import math
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tools_helpers as th
+from lm_eval_helpers import run_lm_eval_in_one_process
 
 from relneuron_eval.cli import main as relneuron
 from relneuron_eval.compare.command import choose_base, load_runs
@@ -66,13 +66,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ),
     }
 
-    def run(name: str) -> Path:
-        kind, args, limit, tasks = jobs[name]
-        th.run_lm_eval(kind, args, root / name, tasks=tasks, limit=limit)
-        return root / name
-
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # mostly start-up, not compute
-        return dict(zip(jobs, pool.map(run, jobs), strict=True))
+    runs = [
+        th.lm_eval_args(kind, args, root / name, tasks=tasks, limit=limit)
+        for name, (kind, args, limit, tasks) in jobs.items()
+    ]
+    run_lm_eval_in_one_process(runs, env=th.env())  # mostly start-up, paid once
+    return {name: root / name for name in jobs}
 
 
 def _cli(*args: str, capsys) -> tuple[int, str, str]:

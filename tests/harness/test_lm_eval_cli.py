@@ -20,6 +20,7 @@ from lm_eval_helpers import (
     load_samples,
     responses,
     run_lm_eval,
+    run_lm_eval_in_one_process,
     save_tiny_llama,
     write_toy_task,
 )
@@ -163,30 +164,17 @@ def test_per_doc_equals_separate_runs(tiny_model_dir, toy_tasks, tmp_path):
         tmp_path / "facts.jsonl", layers=2, intermediate=48, hidden=32, groups=groups
     )
     base = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=enhance,factor=3"
-    run_lm_eval(
-        [
-            "--model",
-            "relneuron-hf",
-            "--model_args",
-            base + ",per_doc=fact",
-            *_common(toy_tasks, tmp_path / "perdoc"),
-        ]
-    )
+    alone = {group: tmp_path / group.replace("/", "_") for group in groups}
+    runs = [["--model", "relneuron-hf", "--model_args", base + ",per_doc=fact",
+             *_common(toy_tasks, tmp_path / "perdoc")]]  # fmt: skip
+    for group, out in alone.items():
+        args = base + f",groups={group},strategy=hook"
+        runs.append(["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, out)])
+    run_lm_eval_in_one_process(runs)
     per_doc = {t: load_samples(tmp_path / "perdoc", t) for t in ("toy_gen", "toy_mc")}
-    for group in groups:
-        out = tmp_path / group.replace("/", "_")
-        run_lm_eval(
-            [
-                "--model",
-                "relneuron-hf",
-                "--model_args",
-                base + f",groups={group},strategy=hook",
-                *_common(toy_tasks, out),
-            ]
-        )
+    for group, out in alone.items():
         for task, rows in per_doc.items():
-            alone = load_samples(out, task)
-            for row, ref in zip(rows, alone, strict=True):
+            for row, ref in zip(rows, load_samples(out, task), strict=True):
                 if row["doc"]["fact"] == group:
                     assert _same_responses(row["resps"], ref["resps"]), (task, group, row["doc_id"])
 
@@ -196,12 +184,12 @@ def test_positions_last_runs_and_differs_from_all(tiny_model_dir, toy_tasks, tmp
     neuron_set = _neuron_set(
         tmp_path / "set.jsonl", layers=2, intermediate=48, hidden=32, groups=["g"]
     )
-    outputs = {}
-    for positions in ("all", "last"):
-        out = tmp_path / positions
-        args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=deactivate,positions={positions}"
-        run_lm_eval(["--model", "relneuron-hf", "--model_args", args, *_common(toy_tasks, out)])
-        outputs[positions] = responses(load_samples(out, "toy_mc"))
+    args = f"pretrained={tiny_model_dir},neuron_set={neuron_set},mode=deactivate,positions="
+    run_lm_eval_in_one_process(
+        [["--model", "relneuron-hf", "--model_args", args + positions,
+          *_common(toy_tasks, tmp_path / positions)] for positions in ("all", "last")]
+    )  # fmt: skip
+    outputs = {p: responses(load_samples(tmp_path / p, "toy_mc")) for p in ("all", "last")}
     assert outputs["all"] != outputs["last"]
 
 
@@ -271,32 +259,6 @@ def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
     ]
     if tasks == ["toy_mc"]:
         pytest.skip("relfacts tasks not generated yet")
-    run_lm_eval(
-        [
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={ensure_local()}",
-            *common,
-            "--output_path",
-            str(tmp_path / "hf"),
-        ]
-    )
-    run_lm_eval(
-        [
-            "--model",
-            "relneuron-hf",
-            "--model_args",
-            "pretrained=smollm2-135m",
-            *common,
-            "--output_path",
-            str(tmp_path / "rn"),
-        ]
-    )
-    for task in tasks:
-        assert responses(load_samples(tmp_path / "hf", task)) == responses(
-            load_samples(tmp_path / "rn", task)
-        )
     # a 3,000-unit deactivation of random units drawn for the real model's shape
     rng = random.Random(0)
     units = rng.sample([(layer, i) for layer in range(30) for i in range(1536)], 3000)
@@ -312,17 +274,20 @@ def test_embedded_model_base_equals_hf_and_ablation_changes_outputs(tmp_path):
         NeuronSet(make_header(model=model, method={"name": "random-test"}), neurons),
         tmp_path / "r.jsonl",
     )
-    run_lm_eval(
+    run_lm_eval_in_one_process(
         [
-            "--model",
-            "relneuron-hf",
-            "--model_args",
-            f"pretrained=smollm2-135m,neuron_set={path}",
-            *common,
-            "--output_path",
-            str(tmp_path / "var"),
+            ["--model", "hf", "--model_args", f"pretrained={ensure_local()}", *common,
+             "--output_path", str(tmp_path / "hf")],
+            ["--model", "relneuron-hf", "--model_args", "pretrained=smollm2-135m", *common,
+             "--output_path", str(tmp_path / "rn")],
+            ["--model", "relneuron-hf", "--model_args", f"pretrained=smollm2-135m,neuron_set={path}",
+             *common, "--output_path", str(tmp_path / "var")],
         ]
-    )
+    )  # fmt: skip
+    for task in tasks:
+        assert responses(load_samples(tmp_path / "hf", task)) == responses(
+            load_samples(tmp_path / "rn", task)
+        )
     changed = [
         responses(load_samples(tmp_path / "var", t)) != responses(load_samples(tmp_path / "rn", t))
         for t in tasks
