@@ -4,11 +4,13 @@
         --report "SmolLM2-135M=docs/report-smollm2-first100" \
         --report "Gemma 3 270M=docs/report-gemma" --out docs/claims-across-models.md \
         [--leaderboard "SmolLM2-135M=docs/leaderboard" --leaderboard "Gemma 3 270M=..."]
+        [--kn-report "SmolLM2-135M=docs/report-kn-v2" --kn-report "Gemma 3 270M=..."]
 
 Every report must be a finished `relneuron report --experiments interference` run with
 the same design (documents, seeds, controls); the page names each one's source. With
 `--leaderboard`, finished `relneuron leaderboard` folders (the same settings but the model)
-add the methods' Disentangle areas side by side.
+add the methods' Disentangle areas side by side; with `--kn-report`, finished
+`--experiments reasoning` reports add the knowledge-neuron claims (own - swapped).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.across_models import (
     base_table,
     claims_table,
+    kn_table,
+    load_kn_report,
     load_leaderboard,
     load_report,
     methods_table,
@@ -62,6 +66,17 @@ leaderboards named below (the same settings, relations and budgets; only the mod
 """
 
 
+KN_INTRO = """
+## Knowledge neurons across models
+
+Own - swapped on the two-hop chains whose bridge fact has knowledge neurons: each chain
+with its bridge fact's own neurons vs another fact's of the same relation (count and layers
+matched), suppressed (x0) or enhanced (x2); 95 % interval by bridge fact (cluster bootstrap;
+hop 1: one value per fact). The verdict reads the interval in the claim's direction.
+
+"""
+
+
 def _pairs(specs: list[str], option: str) -> list[tuple[str, Path]]:
     named = (parse_named(spec, option, "FOLDER") for spec in specs)
     return [(name, Path(folder)) for name, folder in named]
@@ -71,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="append", required=True, metavar="NAME=FOLDER")
     parser.add_argument("--leaderboard", action="append", default=[], metavar="NAME=FOLDER")
+    parser.add_argument("--kn-report", action="append", default=[], metavar="NAME=FOLDER")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
         reports = [load_report(n, f) for n, f in _pairs(args.report, "--report")]
         boards = [load_leaderboard(n, f) for n, f in _pairs(args.leaderboard, "--leaderboard")]
+        kn = [load_kn_report(n, f) for n, f in _pairs(args.kn_report, "--kn-report")]
         text = (
             INTRO
             + claims_table(reports)
@@ -87,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if boards:
             text += METHODS_INTRO + methods_table(boards) + "\nLeaderboards:\n\n"
             text += "".join(f"- {b.name}: `{b.folder.as_posix()}`\n" for b in boards)
+        if kn:
+            text += KN_INTRO + kn_table(kn) + "\nReports:\n\n"
+            text += "".join(f"- {r.name}: `{r.folder.as_posix()}`\n" for r in kn)
     except RelNeuronError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -266,3 +266,60 @@ def methods_table(boards: Sequence[ModelBoard]) -> str:
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ============================================================ knowledge neurons
+# (measure key, row label, unit of n): the reasoning experiment's measures, primary first
+KN_MEASURES = (
+    ("direct", "direct answer (primary)", "chains"),
+    ("cot", "CoT answer", "chains"),
+    ("bridge_recall", "CoT bridge recall", "chains"),
+    ("hop1_heldout", "hop 1 held out (the fact itself)", "facts"),
+)
+# mode -> (claim, the sign own - swapped has when the claim holds)
+KN_MODES = {
+    "deactivate": ("suppressing a bridge fact's own neurons hurts more than another fact's", -1),
+    "enhance": ("enhancing a bridge fact's own neurons helps more than another fact's", 1),
+}
+
+
+def load_kn_report(name: str, folder: Path) -> ModelReport:
+    """``FOLDER/results.json`` of a finished reasoning report (one clear error if not)."""
+    path = folder / "results.json"
+    results = _read_json(path, "name the folder of a finished `relneuron report`")
+    if not isinstance(results, dict) or "measures" not in (results.get("reasoning") or {}):
+        raise RelNeuronError(
+            "no reasoning experiment in this report",
+            path=str(path),
+            hint="knowledge-neuron claims need `--experiments reasoning` runs",
+        )
+    return ModelReport(name, folder, results)
+
+
+def _kn_cell(results: dict[str, Any], measure: str, mode: str, unit: str) -> str:
+    """own - swapped [95 % interval] (n), its verdict read in the claim's direction."""
+    section = results["reasoning"]["measures"].get(measure, {}).get("with_neurons") or {}
+    spec = (section.get(mode) or {}).get("specificity")
+    if not spec:
+        return "not measured"
+    sign = KN_MODES[mode][1]
+    ci = spec.get("ci")
+    verdict = _verdict(sorted(sign * c for c in ci) if ci else None)
+    value = f"{_pp(spec['own_minus_swapped'])} {_interval(ci)}"
+    return f"{verdict}: {value} ({spec['n']} {unit})"
+
+
+def kn_table(reports: Sequence[ModelReport]) -> str:
+    """A row per claim and measure, a column per model: own - swapped, in the claim's
+    direction (suppression: below 0 holds; enhancement: above 0 holds)."""
+    if not reports:
+        raise RelNeuronError("no reasoning report given")
+    lines = [
+        "| claim | measure | " + " | ".join(r.name for r in reports) + " |",
+        "|" + "---|" * (len(reports) + 2),
+    ]
+    for mode, (claim, _) in KN_MODES.items():
+        for measure, label, unit in KN_MEASURES:
+            cells = (_kn_cell(r.results, measure, mode, unit) for r in reports)
+            lines.append(f"| {claim} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -12,10 +12,13 @@ from conftest import REPO
 
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.across_models import (
+    KN_MEASURES,
     ModelBoard,
     ModelReport,
     base_table,
     claims_table,
+    kn_table,
+    load_kn_report,
     load_leaderboard,
     load_report,
     methods_table,
@@ -23,6 +26,7 @@ from relneuron_eval.report.across_models import (
 
 SMOL = REPO / "docs" / "report-smollm2-first100"
 BOARD = REPO / "docs" / "leaderboard"
+KN = REPO / "docs" / "report-kn-v2"
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +135,30 @@ def test_methods_table_reads_each_boards_areas_and_ranks(tmp_path):
     assert rows["random"].rstrip(" |").endswith("not run")
     with pytest.raises(RelNeuronError, match=r"leaderboard\.json not found"):
         load_leaderboard("x", tmp_path)
+
+
+def test_kn_table_reads_own_minus_swapped_in_each_claims_direction(tmp_path):
+    report = load_kn_report("SmolLM2", KN)
+    flipped = copy.deepcopy(report.results)
+    direct = flipped["reasoning"]["measures"]["direct"]["with_neurons"]
+    direct["deactivate"]["specificity"]["ci"] = [0.01, 0.05]  # own hurts less: reversed
+    del flipped["reasoning"]["measures"]["cot"]
+    table = kn_table([report, ModelReport("other", KN, flipped)])
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert len(rows) == 8 and all(len(r) == 4 for r in rows)
+    for claim, label, cell, _ in rows:
+        mode = "deactivate" if claim.startswith("suppressing") else "enhance"
+        key = next(k for k, lab, _ in KN_MEASURES if lab == label)
+        spec = report.results["reasoning"]["measures"][key]["with_neurons"][mode]["specificity"]
+        lo, hi = spec["ci"]
+        assert (
+            f"{100 * spec['own_minus_swapped']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]" in cell
+        )
+        holds = hi < 0 if mode == "deactivate" else lo > 0
+        assert cell.startswith("**holds**") == holds, cell
+    by_label = {(r[0][:10], r[1]): r[3] for r in rows}
+    assert by_label["suppressin", "direct answer (primary)"].startswith("**reversed**")
+    assert by_label["suppressin", "CoT answer"] == "not measured"
+    (tmp_path / "results.json").write_text(json.dumps({"interference": {}}))
+    with pytest.raises(RelNeuronError, match="no reasoning experiment"):
+        load_kn_report("x", tmp_path)
