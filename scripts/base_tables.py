@@ -139,10 +139,23 @@ def mc_table(runs: list[Run]) -> list[str]:
     head = f"| relation (mc) | n | choices | chance | majority answer | {names} |"
     lines = [head, "|---|---:|---:|---:|---|" + "---:|" * len(runs)]
     lines += _known_rows(runs, tasks, MC_METRIC, columns)
-    if all("relfacts-mc" in r.results for r in runs):
-        macro = " | ".join(_cell(r.results["relfacts-mc"], metric=MC_METRIC) for r in runs)
-        lines.append(f"| **relfacts-mc** (macro) | | | | | {macro} |")
+    macro = " | ".join(_cell(_macro(r, tasks), metric=MC_METRIC) for r in runs)
+    lines.append(f"| **relfacts-mc** (macro) | | | | | {macro} |")
     return lines
+
+
+def _macro(run: Run, tasks: list[str]) -> dict[str, Any]:
+    """lm-eval's `relfacts-mc` group score, or, for a run made as several task lists, the
+    same aggregate (mean over tasks, standard errors combined as independent)."""
+    if "relfacts-mc" in run.results:
+        return run.results["relfacts-mc"]
+    stderr = MC_METRIC.replace(",", "_stderr,")
+    rows = [run.results[t] for t in tasks]
+    spread = [r.get(stderr) for r in rows]
+    out: dict[str, Any] = {MC_METRIC: sum(r[MC_METRIC] for r in rows) / len(rows)}
+    if all(isinstance(x, (int, float)) for x in spread):
+        out[stderr] = sum(x * x for x in spread) ** 0.5 / len(rows)
+    return out
 
 
 def multilingual_table(runs: list[Run]) -> list[str]:
