@@ -9,8 +9,9 @@ error, bold where the model *knows* the relation by the reports' eligibility rul
 >= 20 % and >= majority + 10 pp); then per model the count of relations above the
 majority answer and of known ones. When the runs hold them: the two-hop tasks, the
 multiple-choice tasks (`acc`, the same rule) and the multilingual probes (acc_match per
-relation and language, each language's macro). Every number is read from the runs; exit 2 with one line naming the folder or file when a run
-is missing or unreadable or the models' documents differ.
+relation and language, each language's macro). Every number is read from the runs; exit
+2 with one line naming the folder or file when a run is missing or unreadable or the
+models' documents differ.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,12 @@ def _same_docs(runs: list[Run], task: str) -> list[dict[str, Any]]:
     return docs
 
 
-def _known_rows(runs: list[Run], tasks: list[str], metric: str, columns) -> list[str]:
+def _known_rows(
+    runs: list[Run],
+    tasks: list[str],
+    metric: str,
+    columns: Callable[[str, list[dict[str, Any]]], str],
+) -> list[str]:
     """One row per task (``columns(task, docs)``: the cells before the models'), each
     model's score bold when known, then the counts of relations above the majority
     answer and known."""
@@ -126,7 +133,7 @@ def relfacts_table(runs: list[Run]) -> list[str]:
 
 def mc_table(runs: list[Run]) -> list[str]:
     """Multiple choice: n, choices, chance, the majority answer and each model's ``acc``
-    (bold by the same rule), the counts and lm-eval's macro over the group."""
+    (bold by the same rule), the counts and the macro over the tasks."""
     tasks = _in_every_run(runs, runs[0].group_subtasks.get("relfacts-mc", []))
     if not tasks:
         return []
