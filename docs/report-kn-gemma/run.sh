@@ -3,7 +3,7 @@
 # verbatim; step 2 is step 1 with the refinement the file names). Resumable: re-run this
 # script (finished evaluations are read from runs/); a second copy started beside it shares
 # the work (the runner claims each evaluation). Commits runs/ and specificity/ after each
-# step and every 5 minutes while one runs.
+# step and every 5 minutes while one runs; ends with report-check.
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -28,3 +28,5 @@ refined=${first/--out $OUT\/specificity\/none/--refine drop-objects=3 --out $OUT
 step "2: refinement drop-objects=3" \
     "$refined --tasks relfacts_2hop,relfacts_2hop_hop1_heldout,relfacts_2hop_hop1"
 step "3: the report (enhancement, shared pool, random controls)" "$(order 3)"
+# every number re-derived from runs/, whose checksums it writes (runs/SHA256SUMS)
+.venv/bin/relneuron report-check "$OUT" --update-manifest && commit_partial "report-check"
