@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -169,8 +170,8 @@ def multilingual_table(runs: list[Run]) -> list[str]:
     """acc_match per relation and language, the models side by side in each cell
     (n = that language's test facts), then each language's macro (lm-eval's group score)
     and the count of (relation, language) probes above their majority answer."""
-    tasks = sorted(t for t in runs[0].results if t[9:11] in LANGS and t.startswith("relfacts_"))
-    tasks = _in_every_run(runs, [t for t in tasks if t[11:12] == "_"])
+    probe = re.compile(rf"relfacts_({'|'.join(LANGS)})_.+")
+    tasks = _in_every_run(runs, sorted(t for t in runs[0].results if probe.fullmatch(t)))
     if not tasks:
         return []
     relations = sorted({t[12:] for t in tasks})

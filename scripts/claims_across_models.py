@@ -23,6 +23,8 @@ from relneuron_eval.atomic import atomic_write
 from relneuron_eval.core.arglists import parse_named
 from relneuron_eval.errors import RelNeuronError
 from relneuron_eval.report.across_models import (
+    ModelBoard,
+    ModelReport,
     base_table,
     claims_table,
     kn_table,
@@ -77,6 +79,11 @@ hop 1: one value per fact). The verdict reads the interval in the claim's direct
 """
 
 
+def _folders(title: str, items: list[ModelBoard] | list[ModelReport]) -> str:
+    """The list under a section: each model's name and the folder its column comes from."""
+    return f"\n{title}:\n\n" + "".join(f"- {i.name}: `{i.folder.as_posix()}`\n" for i in items)
+
+
 def _pairs(specs: list[str], option: str) -> list[tuple[str, Path]]:
     named = (parse_named(spec, option, "FOLDER") for spec in specs)
     return [(name, Path(folder)) for name, folder in named]
@@ -102,11 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             + sources(reports)
         )
         if boards:
-            text += METHODS_INTRO + methods_table(boards) + "\nLeaderboards:\n\n"
-            text += "".join(f"- {b.name}: `{b.folder.as_posix()}`\n" for b in boards)
+            text += METHODS_INTRO + methods_table(boards) + _folders("Leaderboards", boards)
         if kn:
-            text += KN_INTRO + kn_table(kn) + "\nReports:\n\n"
-            text += "".join(f"- {r.name}: `{r.folder.as_posix()}`\n" for r in kn)
+            text += KN_INTRO + kn_table(kn) + _folders("Reports", kn)
     except RelNeuronError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

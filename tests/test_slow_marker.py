@@ -9,7 +9,6 @@ from pathlib import Path
 pytest_plugins = ["pytester"]
 
 _SUITE = """
-import os
 import time
 
 import pytest
